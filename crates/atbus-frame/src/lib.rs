@@ -1,0 +1,1 @@
+//! Layer 1 of libatbus-rs: package framing.
