@@ -259,3 +259,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(feature = "proptest")]
+pub mod strategies;

@@ -1,0 +1,274 @@
+//! Package decoders: byte streams and whole datagrams.
+
+use atbus_proto::FrameMessage;
+use bytes::{Buf, Bytes, BytesMut};
+use prost::Message;
+
+use crate::varint::{self, Varint};
+use crate::{FrameError, FrameLimits, HASH_LEN, PACKAGE_VERSION, package_hash};
+
+/// One package whose header and hash checked out; the `frame_message` is still encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPackage {
+    /// The package version (always [`PACKAGE_VERSION`] today).
+    pub version: u64,
+    /// The encoded `frame_message`, sharing the input buffer.
+    pub frame: Bytes,
+    /// Bytes the whole package took on the wire.
+    pub wire_len: usize,
+}
+
+impl RawPackage {
+    /// Decodes the `frame_message`; `bytes` fields share this package's buffer.
+    pub fn decode(&self) -> Result<FrameMessage, FrameError> {
+        decode_frame(self.frame.clone())
+    }
+}
+
+/// Decodes `frame_message` bytes; `bytes` fields share `frame`'s buffer (no payload copy).
+pub fn decode_frame(frame: Bytes) -> Result<FrameMessage, FrameError> {
+    Ok(FrameMessage::decode(frame)?)
+}
+
+/// Where the header parse ended.
+enum Header {
+    /// More bytes are needed; the total package length if already known.
+    Incomplete(Option<u64>),
+    /// Header length and frame length.
+    Complete { header_len: usize, frame_len: usize },
+}
+
+fn parse_header(buf: &[u8], limits: &FrameLimits) -> Result<Header, FrameError> {
+    let (version, version_len) = match varint::read(buf) {
+        Varint::Value(v, n) => (v, n),
+        Varint::Incomplete => return Ok(Header::Incomplete(None)),
+        Varint::Overlong => return Err(FrameError::OverlongVarint { field: "version" }),
+    };
+    if version != PACKAGE_VERSION {
+        return Err(FrameError::UnsupportedVersion { version });
+    }
+    let (length, length_len) = match varint::read(&buf[version_len..]) {
+        Varint::Value(v, n) => (v, n),
+        Varint::Incomplete => return Ok(Header::Incomplete(None)),
+        Varint::Overlong => return Err(FrameError::OverlongVarint { field: "length" }),
+    };
+    if length > limits.max_frame_length as u64 {
+        return Err(FrameError::FrameTooLong {
+            length,
+            limit: limits.max_frame_length,
+        });
+    }
+    // `length` fits the limit, itself a usize: no overflow below.
+    let frame_len = length as usize;
+    let header_len = version_len + length_len;
+    if buf.len() < header_len + frame_len + HASH_LEN {
+        return Ok(Header::Incomplete(Some(
+            (header_len + frame_len + HASH_LEN) as u64,
+        )));
+    }
+    Ok(Header::Complete {
+        header_len,
+        frame_len,
+    })
+}
+
+fn check_hash(package: &[u8]) -> Result<(), FrameError> {
+    let (covered, tail) = package.split_at(package.len() - HASH_LEN);
+    let wire = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    let computed = package_hash(covered);
+    if wire != computed {
+        return Err(FrameError::HashMismatch { wire, computed });
+    }
+    Ok(())
+}
+
+/// Parses the package at the front of `input` without consuming it.
+///
+/// `Ok(None)` means `input` ends inside the package (a byte stream needs more bytes). The
+/// returned package's `frame` shares `input`'s buffer.
+pub fn parse_package(
+    input: &Bytes,
+    limits: &FrameLimits,
+) -> Result<Option<RawPackage>, FrameError> {
+    match parse_header(input, limits)? {
+        Header::Incomplete(_) => Ok(None),
+        Header::Complete {
+            header_len,
+            frame_len,
+        } => {
+            let wire_len = header_len + frame_len + HASH_LEN;
+            check_hash(&input[..wire_len])?;
+            Ok(Some(RawPackage {
+                version: PACKAGE_VERSION,
+                frame: input.slice(header_len..header_len + frame_len),
+                wire_len,
+            }))
+        }
+    }
+}
+
+/// Decoder for packages on a byte stream (TCP, Unix socket).
+///
+/// Feed whatever was read, in any split, and pull whole packages. It buffers at most one
+/// partial package beyond what the caller fed in one go and never reserves memory because a
+/// length field asked for it. After any error it refuses further use: a byte stream whose
+/// package boundaries are lost cannot be trusted again, so the link must be closed.
+#[derive(Debug)]
+pub struct StreamDecoder {
+    buf: BytesMut,
+    limits: FrameLimits,
+    consumed: u64,
+    failed: bool,
+}
+
+impl StreamDecoder {
+    /// A decoder with the given limits.
+    pub fn new(limits: FrameLimits) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            limits,
+            consumed: 0,
+            failed: false,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &FrameLimits {
+        &self.limits
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn feed(&mut self, data: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes buffered and not yet returned as packages.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Stream offset of the next package (bytes consumed by returned packages so far).
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Whether the stream failed; no package will come out of it again.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Bytes still needed before the next package can be returned, if the header tells.
+    pub fn bytes_needed(&self) -> Option<u64> {
+        match parse_header(&self.buf, &self.limits) {
+            Ok(Header::Incomplete(Some(total))) => Some(total - self.buf.len() as u64),
+            _ => None,
+        }
+    }
+
+    /// The next whole package, `Ok(None)` when more bytes are needed.
+    pub fn next_package(&mut self) -> Result<Option<RawPackage>, FrameError> {
+        if self.failed {
+            return Err(FrameError::StreamFailed);
+        }
+        let (header_len, frame_len) = match parse_header(&self.buf, &self.limits) {
+            Ok(Header::Incomplete(_)) => return Ok(None),
+            Ok(Header::Complete {
+                header_len,
+                frame_len,
+            }) => (header_len, frame_len),
+            Err(err) => return Err(self.fail(err)),
+        };
+        let wire_len = header_len + frame_len + HASH_LEN;
+        if let Err(err) = check_hash(&self.buf[..wire_len]) {
+            return Err(self.fail(err));
+        }
+        let mut package = self.buf.split_to(wire_len);
+        package.advance(header_len);
+        package.truncate(frame_len);
+        self.consumed += wire_len as u64;
+        Ok(Some(RawPackage {
+            version: PACKAGE_VERSION,
+            frame: package.freeze(),
+            wire_len,
+        }))
+    }
+
+    /// The next whole package, decoded. A protobuf error also fails the stream.
+    pub fn next_frame(&mut self) -> Result<Option<FrameMessage>, FrameError> {
+        match self.next_package()? {
+            None => Ok(None),
+            Some(package) => package.decode().map(Some).map_err(|err| self.fail(err)),
+        }
+    }
+
+    fn fail(&mut self, err: FrameError) -> FrameError {
+        self.failed = true;
+        self.buf = BytesMut::new();
+        err
+    }
+}
+
+/// Decoder of one UDP datagram holding one or more whole packages.
+///
+/// An iterator of packages; it stops after the first error (the rest of the datagram has no
+/// reliable boundaries). Packages share the datagram's buffer.
+#[derive(Debug, Clone)]
+pub struct DatagramDecoder {
+    rest: Bytes,
+    limits: FrameLimits,
+    started: bool,
+    done: bool,
+}
+
+impl DatagramDecoder {
+    /// A decoder over one received datagram.
+    pub fn new(datagram: Bytes, limits: FrameLimits) -> Self {
+        Self {
+            rest: datagram,
+            limits,
+            started: false,
+            done: false,
+        }
+    }
+
+    /// The next package, decoded.
+    pub fn next_frame(&mut self) -> Option<Result<FrameMessage, FrameError>> {
+        self.next().map(|package| package.and_then(|p| p.decode()))
+    }
+}
+
+impl Iterator for DatagramDecoder {
+    type Item = Result<RawPackage, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.rest.is_empty() {
+            self.done = true;
+            return (!self.started).then_some(Err(FrameError::EmptyDatagram));
+        }
+        self.started = true;
+        let result = match parse_package(&self.rest, &self.limits) {
+            Ok(Some(package)) => {
+                self.rest.advance(package.wire_len);
+                return Some(Ok(package));
+            }
+            Ok(None) => {
+                let needed = match parse_header(&self.rest, &self.limits) {
+                    Ok(Header::Incomplete(Some(total))) => total,
+                    _ => self.rest.len() as u64 + 1,
+                };
+                Err(FrameError::Truncated {
+                    needed,
+                    available: self.rest.len(),
+                })
+            }
+            Err(err) => Err(err),
+        };
+        self.done = true;
+        Some(result)
+    }
+}

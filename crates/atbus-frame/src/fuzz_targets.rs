@@ -1,0 +1,66 @@
+//! Bodies of the fuzz targets under `fuzz/`, kept here so ordinary tests replay the corpus on
+//! stable Rust. Each body panics only when an invariant of the codec is broken.
+
+use bytes::Bytes;
+
+use crate::{DatagramDecoder, FrameLimits, StreamDecoder, encode};
+
+/// Feeds `data` to a [`StreamDecoder`] in chunks whose sizes come from the first byte, checking
+/// that every frame that comes out re-encodes to a package that decodes to the same frame, and
+/// that a failed stream stays failed.
+pub fn stream_decoder(data: &[u8]) {
+    let Some((&chunk_seed, input)) = data.split_first() else {
+        return;
+    };
+    let limits = FrameLimits {
+        max_frame_length: 64 * 1024,
+    };
+    let chunk = usize::from(chunk_seed % 17) + 1;
+    let mut decoder = StreamDecoder::new(limits);
+    for piece in input.chunks(chunk) {
+        decoder.feed(piece);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let mut wire = Vec::new();
+                    let written =
+                        encode(&frame, &limits, &mut wire).expect("decoded frame re-encodes");
+                    assert_eq!(written, wire.len());
+                    let mut again = StreamDecoder::new(limits);
+                    again.feed(&wire);
+                    let back = again.next_frame().expect("re-encoded frame decodes");
+                    assert_eq!(back.as_ref(), Some(&frame));
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    assert!(decoder.is_failed());
+                    assert!(
+                        decoder.next_frame().is_err(),
+                        "a failed stream stays failed"
+                    );
+                    return;
+                }
+            }
+        }
+        assert!(decoder.buffered_len() <= limits.max_package_len() + chunk);
+    }
+}
+
+/// Decodes `data` as one datagram; every package that comes out must decode or fail cleanly.
+pub fn datagram_decoder(data: &[u8]) {
+    let limits = FrameLimits {
+        max_frame_length: 64 * 1024,
+    };
+    let datagram = Bytes::copy_from_slice(data);
+    let mut total = 0;
+    for package in DatagramDecoder::new(datagram, limits) {
+        match package {
+            Ok(package) => {
+                total += package.wire_len;
+                assert!(total <= data.len());
+                let _ = package.decode();
+            }
+            Err(_) => break,
+        }
+    }
+}
