@@ -1,0 +1,24 @@
+//! The `atbus` command of libatbus-rs: `inspect` (a dissector of captured packages) and a
+//! provisional `demo`; later `node`, `relay`, `send`, `discovery` and `token`.
+//!
+//! The logic lives in this library so it can be tested and reused; `main.rs` only parses
+//! arguments.
+//!
+//! ```
+//! use atbus_cli::inspect::{Options, inspect};
+//!
+//! let capture = atbus_cli::sample::capture_stream()?;
+//! let mut out = Vec::new();
+//! let stats = inspect(capture.as_slice(), &mut out, &Options::default())?;
+//! assert_eq!((stats.packages, stats.errors), (6, 0));
+//! let first: serde_json::Value = serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap())?;
+//! assert_eq!(first["frame"]["handshake"]["hello"]["node_name"], "node-a");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod demo;
+pub mod inspect;
+pub mod sample;
