@@ -524,6 +524,90 @@ mod tests {
         assert!(parse_hex("").unwrap().is_empty());
     }
 
+    /// Hands out its bytes `step` at a time.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn run(input: impl Read, datagram: bool) -> (Stats, String) {
+        let mut out = Vec::new();
+        let options = Options {
+            datagram,
+            ..Options::default()
+        };
+        let stats = inspect(input, &mut out, &options).unwrap();
+        (stats, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn any_read_split_gives_the_same_output() {
+        let stream = crate::sample::capture_stream().unwrap();
+        let datagrams = crate::sample::capture_datagrams().unwrap();
+        let whole = run(stream.as_slice(), false);
+        let whole_dg = run(datagrams.as_slice(), true);
+        assert_eq!(whole.0.packages, 6);
+        for step in [1, 2, 3, 7, 64] {
+            let trickle = Trickle {
+                data: &stream,
+                step,
+            };
+            assert_eq!(run(trickle, false), whole);
+            let trickle = Trickle {
+                data: &datagrams,
+                step,
+            };
+            assert_eq!(run(trickle, true), whole_dg);
+        }
+    }
+
+    #[test]
+    fn packages_straddling_read_buffers() {
+        use atbus_proto::{FrameMessage, PacketData, frame_message::Body};
+        let limits = FrameLimits::default();
+        let mut stream = Vec::new();
+        let mut count = 0;
+        while stream.len() < 3 * READ_BUFFER_LEN {
+            let frame = FrameMessage {
+                head: None,
+                body: Some(Body::Packet(PacketData {
+                    stream_id: count,
+                    content: vec![0xa5; 1000 + 7919 * count as usize % 90_000].into(),
+                    flags: packet_flags::ENCRYPTED,
+                    ..Default::default()
+                })),
+            };
+            atbus_frame::encode(&frame, &limits, &mut stream).unwrap();
+            count += 1;
+        }
+        let mut ids = Vec::new();
+        let stats = inspect_with(stream.as_slice(), &Options::default(), |record| {
+            if let Record::Package(p) = record {
+                ids.push(p.frame["packet"]["stream_id"].clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            stats,
+            Stats {
+                packages: count as u64,
+                errors: 0
+            }
+        );
+        assert_eq!(ids.len() as i64, count);
+        assert_eq!(ids[1], "1");
+    }
+
     #[test]
     fn sorting_is_recursive() {
         let v = serde_json::json!({"b": {"d": 1, "c": [{"f": 1, "e": 2}]}, "a": 0});
