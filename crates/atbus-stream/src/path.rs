@@ -1,0 +1,216 @@
+//! Per-path state: packet numbers, packets in flight, loss detection (RFC 9002 §6), RTT,
+//! liveness, and the receive side's packet-number acknowledgements.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::config::{PathConfig, PathId};
+use crate::ranges::RangeSet;
+use crate::rtt::RttEstimator;
+
+/// Packet-number reordering threshold (RFC 9002 kPacketThreshold).
+pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+/// A packet that carries stream data and waits for acknowledgement.
+#[derive(Debug, Clone)]
+pub(crate) struct SentPacket {
+    pub time_sent: Instant,
+    pub stream_id: i64,
+    pub range: Range<u64>,
+    pub finish: bool,
+    pub skip: bool,
+    pub size: usize,
+}
+
+/// Counters of one path, available through `Session::path_stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathStats {
+    /// Packages sent.
+    pub packets_sent: u64,
+    /// Bytes sent (whole packages).
+    pub bytes_sent: u64,
+    /// Packages received.
+    pub packets_received: u64,
+    /// Bytes received (whole packages).
+    pub bytes_received: u64,
+    /// Stream data packets declared lost.
+    pub packets_lost: u64,
+    /// Stream bytes sent again (on any path) because a packet of this path was lost.
+    pub bytes_retransmitted: u64,
+    /// Smoothed RTT in microseconds (0 before the first sample).
+    pub smoothed_rtt_us: u64,
+    /// Latest RTT sample in microseconds.
+    pub latest_rtt_us: u64,
+    /// Bytes in flight now.
+    pub bytes_in_flight: u64,
+}
+
+/// Sender-side and liveness state of one of our paths.
+#[derive(Debug)]
+pub(crate) struct Path {
+    pub id: PathId,
+    pub config: PathConfig,
+    pub next_pn: u64,
+    pub sent: BTreeMap<u64, SentPacket>,
+    pub bytes_in_flight: usize,
+    pub largest_acked: Option<u64>,
+    pub loss_time: Option<Instant>,
+    pub last_ack_eliciting_sent: Option<Instant>,
+    pub pto_count: u32,
+    pub rtt: RttEstimator,
+    pub blocked: bool,
+    pub read_paused: bool,
+    pub last_received: Instant,
+    pub next_ping: Instant,
+    pub ping_id: i64,
+    pub pong_due: Option<(i64, i64)>,
+    pub stats: PathStats,
+}
+
+impl Path {
+    pub fn new(id: PathId, config: PathConfig, now: Instant, initial_rtt: Duration) -> Self {
+        Self {
+            id,
+            config,
+            next_pn: 0,
+            sent: BTreeMap::new(),
+            bytes_in_flight: 0,
+            largest_acked: None,
+            loss_time: None,
+            last_ack_eliciting_sent: None,
+            pto_count: 0,
+            rtt: RttEstimator::new(initial_rtt),
+            blocked: false,
+            read_paused: false,
+            last_received: now,
+            next_ping: now,
+            ping_id: 0,
+            pong_due: None,
+            stats: PathStats::default(),
+        }
+    }
+
+    /// Whether data sent here may need resending (lossy kinds).
+    pub fn is_lossy(&self) -> bool {
+        !self.config.kind.is_reliable()
+    }
+
+    /// Probe timeout for the packets in flight, if any (lossy paths only).
+    pub fn pto_deadline(&self, granularity: Duration, max_ack_delay: Duration) -> Option<Instant> {
+        if !self.is_lossy() || self.sent.is_empty() {
+            return None;
+        }
+        let base = self.last_ack_eliciting_sent?;
+        let pto = (self.rtt.pto_base(granularity) + max_ack_delay)
+            * 2u32.saturating_pow(self.pto_count.min(16));
+        Some(base + pto)
+    }
+
+    /// The loss timer: the earlier of the time-threshold loss time and the probe timeout.
+    pub fn loss_deadline(&self, granularity: Duration, max_ack_delay: Duration) -> Option<Instant> {
+        self.loss_time
+            .or_else(|| self.pto_deadline(granularity, max_ack_delay))
+    }
+
+    /// Time-threshold delay: 9/8 × max(srtt, latest), at least the granularity.
+    fn loss_delay(&self, granularity: Duration) -> Duration {
+        (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(granularity)
+    }
+
+    /// Packets declared lost now (RFC 9002 §6.1), removed from flight.
+    pub fn detect_lost(&mut self, now: Instant, granularity: Duration) -> Vec<SentPacket> {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else {
+            return Vec::new();
+        };
+        if !self.is_lossy() {
+            return Vec::new();
+        }
+        let delay = self.loss_delay(granularity);
+        let mut lost = Vec::new();
+        let candidates: Vec<u64> = self.sent.range(..largest).map(|(&pn, _)| pn).collect();
+        for pn in candidates {
+            let Some(p) = self.sent.get(&pn) else {
+                continue;
+            };
+            let too_old = now
+                .checked_duration_since(p.time_sent)
+                .is_some_and(|age| age >= delay);
+            if too_old || largest - pn >= PACKET_THRESHOLD {
+                if let Some(p) = self.sent.remove(&pn) {
+                    self.bytes_in_flight -= p.size;
+                    lost.push(p);
+                }
+            } else {
+                let t = p.time_sent + delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        self.stats.packets_lost += lost.len() as u64;
+        lost
+    }
+
+    /// Probe timeout fired: the oldest packets in flight (up to two) are treated as lost, and
+    /// the timeout backs off.
+    pub fn on_pto(&mut self) -> Vec<SentPacket> {
+        self.pto_count += 1;
+        let oldest: Vec<u64> = self.sent.keys().take(2).copied().collect();
+        let mut lost = Vec::new();
+        for pn in oldest {
+            if let Some(p) = self.sent.remove(&pn) {
+                self.bytes_in_flight -= p.size;
+                lost.push(p);
+            }
+        }
+        self.stats.packets_lost += lost.len() as u64;
+        lost
+    }
+
+    /// Everything in flight, when the path goes away.
+    pub fn drain_in_flight(&mut self) -> Vec<SentPacket> {
+        self.bytes_in_flight = 0;
+        std::mem::take(&mut self.sent).into_values().collect()
+    }
+}
+
+/// Receive-side state for one of the peer's paths (its packet-number space).
+#[derive(Debug, Default)]
+pub(crate) struct PeerPathAcks {
+    pub received: RangeSet,
+    pub largest: Option<u64>,
+    pub largest_time: Option<Instant>,
+    pub largest_timepoint: i64,
+    pub unacked_eliciting: u32,
+    pub ack_deadline: Option<Instant>,
+    pub ack_now: bool,
+    /// Our path the peer's packets last arrived on (preferred for the ack).
+    pub via: Option<PathId>,
+}
+
+impl PeerPathAcks {
+    /// Records packet `pn`; returns whether it was new.
+    pub fn on_packet(&mut self, pn: u64, now: Instant, timepoint: i64, max_ranges: usize) -> bool {
+        if self.received.contains(pn) {
+            // Duplicates are acknowledged again at once: the earlier ack may have been lost.
+            self.ack_now = true;
+            return false;
+        }
+        let out_of_order = self.largest.is_some_and(|l| pn != l + 1);
+        self.received.insert(pn..pn + 1);
+        self.received.truncate_low(max_ranges);
+        if self.largest.is_none_or(|l| pn > l) {
+            self.largest = Some(pn);
+            self.largest_time = Some(now);
+            self.largest_timepoint = timepoint;
+        }
+        if out_of_order {
+            self.ack_now = true;
+        }
+        true
+    }
+
+    pub fn needs_ack(&self, now: Instant) -> bool {
+        self.ack_now || self.ack_deadline.is_some_and(|d| d <= now)
+    }
+}

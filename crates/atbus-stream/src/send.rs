@@ -1,0 +1,354 @@
+//! Send side of one stream: queued messages kept until acknowledged, cut into fragments per
+//! packet when a path transmits.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use atbus_proto::{fragment_flags, packet_content::FragmentType};
+use bytes::Bytes;
+use prost::Message;
+
+use crate::ranges::RangeSet;
+use crate::reassembly::MessageMeta;
+
+/// One queued message.
+#[derive(Debug, Clone)]
+pub(crate) struct OutMessage {
+    pub offset: u64,
+    pub data: Bytes,
+    pub meta: MessageMeta,
+}
+
+impl OutMessage {
+    fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// What one packet of a stream carries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chunk {
+    pub range: Range<u64>,
+    pub fragments: Vec<FragmentType>,
+    pub finish: bool,
+    pub skip_to: Option<u64>,
+}
+
+/// Send state of one stream.
+#[derive(Debug, Default)]
+pub(crate) struct SendStream {
+    /// Messages not yet fully acknowledged, in offset order.
+    messages: VecDeque<OutMessage>,
+    /// End of queued data.
+    pub end: u64,
+    /// First offset never sent.
+    pub next_new: u64,
+    /// Bytes to send again (lost).
+    pub retransmit: RangeSet,
+    /// Acknowledged bytes at or above `acked_base`.
+    acked: RangeSet,
+    /// Every byte below is acknowledged or skipped.
+    pub acked_base: u64,
+    /// The application finished the stream.
+    pub finished: bool,
+    /// The finish must be (re)sent.
+    pub finish_pending: bool,
+    /// The finish was acknowledged.
+    pub finish_acked: bool,
+    /// Skip target to announce (RESET_OFFSET), if any.
+    pub skip_to: u64,
+    /// The skip must be (re)sent.
+    pub skip_pending: bool,
+    /// Peer credit: may send below this offset.
+    pub max_offset: u64,
+    /// Bytes held (queued or unacknowledged).
+    pub buffered: usize,
+    /// `send` returned WouldBlock; report Writable when room returns.
+    pub blocked: bool,
+    /// Acknowledged event already reported.
+    pub ack_reported: bool,
+}
+
+impl SendStream {
+    pub fn new(initial_credit: u64) -> Self {
+        Self {
+            max_offset: initial_credit,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, data: Bytes, meta: MessageMeta) -> u64 {
+        let offset = self.end;
+        self.end += data.len() as u64;
+        self.buffered += data.len();
+        self.messages.push_back(OutMessage { offset, data, meta });
+        offset
+    }
+
+    /// Whether there is anything to put in a packet, given credit.
+    pub fn wants_to_send(&self) -> bool {
+        !self.retransmit.is_empty()
+            || self.skip_pending
+            || (self.next_new < self.end && self.next_new < self.max_offset)
+            || (self.finish_pending && self.next_new == self.end)
+    }
+
+    /// Whether new data waits only for credit.
+    pub fn credit_blocked(&self) -> bool {
+        self.next_new < self.end && self.next_new >= self.max_offset
+    }
+
+    /// Whether everything, including the finish, was acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.acked_base >= self.end && (!self.finished || self.finish_acked)
+    }
+
+    /// Takes the next chunk: a skip notice, else lost bytes, else new bytes, at most
+    /// `budget` bytes of encoded content; `session_credit` limits new bytes.
+    pub fn next_chunk(&mut self, budget: usize, session_credit: &mut u64) -> Option<Chunk> {
+        if self.skip_pending {
+            self.skip_pending = false;
+            return Some(Chunk {
+                range: self.skip_to..self.skip_to,
+                skip_to: Some(self.skip_to),
+                ..Chunk::default()
+            });
+        }
+        if let Some(first) = self.retransmit.first() {
+            let (fragments, end) = self.fragments(first.clone(), budget);
+            if end > first.start {
+                self.retransmit.remove(first.start..end);
+                let finish = self.finished && end == self.end;
+                if finish {
+                    self.finish_pending = false;
+                }
+                return Some(Chunk {
+                    range: first.start..end,
+                    fragments,
+                    finish,
+                    skip_to: None,
+                });
+            }
+            return None;
+        }
+        let limit = self
+            .end
+            .min(self.max_offset)
+            .min(self.next_new + *session_credit);
+        if self.next_new < limit {
+            let start = self.next_new;
+            let (fragments, end) = self.fragments(start..limit, budget);
+            if end == start {
+                return None;
+            }
+            *session_credit -= end - start;
+            self.next_new = end;
+            let finish = self.finished && end == self.end;
+            if finish {
+                self.finish_pending = false;
+            }
+            return Some(Chunk {
+                range: start..end,
+                fragments,
+                finish,
+                skip_to: None,
+            });
+        }
+        if self.finish_pending && self.next_new == self.end {
+            self.finish_pending = false;
+            return Some(Chunk {
+                range: self.end..self.end,
+                finish: true,
+                ..Chunk::default()
+            });
+        }
+        None
+    }
+
+    /// Cuts `range` into fragments fitting `budget` bytes of encoded `packet_content`; returns
+    /// them and where they end. A fragment never spans two messages; metadata rides on a
+    /// message's first fragment.
+    fn fragments(&self, range: Range<u64>, budget: usize) -> (Vec<FragmentType>, u64) {
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        let mut pos = range.start;
+        let idx = self.messages.partition_point(|m| m.end() <= pos);
+        for m in self.messages.iter().skip(idx) {
+            if pos >= range.end {
+                break;
+            }
+            let start_in = (pos - m.offset) as usize;
+            let mut frag = FragmentType::default();
+            if start_in == 0 {
+                frag.packet_type = m.meta.packet_type;
+                frag.labels = m.meta.labels.clone();
+                frag.options = m.meta.options.clone();
+            }
+            let msg_end = m.end().min(range.end);
+            let want = (msg_end - pos) as usize;
+            // Fixed cost of this fragment: its own fields plus worst-case tags and length
+            // varints for the data and the fragment (3 bytes each cover 2 MiB).
+            let fixed = frag.encoded_len() + 2 /* flag */ + 1 + 3 /* data tag+len */ + 1 + 3;
+            if used + fixed >= budget {
+                break;
+            }
+            let take = want.min(budget - used - fixed);
+            if take == 0 {
+                break;
+            }
+            frag.data = m.data.slice(start_in..start_in + take);
+            let frag_end = pos + take as u64;
+            if frag_end < m.end() {
+                frag.fragment_flag = fragment_flags::HAS_MORE;
+            }
+            let len = frag.encoded_len();
+            used += 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+            out.push(frag);
+            pos = frag_end;
+            if take < want {
+                break;
+            }
+        }
+        (out, pos)
+    }
+
+    /// Marks `range` acknowledged; returns bytes released from the buffer.
+    pub fn on_acked(&mut self, range: Range<u64>) -> usize {
+        if range.end <= self.acked_base {
+            return 0;
+        }
+        let range = range.start.max(self.acked_base)..range.end;
+        self.acked.insert(range.clone());
+        self.retransmit.remove(range);
+        self.advance_base()
+    }
+
+    /// Marks everything below `offset` acknowledged (cumulative stream ack).
+    pub fn on_cumulative_ack(&mut self, offset: u64) -> usize {
+        let offset = offset.min(self.next_new.max(self.skip_to));
+        if offset <= self.acked_base {
+            return 0;
+        }
+        self.on_acked(self.acked_base..offset)
+    }
+
+    fn advance_base(&mut self) -> usize {
+        if let Some(first) = self.acked.first() {
+            if first.start <= self.acked_base {
+                self.acked_base = first.end;
+                self.acked.remove(first);
+            }
+        }
+        let mut released = 0;
+        while let Some(m) = self.messages.front() {
+            if m.end() > self.acked_base {
+                break;
+            }
+            released += m.data.len();
+            self.messages.pop_front();
+        }
+        self.buffered -= released;
+        released
+    }
+
+    /// `range` was lost: send again what is not acknowledged.
+    pub fn on_lost(&mut self, range: Range<u64>) {
+        let start = range.start.max(self.acked_base).max(self.skip_to);
+        if start >= range.end {
+            return;
+        }
+        self.retransmit.insert(start..range.end);
+        for acked in self.acked.iter().collect::<Vec<_>>() {
+            self.retransmit.remove(acked);
+        }
+    }
+
+    /// Skips every unacknowledged message below `target` (a message boundary). Returns the
+    /// skipped byte range, if any.
+    pub fn skip(&mut self, target: u64) -> Option<Range<u64>> {
+        let from = self.acked_base.max(self.skip_to);
+        if target <= from {
+            return None;
+        }
+        self.skip_to = target;
+        self.skip_pending = true;
+        self.retransmit.remove_below(target);
+        if self.next_new < target {
+            self.next_new = target;
+        }
+        // Skipped bytes never need acknowledging.
+        self.acked.insert(from..target);
+        self.advance_base();
+        Some(from..target)
+    }
+
+    /// Whether `offset` is a boundary of an unacknowledged message (or the end).
+    pub fn is_boundary(&self, offset: u64) -> bool {
+        offset == self.end || self.messages.iter().any(|m| m.offset == offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_with(msgs: &[&[u8]]) -> SendStream {
+        let mut s = SendStream::new(u64::MAX);
+        for m in msgs {
+            s.push(Bytes::copy_from_slice(m), MessageMeta::default());
+        }
+        s
+    }
+
+    #[test]
+    fn fragments_never_span_messages() {
+        let mut s = stream_with(&[b"hello", b"world!"]);
+        let mut credit = u64::MAX;
+        let c = s.next_chunk(1000, &mut credit).expect("chunk");
+        assert_eq!(c.range, 0..11);
+        assert_eq!(c.fragments.len(), 2);
+        assert_eq!(&c.fragments[0].data[..], b"hello");
+        assert_eq!(c.fragments[0].fragment_flag, 0);
+        assert_eq!(&c.fragments[1].data[..], b"world!");
+    }
+
+    #[test]
+    fn small_budget_cuts_with_has_more() {
+        let mut s = stream_with(&[&[7u8; 100]]);
+        let mut credit = u64::MAX;
+        let c = s.next_chunk(40, &mut credit).expect("chunk");
+        assert!(c.range.end < 100);
+        assert_eq!(c.fragments[0].fragment_flag, fragment_flags::HAS_MORE);
+        let content = atbus_proto::PacketContent {
+            fragment: c.fragments,
+        };
+        assert!(content.encoded_len() <= 40);
+    }
+
+    #[test]
+    fn lost_then_acked_is_not_resent() {
+        let mut s = stream_with(&[b"abcdef"]);
+        let mut credit = u64::MAX;
+        s.next_chunk(1000, &mut credit);
+        s.on_acked(0..3);
+        s.on_lost(0..6);
+        assert_eq!(s.retransmit.iter().collect::<Vec<_>>(), vec![3..6]);
+        assert_eq!(s.on_acked(3..6), 6);
+        assert!(s.retransmit.is_empty());
+        assert_eq!(s.buffered, 0);
+    }
+
+    #[test]
+    fn credit_limits_new_data() {
+        let mut s = SendStream::new(4);
+        s.push(Bytes::from_static(b"abcdefgh"), MessageMeta::default());
+        let mut credit = u64::MAX;
+        let c = s.next_chunk(1000, &mut credit).expect("chunk");
+        assert_eq!(c.range, 0..4);
+        assert!(s.credit_blocked());
+        let mut small = 2;
+        s.max_offset = 100;
+        let c = s.next_chunk(1000, &mut small).expect("chunk");
+        assert_eq!(c.range, 4..6, "session credit too");
+    }
+}

@@ -1,0 +1,1186 @@
+//! The session state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use atbus_frame::{FrameLimits, encode};
+use atbus_proto::{
+    AcknowledgeData, AtbusCloseReason, FrameMessage, MessageHead, PacketContent, PacketData,
+    PacketNumberRange, PingData, StreamAcknowledge, frame_message::Body,
+    packet_content::FragmentType, packet_flags, packet_types,
+};
+use bytes::Bytes;
+use prost::Message;
+
+use crate::config::{
+    CloseReason, Event, PathConfig, PathError, PathId, ProtocolError, SendError, SessionConfig,
+};
+use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
+use crate::reassembly::{Delivery, MessageMeta, Piece, Reassembler, ReassemblyError};
+use crate::send::SendStream;
+
+/// Bytes a package needs besides its head and content: the header varints and hash, the
+/// `packet_data` fields at their largest, and the tags and lengths around them.
+const PACKET_OVERHEAD: usize = 8 + 2 + 4 + 66;
+/// Smallest content budget worth a packet.
+const MIN_CONTENT_BUDGET: usize = 48;
+/// Most peer path-number spaces tracked at once.
+const MAX_PEER_PATHS: usize = 64;
+
+/// A message queued with [`Session::send`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutgoingMessage {
+    /// The payload; never empty.
+    pub data: Bytes,
+    /// Type, labels and options carried on the message's first fragment.
+    pub meta: MessageMeta,
+}
+
+impl OutgoingMessage {
+    /// A user-data message (`packet_type` 0) without labels.
+    pub fn data(data: impl Into<Bytes>) -> Self {
+        Self {
+            data: data.into(),
+            meta: MessageMeta::default(),
+        }
+    }
+}
+
+/// One unit of output: `size` bytes at the start of the caller's buffer go out on `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// The path to send on.
+    pub path: PathId,
+    /// Bytes written to the buffer (one datagram, or a run of packages for a byte stream).
+    pub size: usize,
+}
+
+/// Counters of one stream, available through [`Session::stream_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Messages queued by the application.
+    pub messages_sent: u64,
+    /// Bytes queued by the application.
+    pub bytes_sent: u64,
+    /// Stream bytes sent again after a loss.
+    pub bytes_retransmitted: u64,
+    /// Messages delivered to the application.
+    pub messages_received: u64,
+    /// Bytes delivered to the application.
+    pub bytes_received: u64,
+    /// Bytes reported skipped to the application.
+    pub bytes_skipped: u64,
+}
+
+#[derive(Debug)]
+struct RecvStream {
+    reasm: Reassembler,
+    /// Credit advertised to the peer (max stream offset).
+    advertised: u64,
+    readable_reported: bool,
+    finished_reported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Open,
+    /// Closed; the close packet still has to go out on these paths.
+    Closed {
+        reason: CloseReason,
+        unsent: BTreeSet<PathId>,
+    },
+}
+
+/// A session between two node names: many one-way streams over one or more paths.
+///
+/// Methods come in four groups, as in quinn-proto: getters; inputs (`handle_*`, `add_path`,
+/// `remove_path`, `path_blocked`, `path_writable`); mutators (`send`, `finish`, `reset`, `skip`,
+/// `close`, `read`); outputs (`poll_transmit`, `poll_timeout`, `poll_event`). After any input,
+/// drain `poll_transmit` until `None`, then schedule a wake-up at `poll_timeout`, then drain
+/// `poll_event`. Time only moves forward and is always passed in.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    epoch: Instant,
+    limits: FrameLimits,
+    head: MessageHead,
+    head_len: usize,
+    paths: BTreeMap<PathId, Path>,
+    next_path_id: u64,
+    peer_paths: BTreeMap<i64, PeerPathAcks>,
+    send_streams: BTreeMap<i64, SendStream>,
+    recv_streams: BTreeMap<i64, RecvStream>,
+    closed_recv: BTreeSet<i64>,
+    closed_send: BTreeSet<i64>,
+    stream_acks_pending: BTreeSet<i64>,
+    stream_stats: BTreeMap<i64, StreamStats>,
+    /// Peer's session credit and what we committed of it.
+    peer_max_session_data: u64,
+    session_data_sent: u64,
+    /// Our session credit as advertised and the total read.
+    advertised_session_data: u64,
+    session_data_read: u64,
+    session_credit_pending: bool,
+    send_buffered: usize,
+    events: VecDeque<Event>,
+    state: State,
+    last_path: Option<PathId>,
+    last_stream: i64,
+}
+
+impl Session {
+    /// A session created at `now` (the zero of its `timepoint_microseconds`).
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let head = MessageHead {
+            source: config.local_name.clone(),
+            destination: config.peer_name.clone(),
+            ..MessageHead::default()
+        };
+        let head_len = head.encoded_len();
+        Self {
+            peer_max_session_data: config.session_receive_window,
+            advertised_session_data: config.session_receive_window,
+            epoch: now,
+            limits: FrameLimits::default(),
+            head,
+            head_len,
+            paths: BTreeMap::new(),
+            next_path_id: 0,
+            peer_paths: BTreeMap::new(),
+            send_streams: BTreeMap::new(),
+            recv_streams: BTreeMap::new(),
+            closed_recv: BTreeSet::new(),
+            closed_send: BTreeSet::new(),
+            stream_acks_pending: BTreeSet::new(),
+            stream_stats: BTreeMap::new(),
+            session_data_sent: 0,
+            session_data_read: 0,
+            session_credit_pending: false,
+            send_buffered: 0,
+            events: VecDeque::new(),
+            state: State::Open,
+            last_path: None,
+            last_stream: -1,
+            config,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Whether the session closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
+    /// Paths in use.
+    pub fn paths(&self) -> impl Iterator<Item = PathId> + '_ {
+        self.paths.keys().copied()
+    }
+
+    /// Counters of a path.
+    pub fn path_stats(&self, path: PathId) -> Option<PathStats> {
+        self.paths.get(&path).map(|p| {
+            let mut s = p.stats;
+            s.smoothed_rtt_us = if p.rtt.has_sample() {
+                p.rtt.smoothed().as_micros() as u64
+            } else {
+                0
+            };
+            s.latest_rtt_us = if p.rtt.has_sample() {
+                p.rtt.latest().as_micros() as u64
+            } else {
+                0
+            };
+            s.bytes_in_flight = p.bytes_in_flight as u64;
+            s
+        })
+    }
+
+    /// Counters of a stream (either direction).
+    pub fn stream_stats(&self, stream_id: i64) -> StreamStats {
+        self.stream_stats
+            .get(&stream_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Bytes held for sending (queued or unacknowledged) across all streams.
+    pub fn send_buffered(&self) -> usize {
+        self.send_buffered
+    }
+
+    /// Bytes held for reading across all streams.
+    pub fn receive_buffered(&self) -> usize {
+        self.recv_streams
+            .values()
+            .map(|s| s.reasm.buffered_bytes())
+            .sum()
+    }
+
+    /// Whether everything sent on `stream_id` was acknowledged.
+    pub fn is_stream_acknowledged(&self, stream_id: i64) -> bool {
+        self.send_streams
+            .get(&stream_id)
+            .is_none_or(SendStream::all_acked)
+    }
+
+    // ----- inputs -----
+
+    /// Adds a path; its id goes into every packet sent on it.
+    pub fn add_path(&mut self, now: Instant, config: PathConfig) -> Result<PathId, PathError> {
+        let min = self.overhead(&config) + MIN_CONTENT_BUDGET;
+        if config.mtu < min || config.mtu > self.limits.max_frame_length {
+            return Err(PathError::MtuTooSmall {
+                mtu: config.mtu,
+                min,
+            });
+        }
+        let id = PathId(self.next_path_id);
+        self.next_path_id += 1;
+        self.paths
+            .insert(id, Path::new(id, config, now, self.config.initial_rtt));
+        Ok(id)
+    }
+
+    /// Removes a path (its link closed); data in flight on it is sent again on the others.
+    pub fn remove_path(&mut self, path: PathId) -> Result<(), PathError> {
+        let mut p = self
+            .paths
+            .remove(&path)
+            .ok_or(PathError::UnknownPath(path))?;
+        let lost = p.drain_in_flight();
+        self.on_lost(lost, None);
+        for acks in self.peer_paths.values_mut() {
+            if acks.via == Some(path) {
+                acks.via = None;
+            }
+        }
+        if let State::Closed { unsent, .. } = &mut self.state {
+            unsent.remove(&path);
+        }
+        Ok(())
+    }
+
+    /// The driver could not write everything on the path: stop scheduling on it.
+    pub fn path_blocked(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(&path) {
+            p.blocked = true;
+        }
+    }
+
+    /// The path's link is writable again.
+    pub fn path_writable(&mut self, path: PathId) {
+        if let Some(p) = self.paths.get_mut(&path) {
+            p.blocked = false;
+        }
+    }
+
+    /// Handles one frame that arrived on `path`. A protocol violation closes the session and is
+    /// returned.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        frame: FrameMessage,
+        wire_len: usize,
+    ) -> Result<(), ProtocolError> {
+        let Some(p) = self.paths.get_mut(&path) else {
+            return Ok(());
+        };
+        p.last_received = now;
+        p.stats.packets_received += 1;
+        p.stats.bytes_received += wire_len as u64;
+        let result = match frame.body {
+            Some(Body::Ping(ping)) => {
+                p.pong_due = Some((ping.ping_id, ping.timepoint_microseconds));
+                // Credit updates ride on acks that a lossy path may drop; a ping refreshes them
+                // all, so a sender blocked on credit never waits longer than one keepalive.
+                self.stream_acks_pending
+                    .extend(self.recv_streams.keys().copied());
+                self.session_credit_pending = true;
+                Ok(())
+            }
+            Some(Body::Pong(pong)) => {
+                if pong.ping_id == p.ping_id {
+                    let sent = self.epoch
+                        + std::time::Duration::from_micros(
+                            pong.timepoint_microseconds.max(0) as u64
+                        );
+                    if let Some(sample) = now.checked_duration_since(sent) {
+                        p.rtt.update(sample, std::time::Duration::ZERO);
+                    }
+                }
+                Ok(())
+            }
+            Some(Body::Packet(packet)) => self.on_packet(now, path, packet),
+            Some(Body::Acknowledge(ack)) => self.on_ack(now, ack),
+            _ => Ok(()),
+        };
+        if let Err(err) = &result {
+            self.close_with(
+                CloseReason {
+                    code: AtbusCloseReason::ProtocolError as i32,
+                    message: err.to_string(),
+                },
+                false,
+            );
+        }
+        result
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        let granularity = self.config.timer_granularity;
+        let max_ack_delay = self.config.max_ack_delay;
+        let ids: Vec<PathId> = self.paths.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.paths.get_mut(&id) else {
+                continue;
+            };
+            if now.saturating_duration_since(p.last_received) >= self.config.path_idle_timeout {
+                self.events.push_back(Event::PathDead { path: id });
+                let _ = self.remove_path(id);
+                continue;
+            }
+            if p.loss_time.is_some_and(|t| t <= now) {
+                let lost = p.detect_lost(now, granularity);
+                self.on_lost(lost, Some(id));
+            } else if p
+                .pto_deadline(granularity, max_ack_delay)
+                .is_some_and(|t| t <= now)
+            {
+                let lost = p.on_pto();
+                self.on_lost(lost, Some(id));
+            }
+        }
+    }
+
+    // ----- mutators -----
+
+    /// Queues a message on a stream; returns its stream offset.
+    pub fn send(&mut self, stream_id: i64, message: OutgoingMessage) -> Result<u64, SendError> {
+        if self.is_closed() {
+            return Err(SendError::SessionClosed);
+        }
+        if stream_id < 0 {
+            return Err(SendError::InvalidStreamId(stream_id));
+        }
+        if message.data.is_empty() {
+            return Err(SendError::EmptyMessage);
+        }
+        if self.closed_send.contains(&stream_id) {
+            return Err(SendError::StreamClosed(stream_id));
+        }
+        let len = message.data.len();
+        if len > self.config.stream_send_buffer {
+            return Err(SendError::MessageTooLarge {
+                len,
+                limit: self.config.stream_send_buffer,
+            });
+        }
+        let credit = self.config.stream_receive_window;
+        let stream = self
+            .send_streams
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(credit));
+        if stream.finished {
+            return Err(SendError::StreamClosed(stream_id));
+        }
+        if stream.buffered + len > self.config.stream_send_buffer
+            || self.send_buffered + len > self.config.session_send_buffer
+        {
+            stream.blocked = true;
+            return Err(SendError::WouldBlock);
+        }
+        let offset = stream.push(message.data, message.meta);
+        stream.ack_reported = false;
+        self.send_buffered += len;
+        let stats = self.stream_stats.entry(stream_id).or_default();
+        stats.messages_sent += 1;
+        stats.bytes_sent += len as u64;
+        Ok(offset)
+    }
+
+    /// Finishes a stream: nothing more will be sent on it, and its id never reopens.
+    pub fn finish(&mut self, stream_id: i64) -> Result<(), SendError> {
+        let credit = self.config.stream_receive_window;
+        let stream = self
+            .send_streams
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(credit));
+        if stream.finished {
+            return Err(SendError::StreamClosed(stream_id));
+        }
+        stream.finished = true;
+        stream.finish_pending = true;
+        stream.ack_reported = false;
+        self.closed_send.insert(stream_id);
+        Ok(())
+    }
+
+    /// Skips every unacknowledged message of `stream_id` below `offset`, which must be a message
+    /// boundary (an offset `send` returned, or the end of the stream). Returns the skipped range.
+    pub fn skip(
+        &mut self,
+        stream_id: i64,
+        offset: u64,
+    ) -> Result<Option<std::ops::Range<u64>>, SendError> {
+        let Some(stream) = self.send_streams.get_mut(&stream_id) else {
+            return Ok(None);
+        };
+        if offset > stream.acked_base.max(stream.skip_to) && !stream.is_boundary(offset) {
+            return Err(SendError::NotAMessageBoundary(offset));
+        }
+        let before = stream.buffered;
+        let committed_before = stream.next_new;
+        let skipped = stream.skip(offset);
+        // Skipped bytes beyond what was ever sent consume session credit like data would, so
+        // both sides keep counting offsets.
+        self.session_data_sent += stream.next_new - committed_before;
+        self.send_buffered -= before - stream.buffered;
+        if let Some(r) = &skipped {
+            self.stream_stats
+                .entry(stream_id)
+                .or_default()
+                .bytes_skipped += r.end - r.start;
+        }
+        Ok(skipped)
+    }
+
+    /// Closes the session; the peer gets `reason`.
+    pub fn close(&mut self, code: i32, message: impl Into<String>) {
+        self.close_with(
+            CloseReason {
+                code,
+                message: message.into(),
+            },
+            false,
+        );
+    }
+
+    /// Reads the next message (or skip marker) of a stream, in order.
+    pub fn read(&mut self, stream_id: i64) -> Option<Delivery> {
+        let stream = self.recv_streams.get_mut(&stream_id)?;
+        let before = stream.reasm.read_offset();
+        let delivery = stream.reasm.pop();
+        if delivery.is_none() {
+            stream.readable_reported = false;
+        }
+        let advanced = stream.reasm.read_offset() - before;
+        self.session_data_read += advanced;
+        let stats = self.stream_stats.entry(stream_id).or_default();
+        match &delivery {
+            Some(Delivery::Message(m)) => {
+                stats.messages_received += 1;
+                stats.bytes_received += m.data.len() as u64;
+            }
+            Some(Delivery::Skipped { len, .. }) => stats.bytes_skipped += len,
+            None => {}
+        }
+        // Grant credit once a quarter window was read.
+        let window = self.config.stream_receive_window;
+        let target = stream.reasm.read_offset() + window;
+        if target >= stream.advertised + window / 4 {
+            stream.advertised = target;
+            self.stream_acks_pending.insert(stream_id);
+        }
+        let session_target = self.session_data_read + self.config.session_receive_window;
+        if session_target >= self.advertised_session_data + self.config.session_receive_window / 4 {
+            self.advertised_session_data = session_target;
+            self.session_credit_pending = true;
+        }
+        if stream.reasm.is_finished() && !stream.finished_reported && !stream.reasm.is_readable() {
+            stream.finished_reported = true;
+            self.events.push_back(Event::StreamFinished { stream_id });
+            self.recv_streams.remove(&stream_id);
+            self.closed_recv.insert(stream_id);
+        }
+        self.maybe_resume_reading();
+        delivery
+    }
+
+    // ----- outputs -----
+
+    /// Writes the next datagram (or run of packages for a byte stream) into `buf` (cleared
+    /// first) and says which path it goes on.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        let ids: Vec<PathId> = self.paths.keys().copied().collect();
+        if ids.is_empty() {
+            return None;
+        }
+        let start = self
+            .last_path
+            .and_then(|last| ids.iter().position(|&id| id > last))
+            .unwrap_or(0);
+        for i in 0..ids.len() {
+            let id = ids[(start + i) % ids.len()];
+            self.fill(now, id, buf);
+            if !buf.is_empty() {
+                self.last_path = Some(id);
+                let p = self.paths.get_mut(&id)?;
+                p.stats.bytes_sent += buf.len() as u64;
+                return Some(Transmit {
+                    path: id,
+                    size: buf.len(),
+                });
+            }
+        }
+        None
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            // A closed session has no timers; unsent close packets go out on the next
+            // `poll_transmit`.
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        for p in self.paths.values() {
+            if let Some(d) =
+                p.loss_deadline(self.config.timer_granularity, self.config.max_ack_delay)
+            {
+                at(d);
+            }
+            at(p.next_ping);
+            at(p.last_received + self.config.path_idle_timeout);
+        }
+        for acks in self.peer_paths.values() {
+            if let Some(d) = acks.ack_deadline {
+                at(d);
+            }
+        }
+        t
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn overhead(&self, config: &PathConfig) -> usize {
+        PACKET_OVERHEAD + self.head_len + config.headroom
+    }
+
+    fn timepoint(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.epoch).as_micros() as i64
+    }
+
+    fn close_with(&mut self, reason: CloseReason, by_peer: bool) {
+        if self.is_closed() {
+            return;
+        }
+        let unsent = if by_peer {
+            BTreeSet::new()
+        } else {
+            self.paths.keys().copied().collect()
+        };
+        self.events.push_back(Event::Closed {
+            reason: reason.clone(),
+            by_peer,
+        });
+        self.state = State::Closed { reason, unsent };
+    }
+
+    fn push_frame(&self, body: Body, buf: &mut Vec<u8>) -> usize {
+        let frame = FrameMessage {
+            head: Some(self.head.clone()),
+            body: Some(body),
+        };
+        // Frames are built to fit the path MTU, far below the frame limit.
+        encode(&frame, &self.limits, buf).unwrap_or(0)
+    }
+
+    /// Fills `buf` with what path `id` should carry now.
+    fn fill(&mut self, now: Instant, id: PathId, buf: &mut Vec<u8>) {
+        let Some(p) = self.paths.get(&id) else { return };
+        let config = p.config;
+        let package_limit = config.mtu - config.headroom;
+        let total_limit = if config.kind.is_reliable() {
+            self.config.max_transmit_bytes.max(package_limit)
+        } else {
+            package_limit
+        };
+        let timepoint = self.timepoint(now);
+
+        // Closing: one close packet per path, nothing else.
+        if let State::Closed { reason, unsent } = &mut self.state {
+            if unsent.remove(&id) {
+                let content = PacketContent {
+                    fragment: vec![FragmentType {
+                        packet_type: packet_types::CONTROL,
+                        close_reason: Some(atbus_proto::CloseReasonData {
+                            code: reason.code,
+                            message: reason.message.clone(),
+                        }),
+                        ..FragmentType::default()
+                    }],
+                };
+                let packet = PacketData {
+                    flags: packet_flags::CLOSE_SESSION,
+                    content: content.encode_to_vec().into(),
+                    timepoint_microseconds: timepoint,
+                    path_id: id.0 as i64,
+                    ..PacketData::default()
+                };
+                self.push_frame(Body::Packet(packet), buf);
+            }
+            return;
+        }
+
+        // Pong and ping.
+        if let Some(p) = self.paths.get_mut(&id) {
+            if let Some((ping_id, tp)) = p.pong_due.take() {
+                let body = Body::Pong(PingData {
+                    ping_id,
+                    timepoint_microseconds: tp,
+                });
+                self.push_frame(body, buf);
+            }
+        }
+        if let Some(p) = self.paths.get_mut(&id) {
+            if p.next_ping <= now {
+                p.ping_id += 1;
+                p.next_ping = now + self.config.keepalive_interval;
+                let body = Body::Ping(PingData {
+                    ping_id: p.ping_id,
+                    timepoint_microseconds: timepoint,
+                });
+                self.push_frame(body, buf);
+            }
+        }
+
+        // Acknowledgements: peer path spaces that arrived here (or anywhere, if due).
+        let due: Vec<i64> = self
+            .peer_paths
+            .iter()
+            .filter(|(_, a)| {
+                a.needs_ack(now) && (a.via == Some(id) || a.via.is_none() || a.ack_now)
+            })
+            .map(|(&k, _)| k)
+            .collect();
+        for peer_path in due {
+            if buf.len() + 512 > total_limit {
+                break;
+            }
+            let ack = self.build_ack(now, Some(peer_path), package_limit - self.overhead(&config));
+            self.push_frame(Body::Acknowledge(ack), buf);
+        }
+        if (!self.stream_acks_pending.is_empty() || self.session_credit_pending)
+            && buf.len() + 512 <= total_limit
+        {
+            let ack = self.build_ack(now, None, package_limit - self.overhead(&config));
+            self.push_frame(Body::Acknowledge(ack), buf);
+        }
+
+        // A sender waiting for credit while nothing is in flight probes with an early ping: the
+        // peer answers a ping with fresh credit, so a lost credit update costs one RTT.
+        if let Some(p) = self.paths.get_mut(&id) {
+            if p.sent.is_empty() && self.send_streams.values().any(SendStream::credit_blocked) {
+                let probe = now + p.rtt.pto_base(self.config.timer_granularity);
+                if probe < p.next_ping {
+                    p.next_ping = probe;
+                }
+            }
+        }
+
+        // Stream data.
+        loop {
+            let Some(p) = self.paths.get(&id) else { return };
+            let window = if p.is_lossy() {
+                self.config.lossy_path_window
+            } else {
+                self.config.byte_stream_path_window
+            };
+            if p.blocked || p.bytes_in_flight >= window {
+                return;
+            }
+            let room = (total_limit - buf.len()).min(package_limit);
+            let overhead = self.overhead(&config);
+            if room < overhead + MIN_CONTENT_BUDGET {
+                return;
+            }
+            let budget = room - overhead;
+            let Some((stream_id, chunk)) = self.next_chunk(budget) else {
+                return;
+            };
+            let mut flags = 0;
+            if chunk.finish {
+                flags |= packet_flags::FINISH_STREAM;
+            }
+            let stream_offset = if let Some(target) = chunk.skip_to {
+                flags |= packet_flags::RESET_OFFSET;
+                target
+            } else {
+                chunk.range.start
+            };
+            let content = if chunk.fragments.is_empty() {
+                Bytes::new()
+            } else {
+                PacketContent {
+                    fragment: chunk.fragments,
+                }
+                .encode_to_vec()
+                .into()
+            };
+            let Some(p) = self.paths.get_mut(&id) else {
+                return;
+            };
+            let pn = p.next_pn;
+            p.next_pn += 1;
+            let packet = PacketData {
+                stream_id,
+                stream_offset: stream_offset as i64,
+                content,
+                flags,
+                padding_size: 0,
+                timepoint_microseconds: timepoint,
+                packet_number: pn as i64,
+                path_id: id.0 as i64,
+            };
+            let before = buf.len();
+            let frame = FrameMessage {
+                head: Some(self.head.clone()),
+                body: Some(Body::Packet(packet)),
+            };
+            if encode(&frame, &self.limits, buf).is_err() {
+                return;
+            }
+            let size = buf.len() - before;
+            debug_assert!(
+                size <= package_limit,
+                "package {size} over limit {package_limit}"
+            );
+            let Some(p) = self.paths.get_mut(&id) else {
+                return;
+            };
+            p.stats.packets_sent += 1;
+            p.bytes_in_flight += size;
+            p.last_ack_eliciting_sent = Some(now);
+            p.sent.insert(
+                pn,
+                SentPacket {
+                    time_sent: now,
+                    stream_id,
+                    range: chunk.range,
+                    finish: chunk.finish,
+                    skip: chunk.skip_to.is_some(),
+                    size,
+                },
+            );
+        }
+    }
+
+    /// Picks the next stream with something to send (round robin) and cuts its chunk.
+    fn next_chunk(&mut self, budget: usize) -> Option<(i64, crate::send::Chunk)> {
+        let ids: Vec<i64> = self
+            .send_streams
+            .range(self.last_stream.saturating_add(1)..)
+            .chain(self.send_streams.range(..=self.last_stream))
+            .filter(|(_, s)| s.wants_to_send())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let mut credit = self
+                .peer_max_session_data
+                .saturating_sub(self.session_data_sent);
+            let before = credit;
+            let stream = self.send_streams.get_mut(&id)?;
+            if let Some(chunk) = stream.next_chunk(budget, &mut credit) {
+                self.session_data_sent += before - credit;
+                self.last_stream = id;
+                return Some((id, chunk));
+            }
+        }
+        None
+    }
+
+    fn build_ack(
+        &mut self,
+        now: Instant,
+        peer_path: Option<i64>,
+        budget: usize,
+    ) -> AcknowledgeData {
+        let mut ack = AcknowledgeData {
+            path_id: -1,
+            ..AcknowledgeData::default()
+        };
+        let mut used = 16;
+        if let Some(pp) = peer_path {
+            if let Some(a) = self.peer_paths.get_mut(&pp) {
+                ack.path_id = pp;
+                for r in a.received.iter().rev().take(self.config.max_ack_ranges) {
+                    ack.received_packets.push(PacketNumberRange {
+                        first: r.start as i64,
+                        last: r.end as i64 - 1,
+                    });
+                    used += 24;
+                }
+                if let Some(t) = a.largest_time {
+                    ack.ack_delay_microseconds =
+                        now.saturating_duration_since(t).as_micros() as i64;
+                }
+                ack.echo_timepoint_microseconds = a.largest_timepoint;
+                a.ack_now = false;
+                a.ack_deadline = None;
+                a.unacked_eliciting = 0;
+            }
+        }
+        let pending: Vec<i64> = self.stream_acks_pending.iter().copied().collect();
+        for stream_id in pending {
+            if used + 56 > budget {
+                break;
+            }
+            self.stream_acks_pending.remove(&stream_id);
+            let Some(s) = self.recv_streams.get(&stream_id) else {
+                continue;
+            };
+            ack.streams.push(StreamAcknowledge {
+                stream_id,
+                acknowledge_offset: s.reasm.contiguous_offset() as i64,
+                received_max_offset: s.reasm.received_max() as i64,
+                max_stream_offset: s.advertised as i64,
+                closed: false,
+            });
+            used += 56;
+        }
+        if self.session_credit_pending || !ack.streams.is_empty() {
+            ack.max_session_data = self.advertised_session_data as i64;
+            self.session_credit_pending = false;
+        }
+        ack
+    }
+
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        packet: PacketData,
+    ) -> Result<(), ProtocolError> {
+        for (value, name) in [
+            (packet.stream_id, "stream_id"),
+            (packet.stream_offset, "stream_offset"),
+            (packet.packet_number, "packet_number"),
+            (packet.path_id, "path_id"),
+        ] {
+            if value < 0 {
+                return Err(ProtocolError::Negative(name));
+            }
+        }
+        if packet.flags & !packet_flags::ALL != 0 {
+            return Err(ProtocolError::UnknownFlags(packet.flags));
+        }
+        if packet.flags & packet_flags::ENCRYPTED != 0 {
+            return Err(ProtocolError::NoKeys);
+        }
+        let content = if packet.content.is_empty() {
+            PacketContent::default()
+        } else {
+            PacketContent::decode(packet.content.clone())
+                .map_err(|e| ProtocolError::BadContent(e.to_string()))?
+        };
+        if packet.flags & packet_flags::CLOSE_SESSION != 0 {
+            let reason = content
+                .fragment
+                .iter()
+                .find_map(|f| f.close_reason.clone())
+                .map(|r| CloseReason {
+                    code: r.code,
+                    message: r.message,
+                })
+                .unwrap_or(CloseReason {
+                    code: AtbusCloseReason::Normal as i32,
+                    message: String::new(),
+                });
+            self.close_with(reason, true);
+            return Ok(());
+        }
+        if self.is_closed() {
+            return Ok(());
+        }
+        let accepted = self.on_stream_data(path, &packet, content)?;
+        if !accepted {
+            // Dropped for lack of buffer: not acknowledged, so the peer sends it again.
+            return Ok(());
+        }
+        let max_ranges = self.config.max_ack_ranges;
+        if !self.peer_paths.contains_key(&packet.path_id) && self.peer_paths.len() >= MAX_PEER_PATHS
+        {
+            if let Some(&oldest) = self.peer_paths.keys().next() {
+                self.peer_paths.remove(&oldest);
+            }
+        }
+        let acks = self.peer_paths.entry(packet.path_id).or_default();
+        acks.via = Some(path);
+        acks.on_packet(
+            packet.packet_number as u64,
+            now,
+            packet.timepoint_microseconds,
+            max_ranges,
+        );
+        acks.unacked_eliciting += 1;
+        if acks.unacked_eliciting >= self.config.ack_eliciting_threshold {
+            acks.ack_now = true;
+        }
+        if acks.ack_deadline.is_none() {
+            acks.ack_deadline = Some(now + self.config.max_ack_delay);
+        }
+        Ok(())
+    }
+
+    /// Applies a packet's stream data; returns false when it was dropped for lack of buffer.
+    fn on_stream_data(
+        &mut self,
+        path: PathId,
+        packet: &PacketData,
+        content: PacketContent,
+    ) -> Result<bool, ProtocolError> {
+        let stream_id = packet.stream_id;
+        if self.closed_recv.contains(&stream_id) {
+            return Ok(true);
+        }
+        if !self.recv_streams.contains_key(&stream_id) {
+            if self.recv_streams.len() >= self.config.max_streams {
+                return Err(ProtocolError::TooManyStreams(self.config.max_streams));
+            }
+            let window = self.config.stream_receive_window;
+            self.recv_streams.insert(
+                stream_id,
+                RecvStream {
+                    // The window bounds what the peer may send; a quarter more absorbs
+                    // retransmitted overlaps.
+                    reasm: Reassembler::new((window + window / 4) as usize),
+                    advertised: window,
+                    readable_reported: false,
+                    finished_reported: false,
+                },
+            );
+        }
+        let session_full = self.receive_buffered() >= self.config.session_receive_window as usize;
+        let reliable = self
+            .paths
+            .get(&path)
+            .is_some_and(|p| p.config.kind.is_reliable());
+        let Some(stream) = self.recv_streams.get_mut(&stream_id) else {
+            return Ok(true);
+        };
+        let reasm_err = |error| ProtocolError::Reassembly { stream_id, error };
+        let offset = packet.stream_offset as u64;
+        if packet.flags & packet_flags::RESET_OFFSET != 0 {
+            stream.reasm.skip_to(offset).map_err(reasm_err)?;
+        }
+        let mut pos = offset;
+        let mut pieces = Vec::with_capacity(content.fragment.len());
+        for f in content.fragment {
+            if f.data.is_empty() {
+                continue;
+            }
+            let len = f.data.len() as u64;
+            let meta =
+                (f.packet_type != 0 || !f.labels.is_empty() || f.options.is_some()).then(|| {
+                    MessageMeta {
+                        packet_type: f.packet_type,
+                        labels: f.labels,
+                        options: f.options,
+                    }
+                });
+            pieces.push(Piece {
+                offset: pos,
+                data: f.data,
+                ends_message: f.fragment_flag & atbus_proto::fragment_flags::HAS_MORE == 0,
+                meta,
+            });
+            pos = pos
+                .checked_add(len)
+                .ok_or(reasm_err(ReassemblyError::OffsetOverflow))?;
+        }
+        if pos > stream.advertised {
+            return Err(ProtocolError::CreditExceeded {
+                stream_id,
+                end: pos,
+                credit: stream.advertised,
+            });
+        }
+        let mut paused = false;
+        for piece in pieces {
+            let result = if session_full {
+                Err(ReassemblyError::BufferFull {
+                    buffered: 0,
+                    limit: 0,
+                })
+            } else {
+                stream.reasm.insert(piece.clone())
+            };
+            match result {
+                Ok(_) => {}
+                Err(ReassemblyError::BufferFull { .. }) if reliable => {
+                    stream.reasm.insert_forced(piece).map_err(reasm_err)?;
+                    paused = true;
+                }
+                Err(ReassemblyError::BufferFull { .. }) => return Ok(false),
+                Err(error) => return Err(reasm_err(error)),
+            }
+        }
+        if packet.flags & packet_flags::FINISH_STREAM != 0 {
+            stream.reasm.set_final_size(pos).map_err(reasm_err)?;
+        }
+        self.stream_acks_pending.insert(stream_id);
+        if stream.reasm.is_readable() && !stream.readable_reported {
+            stream.readable_reported = true;
+            self.events.push_back(Event::StreamReadable { stream_id });
+        }
+        if stream.reasm.is_finished() && !stream.finished_reported && !stream.reasm.is_readable() {
+            stream.finished_reported = true;
+            self.events.push_back(Event::StreamFinished { stream_id });
+            self.recv_streams.remove(&stream_id);
+            self.closed_recv.insert(stream_id);
+        }
+        if paused {
+            if let Some(p) = self.paths.get_mut(&path) {
+                if !p.read_paused {
+                    p.read_paused = true;
+                    self.events.push_back(Event::PauseReading { path });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn maybe_resume_reading(&mut self) {
+        if self.receive_buffered() * 2 > self.config.session_receive_window as usize {
+            return;
+        }
+        for p in self.paths.values_mut() {
+            if p.read_paused {
+                p.read_paused = false;
+                self.events.push_back(Event::ResumeReading { path: p.id });
+            }
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: AcknowledgeData) -> Result<(), ProtocolError> {
+        if ack.max_session_data > 0 {
+            self.peer_max_session_data =
+                self.peer_max_session_data.max(ack.max_session_data as u64);
+        }
+        for s in &ack.streams {
+            if s.stream_id < 0 || s.acknowledge_offset < 0 || s.max_stream_offset < 0 {
+                return Err(ProtocolError::Negative("stream_acknowledge field"));
+            }
+            if let Some(stream) = self.send_streams.get_mut(&s.stream_id) {
+                stream.max_offset = stream.max_offset.max(s.max_stream_offset as u64);
+                let released = stream.on_cumulative_ack(s.acknowledge_offset as u64);
+                self.send_buffered -= released;
+            }
+        }
+        let granularity = self.config.timer_granularity;
+        if ack.path_id >= 0 {
+            let id = PathId(ack.path_id as u64);
+            if let Some(p) = self.paths.get_mut(&id) {
+                let mut newly = Vec::new();
+                let mut largest_newly: Option<(u64, Instant)> = None;
+                for r in &ack.received_packets {
+                    if r.first < 0 || r.last < r.first {
+                        return Err(ProtocolError::Negative("packet range"));
+                    }
+                    let keys: Vec<u64> = p
+                        .sent
+                        .range(r.first as u64..=r.last as u64)
+                        .map(|(&k, _)| k)
+                        .collect();
+                    for pn in keys {
+                        if let Some(sp) = p.sent.remove(&pn) {
+                            p.bytes_in_flight -= sp.size;
+                            if largest_newly.is_none_or(|(l, _)| pn > l) {
+                                largest_newly = Some((pn, sp.time_sent));
+                            }
+                            newly.push(sp);
+                        }
+                    }
+                    let last = r.last as u64;
+                    p.largest_acked = Some(p.largest_acked.map_or(last, |l| l.max(last)));
+                }
+                if let Some((pn, sent)) = largest_newly {
+                    if p.largest_acked == Some(pn) {
+                        let ack_delay = std::time::Duration::from_micros(
+                            ack.ack_delay_microseconds.max(0) as u64,
+                        )
+                        .min(self.config.max_ack_delay);
+                        if let Some(sample) = now.checked_duration_since(sent) {
+                            p.rtt.update(sample, ack_delay);
+                        }
+                    }
+                    p.pto_count = 0;
+                }
+                let lost = p.detect_lost(now, granularity);
+                for sp in newly {
+                    self.on_acked(sp);
+                }
+                self.on_lost(lost, Some(id));
+            }
+        }
+        self.report_writable();
+        Ok(())
+    }
+
+    fn on_acked(&mut self, sp: SentPacket) {
+        let Some(stream) = self.send_streams.get_mut(&sp.stream_id) else {
+            return;
+        };
+        let released = stream.on_acked(sp.range.clone());
+        if sp.finish && stream.acked_base >= stream.end {
+            stream.finish_acked = true;
+        }
+        self.send_buffered -= released;
+    }
+
+    fn on_lost(&mut self, lost: Vec<SentPacket>, from: Option<PathId>) {
+        for sp in lost {
+            let Some(stream) = self.send_streams.get_mut(&sp.stream_id) else {
+                continue;
+            };
+            let len = sp.range.end - sp.range.start;
+            stream.on_lost(sp.range.clone());
+            if sp.finish && !stream.finish_acked {
+                stream.finish_pending = true;
+            }
+            if sp.skip && stream.acked_base < stream.skip_to {
+                stream.skip_pending = true;
+            }
+            self.stream_stats
+                .entry(sp.stream_id)
+                .or_default()
+                .bytes_retransmitted += len;
+            if let Some(p) = from.and_then(|id| self.paths.get_mut(&id)) {
+                p.stats.bytes_retransmitted += len;
+            }
+        }
+    }
+
+    fn report_writable(&mut self) {
+        let session_room = self.send_buffered < self.config.session_send_buffer;
+        for (&id, s) in self.send_streams.iter_mut() {
+            if s.blocked && session_room && s.buffered < self.config.stream_send_buffer {
+                s.blocked = false;
+                self.events.push_back(Event::Writable { stream_id: id });
+            }
+            if s.finished && s.all_acked() && !s.ack_reported {
+                s.ack_reported = true;
+                self.events
+                    .push_back(Event::StreamAcknowledged { stream_id: id });
+            }
+        }
+    }
+}

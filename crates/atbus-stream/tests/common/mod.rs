@@ -1,0 +1,342 @@
+//! A two-session world over `atbus-netsim` links: the test harness of the session core.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use atbus_frame::{DatagramDecoder, FrameLimits, StreamDecoder};
+use atbus_netsim::{Clock, DuplexLink, LinkConfig, earliest};
+use atbus_stream::{
+    Delivery, Event, OutgoingMessage, PathConfig, PathId, PathKind, SendError, Session,
+    SessionConfig,
+};
+use bytes::Bytes;
+
+/// One simulated link carrying one path of each session.
+pub struct SimPath {
+    pub kind: PathKind,
+    pub mtu: usize,
+    pub link: DuplexLink,
+    pub a: PathId,
+    pub b: PathId,
+    /// Byte-stream decoders per direction (a→b, b→a).
+    pub decoders: Option<(StreamDecoder, StreamDecoder)>,
+    pub alive: bool,
+}
+
+/// A message the test wants delivered, with what the receiver saw.
+#[derive(Debug, Default)]
+pub struct StreamPlan {
+    pub to_send: VecDeque<Bytes>,
+    pub sent: Vec<Bytes>,
+    pub received: Vec<Bytes>,
+    pub skipped_bytes: u64,
+}
+
+pub struct World {
+    pub clock: Clock,
+    pub a: Session,
+    pub b: Session,
+    pub paths: Vec<SimPath>,
+    pub streams: BTreeMap<i64, StreamPlan>,
+    pub seed: u64,
+    buf: Vec<u8>,
+    pub max_package_seen: usize,
+    pub events_b: Vec<Event>,
+    pub events_a: Vec<Event>,
+    pub max_receive_buffered: usize,
+}
+
+pub fn config(local: &str, peer: &str) -> SessionConfig {
+    let mut c = SessionConfig::new(local, peer);
+    c.stream_receive_window = 64 * 1024;
+    c.session_receive_window = 256 * 1024;
+    c.stream_send_buffer = 256 * 1024;
+    c.lossy_path_window = 32 * 1024;
+    c.path_idle_timeout = Duration::from_secs(30);
+    c
+}
+
+impl World {
+    pub fn new(seed: u64) -> Self {
+        let clock = Clock::new();
+        let now = clock.now();
+        Self {
+            a: Session::new(config("node-a", "node-b"), now),
+            b: Session::new(config("node-b", "node-a"), now),
+            clock,
+            paths: Vec::new(),
+            streams: BTreeMap::new(),
+            seed,
+            buf: Vec::new(),
+            max_package_seen: 0,
+            events_a: Vec::new(),
+            events_b: Vec::new(),
+            max_receive_buffered: 0,
+        }
+    }
+
+    /// Adds a path of `kind` over a link with `link` behaviour.
+    pub fn add_path(&mut self, kind: PathKind, mtu: usize, link: LinkConfig) -> usize {
+        let now = self.clock.now();
+        let a = self
+            .a
+            .add_path(now, PathConfig::new(kind, mtu))
+            .expect("path a");
+        let b = self
+            .b
+            .add_path(now, PathConfig::new(kind, mtu))
+            .expect("path b");
+        let reliable = kind == PathKind::ByteStream;
+        let mut link = link.with_mtu(if reliable { usize::MAX } else { mtu });
+        if reliable {
+            link = link.with_reliable(true).with_queue_limit(64 * 1024 * 1024);
+        }
+        let index = self.paths.len();
+        let seed = atbus_netsim::derive_seed(self.seed, 100 + index as u64);
+        self.paths.push(SimPath {
+            kind,
+            mtu,
+            link: DuplexLink::new(link, seed),
+            a,
+            b,
+            decoders: reliable.then(|| {
+                (
+                    StreamDecoder::new(FrameLimits::default()),
+                    StreamDecoder::new(FrameLimits::default()),
+                )
+            }),
+            alive: true,
+        });
+        index
+    }
+
+    /// Kills path `index`: the link goes down with whatever was in flight, both sessions drop it.
+    pub fn kill_path(&mut self, index: usize) {
+        let p = &mut self.paths[index];
+        p.alive = false;
+        p.link.set_up(false);
+        self.a.remove_path(p.a).expect("known path");
+        self.b.remove_path(p.b).expect("known path");
+    }
+
+    pub fn plan(&mut self, stream_id: i64, messages: Vec<Bytes>) {
+        let plan = self.streams.entry(stream_id).or_default();
+        plan.to_send.extend(messages);
+    }
+
+    fn feed_app(&mut self) {
+        for (&id, plan) in self.streams.iter_mut() {
+            while let Some(m) = plan.to_send.front() {
+                match self.a.send(id, OutgoingMessage::data(m.clone())) {
+                    Ok(_) => {
+                        plan.sent.push(m.clone());
+                        plan.to_send.pop_front();
+                    }
+                    Err(SendError::WouldBlock) => break,
+                    Err(e) => panic!("seed {}: send failed: {e}", self.seed),
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self) {
+        let now = self.clock.now();
+        for side in 0..2 {
+            loop {
+                let session = if side == 0 { &mut self.a } else { &mut self.b };
+                let Some(t) = session.poll_transmit(now, &mut self.buf) else {
+                    break;
+                };
+                let Some(p) = self
+                    .paths
+                    .iter_mut()
+                    .find(|p| p.alive && (if side == 0 { p.a } else { p.b }) == t.path)
+                else {
+                    panic!("transmit on unknown path {:?}", t.path);
+                };
+                if p.kind != PathKind::ByteStream {
+                    assert!(
+                        t.size <= p.mtu,
+                        "seed {}: datagram {} over MTU {}",
+                        self.seed,
+                        t.size,
+                        p.mtu
+                    );
+                    self.max_package_seen = self.max_package_seen.max(t.size);
+                }
+                let link = if side == 0 {
+                    &mut p.link.a_to_b
+                } else {
+                    &mut p.link.b_to_a
+                };
+                let outcome = link.send(now, Bytes::copy_from_slice(&self.buf[..t.size]));
+                if p.kind == PathKind::ByteStream {
+                    assert!(
+                        outcome.is_queued(),
+                        "byte stream must not drop: {outcome:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let now = self.clock.now();
+        for p in self.paths.iter_mut().filter(|p| p.alive) {
+            for side in 0..2 {
+                let (link, session, path) = if side == 0 {
+                    (&mut p.link.a_to_b, &mut self.b, p.b)
+                } else {
+                    (&mut p.link.b_to_a, &mut self.a, p.a)
+                };
+                while let Some(d) = link.poll_deliver(now) {
+                    if let Some((ab, ba)) = p.decoders.as_mut() {
+                        let dec = if side == 0 { ab } else { ba };
+                        dec.feed(&d);
+                        while let Some(pkg) = dec.next_package().expect("valid byte stream") {
+                            assert!(pkg.wire_len <= p.mtu, "package over MTU");
+                            self.max_package_seen = self.max_package_seen.max(pkg.wire_len);
+                            let frame = pkg.decode().expect("frame");
+                            session
+                                .handle_frame(now, path, frame, pkg.wire_len)
+                                .expect("no protocol error");
+                        }
+                    } else {
+                        for pkg in DatagramDecoder::new(d, FrameLimits::default()) {
+                            let pkg = pkg.expect("valid datagram");
+                            let frame = pkg.decode().expect("frame");
+                            session
+                                .handle_frame(now, path, frame, pkg.wire_len)
+                                .expect("no protocol error");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, slow_reader: bool) {
+        self.max_receive_buffered = self.max_receive_buffered.max(self.b.receive_buffered());
+        while let Some(ev) = self.a.poll_event() {
+            self.events_a.push(ev);
+        }
+        while let Some(ev) = self.b.poll_event() {
+            self.events_b.push(ev);
+        }
+        for (&id, plan) in self.streams.iter_mut() {
+            let mut budget = if slow_reader { 1 } else { usize::MAX };
+            while budget > 0 {
+                match self.b.read(id) {
+                    Some(Delivery::Message(m)) => plan.received.push(m.data),
+                    Some(Delivery::Skipped { len, .. }) => plan.skipped_bytes += len,
+                    None => break,
+                }
+                budget -= 1;
+            }
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.streams.iter().all(|(&id, p)| {
+            p.to_send.is_empty()
+                && p.received.len() == p.sent.len()
+                && self.a.is_stream_acknowledged(id)
+        })
+    }
+
+    /// Runs until every planned message is delivered and acknowledged, or `limit` of virtual time.
+    pub fn run(&mut self, limit: Duration, slow_reader: bool) -> bool {
+        self.run_with(limit, slow_reader, |_| {})
+    }
+
+    /// As `run`, calling `hook` each step (to add or kill paths mid-transfer).
+    pub fn run_with(
+        &mut self,
+        limit: Duration,
+        slow_reader: bool,
+        mut hook: impl FnMut(&mut World),
+    ) -> bool {
+        let deadline = self.clock.now() + limit;
+        let mut steps = 0u64;
+        loop {
+            hook(self);
+            self.feed_app();
+            self.transmit();
+            self.deliver();
+            self.read(slow_reader);
+            self.transmit();
+            if self.done() {
+                return true;
+            }
+            let now = self.clock.now();
+            if now >= deadline {
+                return false;
+            }
+            let mut wake = earliest(
+                [self.a.poll_timeout(), self.b.poll_timeout()]
+                    .into_iter()
+                    .chain(
+                        self.paths
+                            .iter()
+                            .filter(|p| p.alive)
+                            .map(|p| p.link.poll_timeout()),
+                    ),
+            )
+            .unwrap_or(deadline)
+            .min(deadline);
+            if slow_reader {
+                wake = wake.min(now + Duration::from_millis(1));
+            }
+            let wake = wake.max(now + Duration::from_micros(10));
+            self.clock.advance_to(wake);
+            let now = self.clock.now();
+            self.a.handle_timeout(now);
+            self.b.handle_timeout(now);
+            steps += 1;
+            assert!(
+                steps < 5_000_000,
+                "seed {}: simulation does not progress",
+                self.seed
+            );
+        }
+    }
+
+    /// Asserts exactly-once, in-order delivery of every planned message.
+    pub fn assert_exactly_once(&self) {
+        for (id, plan) in &self.streams {
+            assert_eq!(
+                plan.received.len(),
+                plan.sent.len(),
+                "seed {}: stream {id} count",
+                self.seed
+            );
+            for (i, (r, s)) in plan.received.iter().zip(&plan.sent).enumerate() {
+                assert!(
+                    r == s,
+                    "seed {}: stream {id} message {i} differs",
+                    self.seed
+                );
+            }
+        }
+    }
+}
+
+/// Deterministic message sizes from a seed (xorshift).
+pub fn messages(seed: u64, count: usize, max: usize) -> Vec<Bytes> {
+    let mut x = seed | 1;
+    (0..count)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x as usize % max);
+            Bytes::from((0..len).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>())
+        })
+        .collect()
+}
+
+pub fn now_plus(now: Instant, ms: u64) -> Instant {
+    now + Duration::from_millis(ms)
+}
