@@ -23,11 +23,25 @@ impl RawPackage {
     pub fn decode(&self) -> Result<FrameMessage, FrameError> {
         decode_frame(self.frame.clone())
     }
+
+    /// Decodes the `frame_message`, handing this package's buffer to it without another
+    /// reference count round trip.
+    #[inline]
+    pub fn into_frame(self) -> Result<FrameMessage, FrameError> {
+        decode_frame(self.frame)
+    }
 }
 
 /// Decodes `frame_message` bytes; `bytes` fields share `frame`'s buffer (no payload copy).
+#[inline]
 pub fn decode_frame(frame: Bytes) -> Result<FrameMessage, FrameError> {
-    Ok(FrameMessage::decode(frame)?)
+    // Merging into a default message keeps the (large) `FrameMessage` in one place instead of
+    // moving it through `Result` conversions.
+    let mut message = FrameMessage::default();
+    match message.merge(frame) {
+        Ok(()) => Ok(message),
+        Err(err) => Err(FrameError::Protobuf(err)),
+    }
 }
 
 /// Where the header parse ended.
@@ -90,19 +104,26 @@ pub fn parse_package(
     input: &Bytes,
     limits: &FrameLimits,
 ) -> Result<Option<RawPackage>, FrameError> {
+    Ok(
+        check_package(input, limits)?.map(|(header_len, frame_len)| RawPackage {
+            version: PACKAGE_VERSION,
+            frame: input.slice(header_len..header_len + frame_len),
+            wire_len: header_len + frame_len + HASH_LEN,
+        }),
+    )
+}
+
+/// Header and hash check of the package at the front of `input`: header and frame lengths, or
+/// `None` when `input` ends inside the package.
+fn check_package(input: &[u8], limits: &FrameLimits) -> Result<Option<(usize, usize)>, FrameError> {
     match parse_header(input, limits)? {
         Header::Incomplete(_) => Ok(None),
         Header::Complete {
             header_len,
             frame_len,
         } => {
-            let wire_len = header_len + frame_len + HASH_LEN;
-            check_hash(&input[..wire_len])?;
-            Ok(Some(RawPackage {
-                version: PACKAGE_VERSION,
-                frame: input.slice(header_len..header_len + frame_len),
-                wire_len,
-            }))
+            check_hash(&input[..header_len + frame_len + HASH_LEN])?;
+            Ok(Some((header_len, frame_len)))
         }
     }
 }
@@ -199,7 +220,10 @@ impl StreamDecoder {
     pub fn next_frame(&mut self) -> Result<Option<FrameMessage>, FrameError> {
         match self.next_package()? {
             None => Ok(None),
-            Some(package) => package.decode().map(Some).map_err(|err| self.fail(err)),
+            Some(package) => match decode_frame(package.frame) {
+                Ok(frame) => Ok(Some(frame)),
+                Err(err) => Err(self.fail(err)),
+            },
         }
     }
 
@@ -234,8 +258,12 @@ impl DatagramDecoder {
     }
 
     /// The next package, decoded.
+    #[inline]
     pub fn next_frame(&mut self) -> Option<Result<FrameMessage, FrameError>> {
-        self.next().map(|package| package.and_then(|p| p.decode()))
+        Some(match self.next()? {
+            Ok(package) => decode_frame(package.frame),
+            Err(err) => Err(err),
+        })
     }
 }
 
@@ -251,10 +279,23 @@ impl Iterator for DatagramDecoder {
             return (!self.started).then_some(Err(FrameError::EmptyDatagram));
         }
         self.started = true;
-        let result = match parse_package(&self.rest, &self.limits) {
-            Ok(Some(package)) => {
-                self.rest.advance(package.wire_len);
-                return Some(Ok(package));
+        let result = match check_package(&self.rest, &self.limits) {
+            Ok(Some((header_len, frame_len))) => {
+                let wire_len = header_len + frame_len + HASH_LEN;
+                // The last package (usually the only one) takes the datagram's buffer over
+                // instead of sharing it, which saves a reference count round trip.
+                let mut frame = if wire_len == self.rest.len() {
+                    std::mem::take(&mut self.rest)
+                } else {
+                    self.rest.split_to(wire_len)
+                };
+                frame.advance(header_len);
+                frame.truncate(frame_len);
+                return Some(Ok(RawPackage {
+                    version: PACKAGE_VERSION,
+                    frame,
+                    wire_len,
+                }));
             }
             Ok(None) => {
                 let needed = match parse_header(&self.rest, &self.limits) {

@@ -46,14 +46,13 @@ pub fn encode<B: FrameBuf>(
     let frame_len = frame.encoded_len();
     check_len(frame_len, limits)?;
     let total = package_len(frame_len);
-    buf.reserve_exact_room(total);
+    reserve(buf, total)?;
     let start = buf.as_ref().len();
     prost::encoding::encode_varint(PACKAGE_VERSION, buf);
     prost::encoding::encode_varint(frame_len as u64, buf);
-    frame.encode(buf).map_err(|_| FrameError::FrameTooLong {
-        length: frame_len as u64,
-        limit: limits.max_frame_length,
-    })?;
+    // The room was checked above, so the unchecked encoder cannot run out of space; it skips
+    // the second whole-message `encoded_len` pass that `Message::encode` would make.
+    frame.encode_raw(buf);
     finish(buf, start);
     Ok(total)
 }
@@ -66,7 +65,7 @@ pub fn encode_raw<B: FrameBuf>(
 ) -> Result<usize, FrameError> {
     check_len(frame_bytes.len(), limits)?;
     let total = package_len(frame_bytes.len());
-    buf.reserve_exact_room(total);
+    reserve(buf, total)?;
     let start = buf.as_ref().len();
     prost::encoding::encode_varint(PACKAGE_VERSION, buf);
     prost::encoding::encode_varint(frame_bytes.len() as u64, buf);
@@ -80,6 +79,20 @@ fn check_len(frame_len: usize, limits: &FrameLimits) -> Result<(), FrameError> {
         return Err(FrameError::FrameTooLong {
             length: frame_len as u64,
             limit: limits.max_frame_length,
+        });
+    }
+    Ok(())
+}
+
+/// Reserves room for `total` bytes and checks that the buffer can take them, so nothing is
+/// written when a bounded buffer is too small.
+fn reserve<B: FrameBuf>(buf: &mut B, total: usize) -> Result<(), FrameError> {
+    buf.reserve_exact_room(total);
+    let remaining = buf.remaining_mut();
+    if remaining < total {
+        return Err(FrameError::BufferTooSmall {
+            needed: total,
+            remaining,
         });
     }
     Ok(())

@@ -46,6 +46,14 @@ pub enum FrameError {
     /// The `frame_message` bytes are not valid protobuf.
     #[error("frame_message does not decode: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    /// The output buffer cannot take the whole package (nothing was written).
+    #[error("output buffer too small: the package needs {needed} bytes, {remaining} fit")]
+    BufferTooSmall {
+        /// Size of the whole package.
+        needed: usize,
+        /// Bytes the buffer could still take.
+        remaining: usize,
+    },
     /// A datagram carried no package at all.
     #[error("empty datagram")]
     EmptyDatagram,
