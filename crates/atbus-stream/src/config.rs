@@ -131,8 +131,10 @@ pub enum SendError {
     /// Messages are never empty.
     #[error("a message must not be empty")]
     EmptyMessage,
-    /// The message can never fit the stream's send buffer.
-    #[error("message of {len} bytes exceeds the stream send buffer of {limit} bytes")]
+    /// The message can never fit the stream send buffer or the peer's stream receive window.
+    #[error(
+        "message of {len} bytes exceeds the largest message of {limit} bytes (stream send buffer and receive window)"
+    )]
     MessageTooLarge {
         /// Message length.
         len: usize,

@@ -59,6 +59,10 @@ pub(crate) struct SendStream {
     pub skip_to: u64,
     /// The skip must be (re)sent.
     pub skip_pending: bool,
+    /// The latest skip notice was acknowledged (true while none is outstanding).
+    pub skip_acked: bool,
+    /// The application reset the stream: the skip notice is a `RESET_STREAM`.
+    pub reset: bool,
     /// Peer credit: may send below this offset.
     pub max_offset: u64,
     /// Bytes held (queued or unacknowledged).
@@ -73,6 +77,7 @@ impl SendStream {
     pub fn new(initial_credit: u64) -> Self {
         Self {
             max_offset: initial_credit,
+            skip_acked: true,
             ..Self::default()
         }
     }
@@ -100,7 +105,9 @@ impl SendStream {
 
     /// Whether everything, including the finish, was acknowledged.
     pub fn all_acked(&self) -> bool {
-        self.acked_base >= self.end && (!self.finished || self.finish_acked)
+        self.acked_base >= self.end
+            && self.skip_acked
+            && (!self.finished || self.finish_acked || self.reset)
     }
 
     /// Takes the next chunk: a skip notice, else lost bytes, else new bytes, at most
@@ -272,6 +279,7 @@ impl SendStream {
         }
         self.skip_to = target;
         self.skip_pending = true;
+        self.skip_acked = false;
         self.retransmit.remove_below(target);
         if self.next_new < target {
             self.next_new = target;
@@ -280,6 +288,21 @@ impl SendStream {
         self.acked.insert(from..target);
         self.advance_base();
         Some(from..target)
+    }
+
+    /// Abandons the stream: nothing more is sent, the peer learns the final size (the end of
+    /// everything queued). Returns the range of messages that were not acknowledged.
+    pub fn reset(&mut self) -> Option<Range<u64>> {
+        self.reset = true;
+        self.finished = true;
+        self.finish_pending = false;
+        let end = self.end;
+        let skipped = self.skip(end);
+        // Even with nothing left to skip, the peer must learn that the stream ended.
+        self.skip_to = end;
+        self.skip_pending = true;
+        self.skip_acked = false;
+        skipped
     }
 
     /// Whether `offset` is a boundary of an unacknowledged message (or the end).

@@ -380,11 +380,13 @@ impl Session {
             return Err(SendError::StreamClosed(stream_id));
         }
         let len = message.data.len();
-        if len > self.config.stream_send_buffer {
-            return Err(SendError::MessageTooLarge {
-                len,
-                limit: self.config.stream_send_buffer,
-            });
+        // A message is delivered whole, so it must fit the peer's stream receive window.
+        let limit = self
+            .config
+            .stream_send_buffer
+            .min(self.config.stream_receive_window as usize);
+        if len > limit {
+            return Err(SendError::MessageTooLarge { len, limit });
         }
         let credit = self.config.stream_receive_window;
         let stream = self
@@ -446,6 +448,36 @@ impl Session {
         // both sides keep counting offsets.
         self.session_data_sent += stream.next_new - committed_before;
         self.send_buffered -= before - stream.buffered;
+        if let Some(r) = &skipped {
+            self.stream_stats
+                .entry(stream_id)
+                .or_default()
+                .bytes_skipped += r.end - r.start;
+        }
+        Ok(skipped)
+    }
+
+    /// Resets a stream: nothing more is sent or retransmitted on it, the peer stops waiting and
+    /// reports what it had not delivered as skipped. Returns the unacknowledged range dropped.
+    pub fn reset(&mut self, stream_id: i64) -> Result<Option<std::ops::Range<u64>>, SendError> {
+        if stream_id < 0 {
+            return Err(SendError::InvalidStreamId(stream_id));
+        }
+        let credit = self.config.stream_receive_window;
+        let stream = self
+            .send_streams
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(credit));
+        if stream.reset {
+            return Err(SendError::StreamClosed(stream_id));
+        }
+        let before = stream.buffered;
+        let committed_before = stream.next_new;
+        let skipped = stream.reset();
+        self.session_data_sent += stream.next_new - committed_before;
+        self.send_buffered -= before - stream.buffered;
+        stream.ack_reported = false;
+        self.closed_send.insert(stream_id);
         if let Some(r) = &skipped {
             self.stream_stats
                 .entry(stream_id)
@@ -721,7 +753,12 @@ impl Session {
                 flags |= packet_flags::FINISH_STREAM;
             }
             let stream_offset = if let Some(target) = chunk.skip_to {
-                flags |= packet_flags::RESET_OFFSET;
+                let reset = self.send_streams.get(&stream_id).is_some_and(|s| s.reset);
+                flags |= if reset {
+                    packet_flags::RESET_STREAM
+                } else {
+                    packet_flags::RESET_OFFSET
+                };
                 target
             } else {
                 chunk.range.start
@@ -1006,7 +1043,8 @@ impl Session {
                 .checked_add(len)
                 .ok_or(reasm_err(ReassemblyError::OffsetOverflow))?;
         }
-        if pos > stream.advertised {
+        // Skip and reset notices carry no data and need no credit.
+        if pos > offset && pos > stream.advertised {
             return Err(ProtocolError::CreditExceeded {
                 stream_id,
                 end: pos,
@@ -1035,6 +1073,14 @@ impl Session {
         }
         if packet.flags & packet_flags::FINISH_STREAM != 0 {
             stream.reasm.set_final_size(pos).map_err(reasm_err)?;
+        }
+        if packet.flags & packet_flags::RESET_STREAM != 0 && stream.reasm.final_size().is_none() {
+            stream.reasm.set_final_size(offset).map_err(reasm_err)?;
+            stream.reasm.skip_to(offset).map_err(reasm_err)?;
+            self.events.push_back(Event::StreamReset {
+                stream_id,
+                final_size: offset,
+            });
         }
         self.stream_acks_pending.insert(stream_id);
         if stream.reasm.is_readable() && !stream.readable_reported {
@@ -1139,6 +1185,9 @@ impl Session {
         let Some(stream) = self.send_streams.get_mut(&sp.stream_id) else {
             return;
         };
+        if sp.skip && sp.range.end == stream.skip_to {
+            stream.skip_acked = true;
+        }
         let released = stream.on_acked(sp.range.clone());
         if sp.finish && stream.acked_base >= stream.end {
             stream.finish_acked = true;
@@ -1156,7 +1205,7 @@ impl Session {
             if sp.finish && !stream.finish_acked {
                 stream.finish_pending = true;
             }
-            if sp.skip && stream.acked_base < stream.skip_to {
+            if sp.skip && !stream.skip_acked && sp.range.end == stream.skip_to {
                 stream.skip_pending = true;
             }
             self.stream_stats

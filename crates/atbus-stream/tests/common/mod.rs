@@ -30,7 +30,10 @@ pub struct SimPath {
 pub struct StreamPlan {
     pub to_send: VecDeque<Bytes>,
     pub sent: Vec<Bytes>,
+    pub sent_offsets: Vec<u64>,
     pub received: Vec<Bytes>,
+    pub received_offsets: Vec<u64>,
+    pub skipped: Vec<(u64, u64)>,
     pub skipped_bytes: u64,
 }
 
@@ -130,7 +133,8 @@ impl World {
         for (&id, plan) in self.streams.iter_mut() {
             while let Some(m) = plan.to_send.front() {
                 match self.a.send(id, OutgoingMessage::data(m.clone())) {
-                    Ok(_) => {
+                    Ok(offset) => {
+                        plan.sent_offsets.push(offset);
                         plan.sent.push(m.clone());
                         plan.to_send.pop_front();
                     }
@@ -229,8 +233,14 @@ impl World {
             let mut budget = if slow_reader { 1 } else { usize::MAX };
             while budget > 0 {
                 match self.b.read(id) {
-                    Some(Delivery::Message(m)) => plan.received.push(m.data),
-                    Some(Delivery::Skipped { len, .. }) => plan.skipped_bytes += len,
+                    Some(Delivery::Message(m)) => {
+                        plan.received_offsets.push(m.offset);
+                        plan.received.push(m.data);
+                    }
+                    Some(Delivery::Skipped { offset, len }) => {
+                        plan.skipped.push((offset, len));
+                        plan.skipped_bytes += len;
+                    }
                     None => break,
                 }
                 budget -= 1;
@@ -240,10 +250,26 @@ impl World {
 
     pub fn done(&self) -> bool {
         self.streams.iter().all(|(&id, p)| {
-            p.to_send.is_empty()
-                && p.received.len() == p.sent.len()
-                && self.a.is_stream_acknowledged(id)
+            let sent: u64 = p.sent.iter().map(|m| m.len() as u64).sum();
+            let got: u64 = p.received.iter().map(|m| m.len() as u64).sum::<u64>() + p.skipped_bytes;
+            p.to_send.is_empty() && got >= sent && self.a.is_stream_acknowledged(id)
         })
+    }
+
+    /// Runs for `duration` of virtual time whatever the state.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.clock.now() + duration;
+        while self.clock.now() < end {
+            self.run_with(end - self.clock.now(), false, |_| {});
+            let now = self.clock.now();
+            if now < end {
+                self.clock
+                    .advance_to(end.min(now + Duration::from_millis(1)));
+                let now = self.clock.now();
+                self.a.handle_timeout(now);
+                self.b.handle_timeout(now);
+            }
+        }
     }
 
     /// Runs until every planned message is delivered and acknowledged, or `limit` of virtual time.
@@ -300,6 +326,60 @@ impl World {
                 "seed {}: simulation does not progress",
                 self.seed
             );
+        }
+    }
+
+    /// Asserts that every sent message was delivered exactly once, in order, with its bytes, or
+    /// lies inside a range the receiver reported skipped; and that deliveries tile the stream.
+    pub fn assert_exactly_once_or_skipped(&self) {
+        for (id, plan) in &self.streams {
+            let seed = self.seed;
+            let delivered: BTreeMap<u64, &Bytes> = plan
+                .received_offsets
+                .iter()
+                .copied()
+                .zip(&plan.received)
+                .collect();
+            assert_eq!(
+                delivered.len(),
+                plan.received.len(),
+                "seed {seed}: stream {id} duplicate delivery"
+            );
+            assert!(
+                plan.received_offsets.windows(2).all(|w| w[0] < w[1]),
+                "seed {seed}: stream {id} order"
+            );
+            for (offset, data) in plan.sent_offsets.iter().zip(&plan.sent) {
+                match delivered.get(offset) {
+                    Some(got) => assert!(
+                        *got == data,
+                        "seed {seed}: stream {id} message at {offset} differs"
+                    ),
+                    None => assert!(
+                        plan.skipped
+                            .iter()
+                            .any(|&(s, l)| s <= *offset && offset + data.len() as u64 <= s + l),
+                        "seed {seed}: stream {id} message at {offset} neither delivered nor skipped"
+                    ),
+                }
+            }
+            // Deliveries and skips tile the stream from 0.
+            let mut spans: Vec<(u64, u64)> = plan
+                .received_offsets
+                .iter()
+                .zip(&plan.received)
+                .map(|(&o, d)| (o, d.len() as u64))
+                .chain(plan.skipped.iter().copied())
+                .collect();
+            spans.sort_unstable();
+            let mut at = 0;
+            for (o, l) in spans {
+                assert_eq!(
+                    o, at,
+                    "seed {seed}: stream {id} deliveries do not tile at {at}"
+                );
+                at = o + l;
+            }
         }
     }
 
