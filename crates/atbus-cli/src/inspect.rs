@@ -32,6 +32,18 @@
 //! package (`truncated`); a `protobuf` error does not, since its package's hash checked out and
 //! the next package's start is known. With datagram records, dissection goes on with the next
 //! package or record whenever its start is known.
+//!
+//! # Following streams (`--reassemble`)
+//!
+//! `atbus inspect --reassemble FILE…` does not print packages: it feeds every `packet_data` of
+//! one or more captures (read in order, for example one per path of a session) through the
+//! session's reassembler, per `(source, destination, stream_id)`, and prints each delivered
+//! message once, in delivery order, as
+//! `{"source":…,"destination":…,"stream_id":…,"offset":…,"length":…,"packet_type":…,"labels":{…},"data":"<base64>"}`
+//! (or a `{"…","skipped":{"offset":…,"length":…}}` line for a range the sender gave up on), then a
+//! `{"stream_summary":{…}}` line per stream with delivered and skipped bytes, the final size and
+//! the gaps still missing. Decode errors print as above, with a leading `file` field. See
+//! [`crate::reassemble`] for the exact format.
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -305,7 +317,7 @@ fn has_unknown_fields(message: &DynamicMessage) -> bool {
 
 /// `value` with every object's keys in sorted order (map fields come out of prost-reflect in
 /// hash order; sorting makes output reproducible whatever serde_json features are enabled).
-fn sorted(value: serde_json::Value) -> serde_json::Value {
+pub(crate) fn sorted(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<_> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();

@@ -1,5 +1,6 @@
-//! The `atbus` command of libatbus-rs: `inspect` (a dissector of captured packages) and a
-//! provisional `demo`; later `node`, `relay`, `send`, `discovery` and `token`.
+//! The `atbus` command of libatbus-rs: `inspect` (a dissector of captured packages, which with
+//! `--reassemble` follows their streams) and a provisional `demo`; later `node`, `relay`, `send`,
+//! `discovery` and `token`.
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -21,4 +22,5 @@
 
 pub mod demo;
 pub mod inspect;
+pub mod reassemble;
 pub mod sample;
