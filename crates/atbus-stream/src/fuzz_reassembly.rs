@@ -79,7 +79,9 @@ fn filler(offset: u64) -> u8 {
 }
 
 fn filled(offset: u64, len: usize) -> Bytes {
-    (0..len as u64).map(|i| filler(offset + i)).collect()
+    (0..len as u64)
+        .map(|i| filler(offset.wrapping_add(i)))
+        .collect()
 }
 
 fn meta_for(seed: u8) -> Option<MessageMeta> {

@@ -67,4 +67,6 @@ pub use session::{OutgoingMessage, Session, StreamStats, Transmit};
 
 #[doc(hidden)]
 pub mod fuzz_reassembly;
+#[doc(hidden)]
+pub mod fuzz_session;
 pub mod reassembly;

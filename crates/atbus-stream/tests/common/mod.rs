@@ -35,6 +35,8 @@ pub struct StreamPlan {
     pub received_offsets: Vec<u64>,
     pub skipped: Vec<(u64, u64)>,
     pub skipped_bytes: u64,
+    /// The stream was reset: nothing more is sent on it.
+    pub reset: bool,
 }
 
 pub struct World {
@@ -131,6 +133,10 @@ impl World {
 
     fn feed_app(&mut self) {
         for (&id, plan) in self.streams.iter_mut() {
+            if plan.reset {
+                plan.to_send.clear();
+                continue;
+            }
             while let Some(m) = plan.to_send.front() {
                 match self.a.send(id, OutgoingMessage::data(m.clone())) {
                     Ok(offset) => {
