@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use atbus_frame::{DatagramDecoder, FrameLimits, StreamDecoder, encode};
+use atbus_frame::{DatagramDecoder, FrameLimits, HASH_LEN, StreamDecoder, encode, package_hash};
 use atbus_proto::{FrameMessage, MessageHead, PacketData, frame_message::Body, packet_flags};
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -114,6 +114,11 @@ fn bench_decode(c: &mut Criterion) {
                 let frame = FrameMessage::decode(black_box(bare.clone())).expect("decodes");
                 black_box(frame);
             })
+        });
+        // The hash check every decoder must make over the whole package: what separates a
+        // zero-copy frame decode from a bare prost decode at 64 KiB.
+        group.bench_with_input(BenchmarkId::new("hash", size), &wire, |b, wire| {
+            b.iter(|| black_box(package_hash(black_box(&wire[..wire.len() - HASH_LEN]))))
         });
         memcpy(&mut group, &p);
     }

@@ -218,13 +218,17 @@ impl StreamDecoder {
 
     /// The next whole package, decoded. A protobuf error also fails the stream.
     pub fn next_frame(&mut self) -> Result<Option<FrameMessage>, FrameError> {
-        match self.next_package()? {
-            None => Ok(None),
-            Some(package) => match decode_frame(package.frame) {
-                Ok(frame) => Ok(Some(frame)),
-                Err(err) => Err(self.fail(err)),
-            },
+        let Some(package) = self.next_package()? else {
+            return Ok(None);
+        };
+        // Built in the returned value itself, so the large message is not moved afterwards.
+        let mut out = Ok(Some(FrameMessage::default()));
+        if let Ok(Some(message)) = &mut out {
+            if let Err(err) = message.merge(package.frame) {
+                out = Err(self.fail(FrameError::Protobuf(err)));
+            }
         }
+        out
     }
 
     fn fail(&mut self, err: FrameError) -> FrameError {
@@ -260,10 +264,18 @@ impl DatagramDecoder {
     /// The next package, decoded.
     #[inline]
     pub fn next_frame(&mut self) -> Option<Result<FrameMessage, FrameError>> {
-        Some(match self.next()? {
-            Ok(package) => decode_frame(package.frame),
-            Err(err) => Err(err),
-        })
+        let frame = match self.next()? {
+            Ok(package) => package.frame,
+            Err(err) => return Some(Err(err)),
+        };
+        // Built in the returned value itself, so the large message is not moved afterwards.
+        let mut out = Some(Ok(FrameMessage::default()));
+        if let Some(Ok(message)) = &mut out {
+            if let Err(err) = message.merge(frame) {
+                out = Some(Err(FrameError::Protobuf(err)));
+            }
+        }
+        out
     }
 }
 

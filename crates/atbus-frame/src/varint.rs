@@ -14,7 +14,14 @@ pub(crate) enum Varint {
 }
 
 /// Reads an unsigned LEB128 varint from the front of `buf`.
+#[inline]
 pub(crate) fn read(buf: &[u8]) -> Varint {
+    // Header varints are almost always one byte (version 1, short frames).
+    if let Some(&first) = buf.first() {
+        if first < 0x80 {
+            return Varint::Value(u64::from(first), 1);
+        }
+    }
     let mut value: u64 = 0;
     for (i, &byte) in buf.iter().take(MAX_VARINT_LEN).enumerate() {
         let low = u64::from(byte & 0x7f);
