@@ -41,6 +41,10 @@ pub struct SessionConfig {
     pub path_idle_timeout: Duration,
     /// Most packet-number ranges carried in one acknowledgement.
     pub max_ack_ranges: usize,
+    /// Low-latency mode for real-time traffic (KCP-style): acknowledge at once, lower RTO floor
+    /// and gentler back-off, fast retransmit after fewer signals, no window halving on a single
+    /// loss.
+    pub no_delay: bool,
 }
 
 impl SessionConfig {
@@ -64,6 +68,7 @@ impl SessionConfig {
             keepalive_interval: Duration::from_secs(1),
             path_idle_timeout: Duration::from_secs(10),
             max_ack_ranges: 32,
+            no_delay: false,
         }
     }
 }
