@@ -213,6 +213,8 @@ struct LeaseState {
     previous: Option<i64>,
     /// Registered names and the JSON last put for each.
     owned: BTreeMap<String, String>,
+    /// Some owned names may be missing from etcd (the lease was lost): put them again.
+    dirty: bool,
 }
 
 enum KeepAlive {
@@ -256,6 +258,7 @@ impl Ctx {
                 id: None,
                 previous: None,
                 owned: BTreeMap::new(),
+                dirty: false,
             }),
             lease_changed: Notify::new(),
             current_lease: AtomicI64::new(0),
@@ -354,6 +357,7 @@ impl Ctx {
     fn set_lease(&self, st: &mut LeaseState, id: Option<i64>) {
         if id.is_none() && st.id.is_some() {
             st.previous = st.id;
+            st.dirty = !st.owned.is_empty();
             self.shared.with(|i| i.stats.lease_losses += 1);
         }
         st.id = id;
@@ -361,38 +365,58 @@ impl Ctx {
         self.lease_changed.notify_one();
     }
 
-    /// The live lease, granting one (and putting every owned name under it) if there is none.
+    /// The live lease, granting one if there is none, and putting every owned name under it
+    /// when some may be missing (after a lease loss). On failure the state stays marked so
+    /// that the lease task finishes the job.
     async fn ensure_lease(
         &self,
         st: &mut LeaseState,
         deadline: Option<Instant>,
     ) -> Result<i64, Failure> {
-        if let Some(id) = st.id {
-            return Ok(id);
-        }
         let ttl = self.config.lease_ttl_secs();
+        let mut expired = 0u32;
         loop {
-            let granted = self
-                .retry(
-                    deadline,
-                    |mut c| async move { c.lease_grant(ttl, None).await },
-                )
-                .await?;
-            let id = granted.id();
-            self.shared.with(|i| i.stats.lease_grants += 1);
-            info!(lease = id, ttl = granted.ttl(), "etcd lease granted");
+            let id = match st.id {
+                Some(id) => id,
+                None => {
+                    let granted = self
+                        .retry(
+                            deadline,
+                            |mut c| async move { c.lease_grant(ttl, None).await },
+                        )
+                        .await?;
+                    let id = granted.id();
+                    self.shared.with(|i| i.stats.lease_grants += 1);
+                    info!(lease = id, ttl = granted.ttl(), "etcd lease granted");
+                    st.dirty = !st.owned.is_empty();
+                    self.set_lease(st, Some(id));
+                    id
+                }
+            };
+            if !st.dirty {
+                return Ok(id);
+            }
             match self.put_all(st, id, deadline).await {
                 Ok(()) => {
-                    if !st.owned.is_empty() {
-                        self.shared.with(|i| i.stats.reregistrations += 1);
-                        info!(names = st.owned.len(), "names registered again");
-                    }
-                    self.set_lease(st, Some(id));
+                    st.dirty = false;
+                    self.shared.with(|i| i.stats.reregistrations += 1);
+                    info!(names = st.owned.len(), "names registered again");
                     return Ok(id);
                 }
                 // The new lease died already (etcd froze again): grant another.
-                Err(Failure::LeaseNotFound) => continue,
-                Err(f) => return Err(f),
+                Err(Failure::LeaseNotFound) => {
+                    self.set_lease(st, None);
+                    self.backoff(expired).await;
+                    expired = expired.saturating_add(1);
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Failure::LeaseNotFound);
+                    }
+                }
+                Err(f) => {
+                    // Wake the lease task: it retries for ever.
+                    self.lease_changed.notify_one();
+                    return Err(f);
+                }
             }
         }
     }
@@ -843,6 +867,22 @@ pub(crate) async fn run_requests(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<
 pub(crate) async fn run_lease(ctx: Arc<Ctx>) {
     let mut attempt = 0u32;
     loop {
+        // After a loss, or when a request could not finish putting the names back.
+        let pending = ctx
+            .lease
+            .try_lock()
+            .is_ok_and(|st| st.dirty || (st.id.is_none() && !st.owned.is_empty()));
+        if pending {
+            let mut st = ctx.lease.lock().await;
+            // With no deadline this returns only once done, or on an error etcd itself gave.
+            if let Err(f) = ctx.ensure_lease(&mut st, None).await {
+                warn!(error = %f.message(), "re-registration failed; retrying");
+                drop(st);
+                ctx.backoff(attempt).await;
+                attempt = attempt.saturating_add(1);
+            }
+            continue;
+        }
         let id = ctx.current_lease.load(Ordering::SeqCst);
         if id == 0 {
             ctx.lease_changed.notified().await;
@@ -855,10 +895,6 @@ pub(crate) async fn run_lease(ctx: Arc<Ctx>) {
                 let mut st = ctx.lease.lock().await;
                 if st.id == Some(id) {
                     ctx.set_lease(&mut st, None);
-                    // With no deadline this only returns once it succeeded.
-                    if let Err(f) = ctx.ensure_lease(&mut st, None).await {
-                        warn!(error = %f.message(), "re-registration failed");
-                    }
                 }
                 attempt = 0;
             }

@@ -638,3 +638,39 @@ fn unreachable_etcd_answers_unavailable() {
     let req = d.get("x");
     assert!(matches!(next(&mut d), DiscoveryEvent::Error { request, .. } if request == Some(req)));
 }
+
+#[test]
+fn revoked_lease_reregisters_and_reports_names_taken_meanwhile() {
+    let etcd = Etcd::start();
+    let mut a = handle(&etcd);
+    register(&mut a, record("mine", "echo"));
+    register(&mut a, record("stolen", "echo"));
+    // Revoke the lease behind the backend's back and take one of the names at once.
+    etcd.raw(async |mut c| {
+        let r = c.get("/atbus/nodes/mine", None).await.expect("get");
+        c.lease_revoke(r.kvs()[0].lease()).await.expect("revoke");
+        let thief = record("stolen", "thief");
+        c.put("/atbus/nodes/stolen", thief.to_json().expect("json"), None)
+            .await
+            .expect("put");
+    });
+    match next(&mut a) {
+        DiscoveryEvent::Error {
+            request: None,
+            error: DiscoveryError::Unavailable { reason },
+        } => assert!(reason.contains("stolen"), "{reason}"),
+        other => panic!("expected the lost-name error, got {other:?}"),
+    }
+    let records = etcd.records();
+    assert_eq!(records["mine"], record("mine", "echo"));
+    assert_eq!(records["stolen"].metadata.kind, "thief");
+    let stats = a.stats();
+    assert_eq!(
+        (stats.lease_losses, stats.reregistrations),
+        (1, 1),
+        "{stats:?}"
+    );
+    let req = a.update(record("stolen", "echo"));
+    assert!(matches!(next(&mut a),
+        DiscoveryEvent::Refused { request, reason: RefuseReason::NotOwner { .. } } if request == req));
+}
