@@ -50,6 +50,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod config;
+mod congestion;
 mod path;
 pub mod ranges;
 mod rtt;
@@ -63,6 +64,7 @@ pub use config::{
 pub use path::PathStats;
 pub use reassembly::{Delivery, MessageMeta, ReceivedMessage};
 pub use rtt::RttEstimator;
+pub use session::unacked::UnacknowledgedMessage;
 pub use session::{OutgoingMessage, Session, StreamStats, Transmit};
 
 #[doc(hidden)]

@@ -6,11 +6,14 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::config::{PathConfig, PathId};
+use crate::congestion::{NewReno, Pacer};
 use crate::ranges::RangeSet;
 use crate::rtt::RttEstimator;
 
 /// Packet-number reordering threshold (RFC 9002 kPacketThreshold).
 pub(crate) const PACKET_THRESHOLD: u64 = 3;
+/// Reordering threshold in low-latency mode: fast retransmit after fewer signals.
+pub(crate) const PACKET_THRESHOLD_NO_DELAY: u64 = 2;
 
 /// A packet that carries stream data and waits for acknowledgement.
 #[derive(Debug, Clone)]
@@ -44,6 +47,10 @@ pub struct PathStats {
     pub latest_rtt_us: u64,
     /// Bytes in flight now.
     pub bytes_in_flight: u64,
+    /// Retransmitted stream bytes sent on this path (whichever path lost them).
+    pub bytes_retransmitted_sent: u64,
+    /// Congestion window in bytes (the flight window on byte-stream paths).
+    pub congestion_window: u64,
 }
 
 /// Sender-side and liveness state of one of our paths.
@@ -66,11 +73,28 @@ pub(crate) struct Path {
     pub ping_id: i64,
     pub pong_due: Option<(i64, i64)>,
     pub stats: PathStats,
+    pub cc: NewReno,
+    pub pacer: Pacer,
+    /// When the pacer lets the next packet out, if it is holding one back.
+    pub pacing_wakeup: Option<Instant>,
+    pub no_delay: bool,
 }
 
 impl Path {
-    pub fn new(id: PathId, config: PathConfig, now: Instant, initial_rtt: Duration) -> Self {
+    pub fn new(
+        id: PathId,
+        config: PathConfig,
+        now: Instant,
+        initial_rtt: Duration,
+        max_window: usize,
+        no_delay: bool,
+    ) -> Self {
+        let max_datagram = config.mtu - config.headroom;
         Self {
+            cc: NewReno::new(max_datagram, max_window, no_delay),
+            pacer: Pacer::new(max_datagram),
+            pacing_wakeup: None,
+            no_delay,
             id,
             config,
             next_pn: 0,
@@ -102,8 +126,15 @@ impl Path {
             return None;
         }
         let base = self.last_ack_eliciting_sent?;
-        let pto = (self.rtt.pto_base(granularity) + max_ack_delay)
-            * 2u32.saturating_pow(self.pto_count.min(16));
+        // Low-latency mode: the peer acknowledges at once and the timeout backs off by 1.5
+        // instead of 2, as KCP's fast mode does.
+        let (ack_delay, backoff) = if self.no_delay {
+            (Duration::ZERO, 1.5f64)
+        } else {
+            (max_ack_delay, 2.0)
+        };
+        let pto = (self.rtt.pto_base(granularity) + ack_delay)
+            .mul_f64(backoff.powi(self.pto_count.min(16) as i32));
         Some(base + pto)
     }
 
@@ -137,7 +168,12 @@ impl Path {
             let too_old = now
                 .checked_duration_since(p.time_sent)
                 .is_some_and(|age| age >= delay);
-            if too_old || largest - pn >= PACKET_THRESHOLD {
+            let threshold = if self.no_delay {
+                PACKET_THRESHOLD_NO_DELAY
+            } else {
+                PACKET_THRESHOLD
+            };
+            if too_old || largest - pn >= threshold {
                 if let Some(p) = self.sent.remove(&pn) {
                     self.bytes_in_flight -= p.size;
                     lost.push(p);
@@ -165,6 +201,16 @@ impl Path {
         }
         self.stats.packets_lost += lost.len() as u64;
         lost
+    }
+
+    /// Whether the congestion window has room for another packet.
+    pub fn window_has_room(&self, flight_window: usize) -> bool {
+        let window = if self.is_lossy() {
+            self.cc.window
+        } else {
+            flight_window
+        };
+        self.bytes_in_flight < window
     }
 
     /// Everything in flight, when the path goes away.

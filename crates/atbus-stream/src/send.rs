@@ -32,6 +32,8 @@ pub(crate) struct Chunk {
     pub fragments: Vec<FragmentType>,
     pub finish: bool,
     pub skip_to: Option<u64>,
+    /// The bytes were sent before and lost.
+    pub retransmission: bool,
 }
 
 /// Send state of one stream.
@@ -69,6 +71,10 @@ pub(crate) struct SendStream {
     pub buffered: usize,
     /// `send` returned WouldBlock; report Writable when room returns.
     pub blocked: bool,
+    /// Scheduling priority: higher goes first, equal priorities share.
+    pub priority: i32,
+    /// The path that last lost data of this stream; retransmissions avoid it when they can.
+    pub last_lost_path: Option<crate::config::PathId>,
     /// Acknowledged event already reported.
     pub ack_reported: bool,
 }
@@ -112,7 +118,12 @@ impl SendStream {
 
     /// Takes the next chunk: a skip notice, else lost bytes, else new bytes, at most
     /// `budget` bytes of encoded content; `session_credit` limits new bytes.
-    pub fn next_chunk(&mut self, budget: usize, session_credit: &mut u64) -> Option<Chunk> {
+    pub fn next_chunk(
+        &mut self,
+        budget: usize,
+        session_credit: &mut u64,
+        avoid_retransmit: bool,
+    ) -> Option<Chunk> {
         if self.skip_pending {
             self.skip_pending = false;
             return Some(Chunk {
@@ -121,7 +132,7 @@ impl SendStream {
                 ..Chunk::default()
             });
         }
-        if let Some(first) = self.retransmit.first() {
+        if let Some(first) = self.retransmit.first().filter(|_| !avoid_retransmit) {
             let (fragments, end) = self.fragments(first.clone(), budget);
             if end > first.start {
                 self.retransmit.remove(first.start..end);
@@ -134,6 +145,7 @@ impl SendStream {
                     fragments,
                     finish,
                     skip_to: None,
+                    retransmission: true,
                 });
             }
             return None;
@@ -159,6 +171,7 @@ impl SendStream {
                 fragments,
                 finish,
                 skip_to: None,
+                retransmission: false,
             });
         }
         if self.finish_pending && self.next_new == self.end {
@@ -305,6 +318,11 @@ impl SendStream {
         skipped
     }
 
+    /// Messages not yet wholly acknowledged (nor skipped), in offset order.
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &OutMessage> {
+        self.messages.iter()
+    }
+
     /// Whether `offset` is a boundary of an unacknowledged message (or the end).
     pub fn is_boundary(&self, offset: u64) -> bool {
         offset == self.end || self.messages.iter().any(|m| m.offset == offset)
@@ -327,7 +345,7 @@ mod tests {
     fn fragments_never_span_messages() {
         let mut s = stream_with(&[b"hello", b"world!"]);
         let mut credit = u64::MAX;
-        let c = s.next_chunk(1000, &mut credit).expect("chunk");
+        let c = s.next_chunk(1000, &mut credit, false).expect("chunk");
         assert_eq!(c.range, 0..11);
         assert_eq!(c.fragments.len(), 2);
         assert_eq!(&c.fragments[0].data[..], b"hello");
@@ -339,7 +357,7 @@ mod tests {
     fn small_budget_cuts_with_has_more() {
         let mut s = stream_with(&[&[7u8; 100]]);
         let mut credit = u64::MAX;
-        let c = s.next_chunk(40, &mut credit).expect("chunk");
+        let c = s.next_chunk(40, &mut credit, false).expect("chunk");
         assert!(c.range.end < 100);
         assert_eq!(c.fragments[0].fragment_flag, fragment_flags::HAS_MORE);
         let content = atbus_proto::PacketContent {
@@ -352,7 +370,7 @@ mod tests {
     fn lost_then_acked_is_not_resent() {
         let mut s = stream_with(&[b"abcdef"]);
         let mut credit = u64::MAX;
-        s.next_chunk(1000, &mut credit);
+        s.next_chunk(1000, &mut credit, false);
         s.on_acked(0..3);
         s.on_lost(0..6);
         assert_eq!(s.retransmit.iter().collect::<Vec<_>>(), vec![3..6]);
@@ -366,12 +384,12 @@ mod tests {
         let mut s = SendStream::new(4);
         s.push(Bytes::from_static(b"abcdefgh"), MessageMeta::default());
         let mut credit = u64::MAX;
-        let c = s.next_chunk(1000, &mut credit).expect("chunk");
+        let c = s.next_chunk(1000, &mut credit, false).expect("chunk");
         assert_eq!(c.range, 0..4);
         assert!(s.credit_blocked());
         let mut small = 2;
         s.max_offset = 100;
-        let c = s.next_chunk(1000, &mut small).expect("chunk");
+        let c = s.next_chunk(1000, &mut small, false).expect("chunk");
         assert_eq!(c.range, 4..6, "session credit too");
     }
 }

@@ -19,6 +19,8 @@ use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
 use crate::reassembly::{Delivery, MessageMeta, Piece, Reassembler, ReassemblyError};
 use crate::send::SendStream;
 
+pub(crate) mod unacked;
+
 /// Bytes a package needs besides its head and content: the header varints and hash, the
 /// `packet_data` fields at their largest, and the tags and lengths around them.
 const PACKET_OVERHEAD: usize = 8 + 2 + 4 + 66;
@@ -197,6 +199,11 @@ impl Session {
                 0
             };
             s.bytes_in_flight = p.bytes_in_flight as u64;
+            s.congestion_window = if p.is_lossy() {
+                p.cc.window as u64
+            } else {
+                self.config.byte_stream_path_window as u64
+            };
             s
         })
     }
@@ -242,8 +249,17 @@ impl Session {
         }
         let id = PathId(self.next_path_id);
         self.next_path_id += 1;
-        self.paths
-            .insert(id, Path::new(id, config, now, self.config.initial_rtt));
+        self.paths.insert(
+            id,
+            Path::new(
+                id,
+                config,
+                now,
+                self.config.initial_rtt,
+                self.config.lossy_path_window,
+                self.config.no_delay,
+            ),
+        );
         Ok(id)
     }
 
@@ -254,7 +270,7 @@ impl Session {
             .remove(&path)
             .ok_or(PathError::UnknownPath(path))?;
         let lost = p.drain_in_flight();
-        self.on_lost(lost, None);
+        self.on_lost_without_congestion(lost);
         for acks in self.peer_paths.values_mut() {
             if acks.via == Some(path) {
                 acks.via = None;
@@ -350,15 +366,22 @@ impl Session {
                 let _ = self.remove_path(id);
                 continue;
             }
+            if p.pacing_wakeup.is_some_and(|t| t <= now) {
+                p.pacing_wakeup = None;
+            }
             if p.loss_time.is_some_and(|t| t <= now) {
                 let lost = p.detect_lost(now, granularity);
-                self.on_lost(lost, Some(id));
+                self.on_lost(now, lost, Some(id));
             } else if p
                 .pto_deadline(granularity, max_ack_delay)
                 .is_some_and(|t| t <= now)
             {
                 let lost = p.on_pto();
-                self.on_lost(lost, Some(id));
+                // Three probe timeouts in a row: persistent congestion (RFC 9002 §7.6).
+                if p.pto_count >= 3 {
+                    p.cc.on_persistent_congestion(now);
+                }
+                self.on_lost(now, lost, Some(id));
             }
         }
     }
@@ -487,6 +510,16 @@ impl Session {
         Ok(skipped)
     }
 
+    /// Sets a stream's scheduling priority: higher goes first, equal priorities share the
+    /// paths fairly (default 0).
+    pub fn set_priority(&mut self, stream_id: i64, priority: i32) {
+        let credit = self.config.stream_receive_window;
+        self.send_streams
+            .entry(stream_id)
+            .or_insert_with(|| SendStream::new(credit))
+            .priority = priority;
+    }
+
     /// Closes the session; the peer gets `reason`.
     pub fn close(&mut self, code: i32, message: impl Into<String>) {
         self.close_with(
@@ -545,16 +578,15 @@ impl Session {
     /// first) and says which path it goes on.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
-        let ids: Vec<PathId> = self.paths.keys().copied().collect();
-        if ids.is_empty() {
-            return None;
-        }
-        let start = self
-            .last_path
-            .and_then(|last| ids.iter().position(|&id| id > last))
-            .unwrap_or(0);
-        for i in 0..ids.len() {
-            let id = ids[(start + i) % ids.len()];
+        // Min-RTT scheduling: the path with the lowest smoothed RTT fills first; data spills
+        // to the next when its window or pacer is full.
+        let mut ids: Vec<(std::time::Duration, PathId)> = self
+            .paths
+            .values()
+            .map(|p| (p.rtt.smoothed(), p.id))
+            .collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
             self.fill(now, id, buf);
             if !buf.is_empty() {
                 self.last_path = Some(id);
@@ -585,6 +617,9 @@ impl Session {
                 at(d);
             }
             at(p.next_ping);
+            if let Some(t) = p.pacing_wakeup {
+                at(t);
+            }
             at(p.last_received + self.config.path_idle_timeout);
         }
         for acks in self.peer_paths.values() {
@@ -728,16 +763,33 @@ impl Session {
             }
         }
 
-        // Stream data.
+        // Stream data. Retransmissions avoid the path that lost them while another path has
+        // room.
+        let others_usable = self
+            .paths
+            .values()
+            .any(|q| q.id != id && !q.blocked && q.window_has_room(self.flight_window(q)));
         loop {
-            let Some(p) = self.paths.get(&id) else { return };
-            let window = if p.is_lossy() {
+            let Some(p) = self.paths.get_mut(&id) else {
+                return;
+            };
+            let flight_window = if p.is_lossy() {
                 self.config.lossy_path_window
             } else {
                 self.config.byte_stream_path_window
             };
-            if p.blocked || p.bytes_in_flight >= window {
+            if p.blocked || !p.window_has_room(flight_window) {
                 return;
+            }
+            if p.is_lossy() {
+                let srtt = p.rtt.smoothed();
+                match p.pacer.check(now, package_limit, p.cc.window, srtt) {
+                    Ok(()) => p.pacing_wakeup = None,
+                    Err(at) => {
+                        p.pacing_wakeup = Some(at);
+                        return;
+                    }
+                }
             }
             let room = (total_limit - buf.len()).min(package_limit);
             let overhead = self.overhead(&config);
@@ -745,7 +797,7 @@ impl Session {
                 return;
             }
             let budget = room - overhead;
-            let Some((stream_id, chunk)) = self.next_chunk(budget) else {
+            let Some((stream_id, chunk)) = self.next_chunk(budget, id, others_usable) else {
                 return;
             };
             let mut flags = 0;
@@ -803,6 +855,12 @@ impl Session {
             let Some(p) = self.paths.get_mut(&id) else {
                 return;
             };
+            if p.is_lossy() {
+                p.pacer.on_sent(size);
+            }
+            if chunk.retransmission {
+                p.stats.bytes_retransmitted_sent += chunk.range.end - chunk.range.start;
+            }
             p.stats.packets_sent += 1;
             p.bytes_in_flight += size;
             p.last_ack_eliciting_sent = Some(now);
@@ -821,27 +879,44 @@ impl Session {
     }
 
     /// Picks the next stream with something to send (round robin) and cuts its chunk.
-    fn next_chunk(&mut self, budget: usize) -> Option<(i64, crate::send::Chunk)> {
-        let ids: Vec<i64> = self
+    fn next_chunk(
+        &mut self,
+        budget: usize,
+        path: PathId,
+        others_usable: bool,
+    ) -> Option<(i64, crate::send::Chunk)> {
+        // Highest priority first; round robin among equal priorities, starting after the stream
+        // served last.
+        let last = self.last_stream;
+        let mut ids: Vec<(i32, bool, i64)> = self
             .send_streams
-            .range(self.last_stream.saturating_add(1)..)
-            .chain(self.send_streams.range(..=self.last_stream))
+            .iter()
             .filter(|(_, s)| s.wants_to_send())
-            .map(|(&id, _)| id)
+            .map(|(&id, s)| (-s.priority, id <= last, id))
             .collect();
-        for id in ids {
+        ids.sort_unstable();
+        for (_, _, id) in ids {
             let mut credit = self
                 .peer_max_session_data
                 .saturating_sub(self.session_data_sent);
             let before = credit;
             let stream = self.send_streams.get_mut(&id)?;
-            if let Some(chunk) = stream.next_chunk(budget, &mut credit) {
+            let avoid = others_usable && stream.last_lost_path == Some(path);
+            if let Some(chunk) = stream.next_chunk(budget, &mut credit, avoid) {
                 self.session_data_sent += before - credit;
                 self.last_stream = id;
                 return Some((id, chunk));
             }
         }
         None
+    }
+
+    fn flight_window(&self, p: &Path) -> usize {
+        if p.is_lossy() {
+            self.config.lossy_path_window
+        } else {
+            self.config.byte_stream_path_window
+        }
     }
 
     fn build_ack(
@@ -968,6 +1043,9 @@ impl Session {
             max_ranges,
         );
         acks.unacked_eliciting += 1;
+        if self.config.no_delay {
+            acks.ack_now = true;
+        }
         if acks.unacked_eliciting >= self.config.ack_eliciting_threshold {
             acks.ack_now = true;
         }
@@ -1171,10 +1249,15 @@ impl Session {
                     p.pto_count = 0;
                 }
                 let lost = p.detect_lost(now, granularity);
+                if p.is_lossy() {
+                    for sp in &newly {
+                        p.cc.on_ack(sp.time_sent, sp.size);
+                    }
+                }
                 for sp in newly {
                     self.on_acked(sp);
                 }
-                self.on_lost(lost, Some(id));
+                self.on_lost(now, lost, Some(id));
             }
         }
         self.report_writable();
@@ -1195,7 +1278,31 @@ impl Session {
         self.send_buffered -= released;
     }
 
-    fn on_lost(&mut self, lost: Vec<SentPacket>, from: Option<PathId>) {
+    /// Packets of path `from` were declared lost at `now`: a congestion signal, then the data
+    /// goes out again (preferably on another path).
+    fn on_lost(&mut self, now: Instant, lost: Vec<SentPacket>, from: Option<PathId>) {
+        if let (Some(p), Some(latest)) = (
+            from.and_then(|id| self.paths.get_mut(&id)),
+            lost.iter().map(|sp| sp.time_sent).max(),
+        ) {
+            if p.is_lossy() {
+                p.cc.on_loss(now, latest, lost.len());
+            }
+        }
+        for sp in &lost {
+            if let Some(stream) = self.send_streams.get_mut(&sp.stream_id) {
+                stream.last_lost_path = from;
+            }
+        }
+        self.requeue(lost, from);
+    }
+
+    /// A path went away with packets in flight: they go out again, no congestion signal.
+    fn on_lost_without_congestion(&mut self, lost: Vec<SentPacket>) {
+        self.requeue(lost, None);
+    }
+
+    fn requeue(&mut self, lost: Vec<SentPacket>, from: Option<PathId>) {
         for sp in lost {
             let Some(stream) = self.send_streams.get_mut(&sp.stream_id) else {
                 continue;

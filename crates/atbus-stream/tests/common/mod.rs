@@ -65,11 +65,20 @@ pub fn config(local: &str, peer: &str) -> SessionConfig {
 
 impl World {
     pub fn new(seed: u64) -> Self {
+        Self::with_config(seed, |_| {})
+    }
+
+    /// A world whose two session configs (based on `config`) are adjusted by `adjust`.
+    pub fn with_config(seed: u64, adjust: impl Fn(&mut SessionConfig)) -> Self {
         let clock = Clock::new();
         let now = clock.now();
+        let mut ca = config("node-a", "node-b");
+        let mut cb = config("node-b", "node-a");
+        adjust(&mut ca);
+        adjust(&mut cb);
         Self {
-            a: Session::new(config("node-a", "node-b"), now),
-            b: Session::new(config("node-b", "node-a"), now),
+            a: Session::new(ca, now),
+            b: Session::new(cb, now),
             clock,
             paths: Vec::new(),
             streams: BTreeMap::new(),
@@ -260,6 +269,14 @@ impl World {
             let got: u64 = p.received.iter().map(|m| m.len() as u64).sum::<u64>() + p.skipped_bytes;
             p.to_send.is_empty() && got >= sent && self.a.is_stream_acknowledged(id)
         })
+    }
+
+    /// Bytes delivered to the application so far, over all streams.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|p| p.received.iter().map(|m| m.len() as u64).sum::<u64>())
+            .sum()
     }
 
     /// Runs for `duration` of virtual time whatever the state.
