@@ -1083,7 +1083,9 @@ impl Session {
                 },
             );
         }
-        let session_full = self.receive_buffered() >= self.config.session_receive_window as usize;
+        let incoming: usize = content.fragment.iter().map(|f| f.data.len()).sum();
+        let session_full = incoming > 0
+            && self.receive_buffered() + incoming > self.config.session_receive_window as usize;
         let reliable = self
             .paths
             .get(&path)

@@ -404,3 +404,90 @@ fn every_datagram_fits_its_path_mtu() {
         );
     }
 }
+
+/// A session whose peer overruns the session window (credit is per stream, so a peer can):
+/// byte-stream paths accept the frame already read and ask the driver to pause reading;
+/// datagram paths drop it unacknowledged.
+fn overrun(kind: PathKind) -> (Session, atbus_stream::PathId, Vec<Event>) {
+    let now = Instant::now();
+    let mut config = SessionConfig::new("a", "b");
+    config.session_receive_window = 4096;
+    let mut s = Session::new(config, now);
+    let p = s.add_path(now, PathConfig::new(kind, 65535)).expect("path");
+    let mut events = Vec::new();
+    for i in 0..4i64 {
+        let data = vec![i as u8; 2000];
+        let content: Bytes = PacketContent {
+            fragment: vec![FragmentType {
+                data: Bytes::from(data),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+        .into();
+        let pd = PacketData {
+            stream_id: i,
+            content,
+            packet_number: i,
+            ..Default::default()
+        };
+        s.handle_frame(now, p, frame(pd), 0)
+            .expect("not a violation");
+        events.extend(std::iter::from_fn(|| s.poll_event()));
+    }
+    (s, p, events)
+}
+
+#[test]
+fn byte_stream_overrun_pauses_reading_then_resumes() {
+    let (mut s, p, events) = overrun(PathKind::ByteStream);
+    assert!(
+        events.contains(&Event::PauseReading { path: p }),
+        "{events:?}"
+    );
+    // The frame already read was kept: the limit is exceeded by at most one frame.
+    assert!(s.receive_buffered() > 4096 && s.receive_buffered() <= 4096 + 2 * 2000);
+    // The application reads: buffer drains, reading resumes.
+    for i in 0..4 {
+        while s.read(i).is_some() {}
+    }
+    let after: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        after.contains(&Event::ResumeReading { path: p }),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn datagram_overrun_drops_without_acknowledging() {
+    let (mut s, _p, events) = overrun(PathKind::Datagram);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::PauseReading { .. }))
+    );
+    assert!(
+        s.receive_buffered() <= 4096,
+        "nothing beyond the window is kept"
+    );
+    // The acknowledgement must not cover the dropped packets (numbers 2 and 3 here).
+    let mut buf = Vec::new();
+    let mut acked = Vec::new();
+    let later = Instant::now() + Duration::from_millis(50);
+    s.handle_timeout(later);
+    while let Some(t) = s.poll_transmit(later, &mut buf) {
+        for pkg in atbus_frame::DatagramDecoder::new(
+            Bytes::copy_from_slice(&buf[..t.size]),
+            Default::default(),
+        ) {
+            if let Ok(Some(Body::Acknowledge(a))) = pkg.and_then(|p| p.decode()).map(|f| f.body) {
+                for r in a.received_packets {
+                    acked.extend(r.first..=r.last);
+                }
+            }
+        }
+    }
+    acked.sort_unstable();
+    acked.dedup();
+    assert_eq!(acked, vec![0, 1], "only accepted packets are acknowledged");
+}
