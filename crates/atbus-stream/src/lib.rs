@@ -72,3 +72,5 @@ pub mod fuzz_reassembly;
 #[doc(hidden)]
 pub mod fuzz_session;
 pub mod reassembly;
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -3,27 +3,13 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use atbus_frame::{DatagramDecoder, FrameLimits, StreamDecoder};
-use atbus_netsim::{Clock, DuplexLink, LinkConfig, earliest};
-use atbus_stream::{
-    Delivery, Event, OutgoingMessage, PathConfig, PathId, PathKind, SendError, Session,
-    SessionConfig,
-};
+use atbus_netsim::LinkConfig;
+use atbus_stream::sim::SimPair;
+use atbus_stream::{Delivery, Event, OutgoingMessage, PathKind, SendError, SessionConfig};
 use bytes::Bytes;
-
-/// One simulated link carrying one path of each session.
-pub struct SimPath {
-    pub kind: PathKind,
-    pub mtu: usize,
-    pub link: DuplexLink,
-    pub a: PathId,
-    pub b: PathId,
-    /// Byte-stream decoders per direction (a→b, b→a).
-    pub decoders: Option<(StreamDecoder, StreamDecoder)>,
-    pub alive: bool,
-}
 
 /// A message the test wants delivered, with what the receiver saw.
 #[derive(Debug, Default)]
@@ -40,17 +26,25 @@ pub struct StreamPlan {
 }
 
 pub struct World {
-    pub clock: Clock,
-    pub a: Session,
-    pub b: Session,
-    pub paths: Vec<SimPath>,
+    pub pair: SimPair,
     pub streams: BTreeMap<i64, StreamPlan>,
     pub seed: u64,
-    buf: Vec<u8>,
-    pub max_package_seen: usize,
     pub events_b: Vec<Event>,
     pub events_a: Vec<Event>,
     pub max_receive_buffered: usize,
+}
+
+impl Deref for World {
+    type Target = SimPair;
+    fn deref(&self) -> &SimPair {
+        &self.pair
+    }
+}
+
+impl DerefMut for World {
+    fn deref_mut(&mut self) -> &mut SimPair {
+        &mut self.pair
+    }
 }
 
 pub fn config(local: &str, peer: &str) -> SessionConfig {
@@ -70,21 +64,14 @@ impl World {
 
     /// A world whose two session configs (based on `config`) are adjusted by `adjust`.
     pub fn with_config(seed: u64, adjust: impl Fn(&mut SessionConfig)) -> Self {
-        let clock = Clock::new();
-        let now = clock.now();
         let mut ca = config("node-a", "node-b");
         let mut cb = config("node-b", "node-a");
         adjust(&mut ca);
         adjust(&mut cb);
         Self {
-            a: Session::new(ca, now),
-            b: Session::new(cb, now),
-            clock,
-            paths: Vec::new(),
+            pair: SimPair::new(seed, ca, cb),
             streams: BTreeMap::new(),
             seed,
-            buf: Vec::new(),
-            max_package_seen: 0,
             events_a: Vec::new(),
             events_b: Vec::new(),
             max_receive_buffered: 0,
@@ -93,46 +80,12 @@ impl World {
 
     /// Adds a path of `kind` over a link with `link` behaviour.
     pub fn add_path(&mut self, kind: PathKind, mtu: usize, link: LinkConfig) -> usize {
-        let now = self.clock.now();
-        let a = self
-            .a
-            .add_path(now, PathConfig::new(kind, mtu))
-            .expect("path a");
-        let b = self
-            .b
-            .add_path(now, PathConfig::new(kind, mtu))
-            .expect("path b");
-        let reliable = kind == PathKind::ByteStream;
-        let mut link = link.with_mtu(if reliable { usize::MAX } else { mtu });
-        if reliable {
-            link = link.with_reliable(true).with_queue_limit(64 * 1024 * 1024);
-        }
-        let index = self.paths.len();
-        let seed = atbus_netsim::derive_seed(self.seed, 100 + index as u64);
-        self.paths.push(SimPath {
-            kind,
-            mtu,
-            link: DuplexLink::new(link, seed),
-            a,
-            b,
-            decoders: reliable.then(|| {
-                (
-                    StreamDecoder::new(FrameLimits::default()),
-                    StreamDecoder::new(FrameLimits::default()),
-                )
-            }),
-            alive: true,
-        });
-        index
+        self.pair.add_path(kind, mtu, link).expect("path")
     }
 
     /// Kills path `index`: the link goes down with whatever was in flight, both sessions drop it.
     pub fn kill_path(&mut self, index: usize) {
-        let p = &mut self.paths[index];
-        p.alive = false;
-        p.link.set_up(false);
-        self.a.remove_path(p.a).expect("known path");
-        self.b.remove_path(p.b).expect("known path");
+        self.pair.kill_path(index).expect("known path");
     }
 
     pub fn plan(&mut self, stream_id: i64, messages: Vec<Bytes>) {
@@ -147,7 +100,7 @@ impl World {
                 continue;
             }
             while let Some(m) = plan.to_send.front() {
-                match self.a.send(id, OutgoingMessage::data(m.clone())) {
+                match self.pair.a.send(id, OutgoingMessage::data(m.clone())) {
                     Ok(offset) => {
                         plan.sent_offsets.push(offset);
                         plan.sent.push(m.clone());
@@ -161,93 +114,33 @@ impl World {
     }
 
     fn transmit(&mut self) {
-        let now = self.clock.now();
-        for side in 0..2 {
-            loop {
-                let session = if side == 0 { &mut self.a } else { &mut self.b };
-                let Some(t) = session.poll_transmit(now, &mut self.buf) else {
-                    break;
-                };
-                let Some(p) = self
-                    .paths
-                    .iter_mut()
-                    .find(|p| p.alive && (if side == 0 { p.a } else { p.b }) == t.path)
-                else {
-                    panic!("transmit on unknown path {:?}", t.path);
-                };
-                if p.kind != PathKind::ByteStream {
-                    assert!(
-                        t.size <= p.mtu,
-                        "seed {}: datagram {} over MTU {}",
-                        self.seed,
-                        t.size,
-                        p.mtu
-                    );
-                    self.max_package_seen = self.max_package_seen.max(t.size);
-                }
-                let link = if side == 0 {
-                    &mut p.link.a_to_b
-                } else {
-                    &mut p.link.b_to_a
-                };
-                let outcome = link.send(now, Bytes::copy_from_slice(&self.buf[..t.size]));
-                if p.kind == PathKind::ByteStream {
-                    assert!(
-                        outcome.is_queued(),
-                        "byte stream must not drop: {outcome:?}"
-                    );
-                }
-            }
-        }
+        let seed = self.seed;
+        self.pair
+            .transmit()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 
     fn deliver(&mut self) {
-        let now = self.clock.now();
-        for p in self.paths.iter_mut().filter(|p| p.alive) {
-            for side in 0..2 {
-                let (link, session, path) = if side == 0 {
-                    (&mut p.link.a_to_b, &mut self.b, p.b)
-                } else {
-                    (&mut p.link.b_to_a, &mut self.a, p.a)
-                };
-                while let Some(d) = link.poll_deliver(now) {
-                    if let Some((ab, ba)) = p.decoders.as_mut() {
-                        let dec = if side == 0 { ab } else { ba };
-                        dec.feed(&d);
-                        while let Some(pkg) = dec.next_package().expect("valid byte stream") {
-                            assert!(pkg.wire_len <= p.mtu, "package over MTU");
-                            self.max_package_seen = self.max_package_seen.max(pkg.wire_len);
-                            let frame = pkg.decode().expect("frame");
-                            session
-                                .handle_frame(now, path, frame, pkg.wire_len)
-                                .expect("no protocol error");
-                        }
-                    } else {
-                        for pkg in DatagramDecoder::new(d, FrameLimits::default()) {
-                            let pkg = pkg.expect("valid datagram");
-                            let frame = pkg.decode().expect("frame");
-                            session
-                                .handle_frame(now, path, frame, pkg.wire_len)
-                                .expect("no protocol error");
-                        }
-                    }
-                }
-            }
-        }
+        let seed = self.seed;
+        self.pair
+            .deliver()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 
     fn read(&mut self, slow_reader: bool) {
-        self.max_receive_buffered = self.max_receive_buffered.max(self.b.receive_buffered());
-        while let Some(ev) = self.a.poll_event() {
+        self.max_receive_buffered = self
+            .max_receive_buffered
+            .max(self.pair.b.receive_buffered());
+        while let Some(ev) = self.pair.a.poll_event() {
             self.events_a.push(ev);
         }
-        while let Some(ev) = self.b.poll_event() {
+        while let Some(ev) = self.pair.b.poll_event() {
             self.events_b.push(ev);
         }
         for (&id, plan) in self.streams.iter_mut() {
             let mut budget = if slow_reader { 1 } else { usize::MAX };
             while budget > 0 {
-                match self.b.read(id) {
+                match self.pair.b.read(id) {
                     Some(Delivery::Message(m)) => {
                         plan.received_offsets.push(m.offset);
                         plan.received.push(m.data);
@@ -267,7 +160,7 @@ impl World {
         self.streams.iter().all(|(&id, p)| {
             let sent: u64 = p.sent.iter().map(|m| m.len() as u64).sum();
             let got: u64 = p.received.iter().map(|m| m.len() as u64).sum::<u64>() + p.skipped_bytes;
-            p.to_send.is_empty() && got >= sent && self.a.is_stream_acknowledged(id)
+            p.to_send.is_empty() && got >= sent && self.pair.a.is_stream_acknowledged(id)
         })
     }
 
@@ -286,11 +179,8 @@ impl World {
             self.run_with(end - self.clock.now(), false, |_| {});
             let now = self.clock.now();
             if now < end {
-                self.clock
+                self.pair
                     .advance_to(end.min(now + Duration::from_millis(1)));
-                let now = self.clock.now();
-                self.a.handle_timeout(now);
-                self.b.handle_timeout(now);
             }
         }
     }
@@ -323,26 +213,11 @@ impl World {
             if now >= deadline {
                 return false;
             }
-            let mut wake = earliest(
-                [self.a.poll_timeout(), self.b.poll_timeout()]
-                    .into_iter()
-                    .chain(
-                        self.paths
-                            .iter()
-                            .filter(|p| p.alive)
-                            .map(|p| p.link.poll_timeout()),
-                    ),
-            )
-            .unwrap_or(deadline)
-            .min(deadline);
+            let mut wake = self.pair.next_wakeup().unwrap_or(deadline).min(deadline);
             if slow_reader {
                 wake = wake.min(now + Duration::from_millis(1));
             }
-            let wake = wake.max(now + Duration::from_micros(10));
-            self.clock.advance_to(wake);
-            let now = self.clock.now();
-            self.a.handle_timeout(now);
-            self.b.handle_timeout(now);
+            self.pair.advance_to(wake);
             steps += 1;
             assert!(
                 steps < 5_000_000,
