@@ -1,4 +1,4 @@
-//! `atbus demo`: for now, a guided dissection of the sample capture.
+//! The second part of `atbus demo`: a guided dissection of the sample capture.
 //!
 //! Later versions run several nodes and a relay; today the demo explains the wire format and
 //! runs `inspect` over the capture embedded in the binary, printing a human-readable summary
@@ -15,7 +15,7 @@ use crate::inspect::{self, InspectError, Options, Record, Stats};
 
 /// What the demo prints before the dissection.
 pub const INTRO: &str = "\
-atbus demo (provisional: later versions run nodes and a relay here)
+(Later versions of this demo run nodes over real sockets and a relay.)
 
 Every frame on an atbus link travels in a package:
   varint version | varint length | frame_message (length bytes) | 4-byte XXH3 hash

@@ -21,6 +21,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod demo;
+pub mod demo_session;
 pub mod inspect;
 pub mod reassemble;
 pub mod sample;

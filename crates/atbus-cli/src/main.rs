@@ -1,7 +1,7 @@
 //! The `atbus` command line.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -116,11 +116,31 @@ Examples:
   atbus inspect - < stream.bin
   atbus inspect --reassemble path1.bin path2.bin";
 
+/// `atbus demo`: the session over simulated paths, then the dissection tour.
+fn run_demo() -> Result<Stats, InspectError> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    let report = atbus_cli::demo_session::run(&mut out).map_err(InspectError::Write)?;
+    if report.verified != report.sent {
+        let _ = out.flush();
+        eprintln!(
+            "atbus: error: only {} of {} messages were delivered intact",
+            report.verified, report.sent
+        );
+        return Ok(Stats {
+            errors: 1,
+            ..Stats::default()
+        });
+    }
+    writeln!(out, "Part 2: what it looks like on the wire").map_err(InspectError::Write)?;
+    writeln!(out).map_err(InspectError::Write)?;
+    atbus_cli::demo::run(SAMPLE_CAPTURE, out)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => run_inspect(args),
-        Command::Demo => atbus_cli::demo::run(SAMPLE_CAPTURE, BufWriter::new(io::stdout().lock())),
+        Command::Demo => run_demo(),
     };
     match result {
         Ok(stats) if stats.is_clean() => ExitCode::SUCCESS,

@@ -440,3 +440,18 @@ fn demo_summarises_the_embedded_sample() {
     assert_eq!(json_lines, expected.lines().collect::<Vec<_>>());
     assert!(out.stdout.contains("6 packages, 0 errors"));
 }
+
+#[test]
+fn demo_runs_a_session_over_three_paths_and_verifies_every_message() {
+    let out = atbus(&["demo"], b"");
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("one session, three paths at once"));
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("delivered exactly once, in order, byte for byte"))
+        .expect("verification line");
+    assert!(line.trim_start().starts_with("900/900 messages"), "{line}");
+    assert!(line.ends_with("yes"), "{line}");
+    assert!(out.stdout.contains("(dead: removed at 300 ms"));
+}

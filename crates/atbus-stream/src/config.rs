@@ -59,7 +59,7 @@ impl SessionConfig {
             session_send_buffer: 64 * 1024 * 1024,
             max_streams: 1024,
             lossy_path_window: 256 * 1024,
-            byte_stream_path_window: 4 * 1024 * 1024,
+            byte_stream_path_window: 1024 * 1024,
             max_transmit_bytes: 64 * 1024,
             initial_rtt: Duration::from_millis(100),
             max_ack_delay: Duration::from_millis(10),
