@@ -1,0 +1,178 @@
+//! Byte-stream sockets (TCP, Unix) and their bounded write queue.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+
+use bytes::{Buf, BytesMut};
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+/// A connected (or connecting) byte-stream socket.
+pub(crate) enum StreamSocket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl StreamSocket {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Tcp(s) => s.read(buf),
+            StreamSocket::Unix(s) => s.read(buf),
+        }
+    }
+
+    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Tcp(s) => s.write(buf),
+            StreamSocket::Unix(s) => s.write(buf),
+        }
+    }
+
+    pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            StreamSocket::Tcp(s) => s.write_vectored(bufs),
+            StreamSocket::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            StreamSocket::Tcp(s) => s.shutdown(Shutdown::Write),
+            StreamSocket::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            StreamSocket::Tcp(s) => s.take_error(),
+            StreamSocket::Unix(s) => s.take_error(),
+        }
+    }
+
+    /// `Ok(true)` once a non-blocking connect has completed.
+    pub(crate) fn is_connected(&self) -> io::Result<bool> {
+        let res = match self {
+            StreamSocket::Tcp(s) => s.peer_addr().map(|_| ()),
+            StreamSocket::Unix(s) => s.peer_addr().map(|_| ()),
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            StreamSocket::Tcp(s) => s.register(registry, token, interest),
+            StreamSocket::Unix(s) => s.register(registry, token, interest),
+        }
+    }
+
+    pub(crate) fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        match self {
+            StreamSocket::Tcp(s) => s.reregister(registry, token, interest),
+            StreamSocket::Unix(s) => s.reregister(registry, token, interest),
+        }
+    }
+
+    pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            StreamSocket::Tcp(s) => s.deregister(registry),
+            StreamSocket::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+/// Small sends are appended to the tail chunk up to this size, so many tiny packages queued while
+/// the socket is full leave in one `write_vectored` slice each 64 KiB.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Bytes accepted by `send` but not yet taken by the kernel.
+#[derive(Default)]
+pub(crate) struct WriteQueue {
+    chunks: VecDeque<BytesMut>,
+    queued: usize,
+}
+
+impl WriteQueue {
+    pub(crate) fn len(&self) -> usize {
+        self.queued
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        match self.chunks.back_mut() {
+            Some(tail) if tail.len() + data.len() <= COALESCE_LIMIT => tail.extend_from_slice(data),
+            _ => self.chunks.push_back(BytesMut::from(data)),
+        }
+        self.queued += data.len();
+    }
+
+    /// Writes as much as the socket takes in as few calls as possible; `Ok(written)` when the
+    /// queue is empty or the socket would block.
+    pub(crate) fn flush(
+        &mut self,
+        socket: &mut StreamSocket,
+        max_slices: usize,
+    ) -> io::Result<usize> {
+        let mut written = 0;
+        while self.queued > 0 {
+            let res = if self.chunks.len() == 1 {
+                socket.write(&self.chunks[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let count = self.chunks.len().min(max_slices.clamp(1, 64));
+                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(count) {
+                    *slot = IoSlice::new(chunk);
+                }
+                socket.write_vectored(&slices[..count])
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.advance(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
