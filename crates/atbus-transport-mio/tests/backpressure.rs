@@ -1,0 +1,293 @@
+//! Write backpressure, read pausing and graceful close against real loopback sockets.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener as StdListener;
+use std::sync::mpsc;
+use std::thread;
+
+use atbus_transport_mio::{
+    CloseReason, LinkId, SendStatus, Transport, TransportConfig, TransportEvent, Url,
+};
+use common::drive;
+
+const CHUNK: usize = 8 * 1024;
+
+fn chunk(i: usize) -> Vec<u8> {
+    vec![(i % 251) as u8; CHUNK]
+}
+
+/// Reads to end of stream and checks the chunk pattern; returns the byte count.
+fn read_all_verified(mut s: std::net::TcpStream) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = 0usize;
+    loop {
+        let n = s.read(&mut buf).expect("peer read");
+        if n == 0 {
+            return pos;
+        }
+        for (k, b) in buf[..n].iter().enumerate() {
+            let expected = (((pos + k) / CHUNK) % 251) as u8;
+            assert_eq!(*b, expected, "byte {} out of order", pos + k);
+        }
+        pos += n;
+    }
+}
+
+fn connect_to_std(t: &mut Transport) -> (LinkId, std::net::TcpStream) {
+    let std_listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = std_listener.local_addr().expect("addr");
+    let link = t.connect(&Url::tcp(addr)).expect("connect");
+    let (peer, _) = std_listener.accept().expect("accept");
+    drive(t, "LinkUp", |_, evs| {
+        evs.iter()
+            .any(|e| matches!(e, TransportEvent::LinkUp { link: l, .. } if *l == link))
+    });
+    (link, peer)
+}
+
+#[test]
+fn non_reading_peer_blocks_sender_with_bounded_queue_then_writable_resumes() {
+    let limit = 64 * 1024;
+    let mut t = Transport::new(TransportConfig {
+        write_queue_limit: limit,
+        ..Default::default()
+    })
+    .expect("transport");
+    let (link, peer) = connect_to_std(&mut t);
+
+    // The peer does not read: kernel buffers fill, then the queue, then send says Blocked.
+    let total_chunks = 2048; // 16 MiB at most
+    let mut next = 0;
+    while next < total_chunks {
+        match t.send(link, &chunk(next)).expect("send") {
+            SendStatus::Blocked => break,
+            SendStatus::Sent | SendStatus::Queued => next += 1,
+            SendStatus::Dropped => unreachable!("TCP never drops"),
+        }
+    }
+    assert!(next < total_chunks, "send never answered Blocked");
+    let queued = t.link_stats(link).expect("stats").queued_bytes;
+    assert!(
+        queued <= limit + CHUNK,
+        "queue grew past its limit: {queued} bytes"
+    );
+    assert!(queued > 0, "Blocked with an empty queue");
+
+    // Now the peer reads everything; Writable arrives and the rest goes through.
+    let reader = thread::spawn(move || read_all_verified(peer));
+    let mut writables = 0;
+    let mut closed = false;
+    drive(&mut t, "all chunks sent and link closed", |t, evs| {
+        for e in evs {
+            match e {
+                TransportEvent::Writable { link: l } if l == link => writables += 1,
+                TransportEvent::LinkClosed { link: l, reason } if l == link => {
+                    assert!(matches!(reason, CloseReason::Local), "{reason:?}");
+                    closed = true;
+                }
+                _ => {}
+            }
+        }
+        if writables > 0 && next < total_chunks {
+            while next < total_chunks {
+                match t.send(link, &chunk(next)).expect("send") {
+                    SendStatus::Blocked => break,
+                    _ => next += 1,
+                }
+            }
+            if next == total_chunks {
+                t.close(link).expect("close");
+            }
+        }
+        closed
+    });
+    assert!(writables > 0);
+    assert_eq!(reader.join().expect("reader"), total_chunks * CHUNK);
+}
+
+#[test]
+fn graceful_close_flushes_queued_data() {
+    let mut t = Transport::new(TransportConfig {
+        write_queue_limit: 32 * 1024 * 1024,
+        ..Default::default()
+    })
+    .expect("transport");
+    let (link, peer) = connect_to_std(&mut t);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        go_rx.recv().expect("go");
+        read_all_verified(peer)
+    });
+    let chunks = 1024; // 8 MiB, more than loopback buffers hold
+    for i in 0..chunks {
+        assert_ne!(t.send(link, &chunk(i)).expect("send"), SendStatus::Blocked);
+    }
+    assert!(
+        t.link_stats(link).expect("stats").queued_bytes > 0,
+        "expected data to be queued before close"
+    );
+    t.close(link).expect("close");
+    assert!(
+        t.send(link, b"late").is_err(),
+        "a closing link accepts no data"
+    );
+    go_tx.send(()).expect("signal reader");
+    drive(&mut t, "LinkClosed after flush", |_, evs| {
+        evs.iter().any(|e| match e {
+            TransportEvent::LinkClosed { link: l, reason } if *l == link => {
+                assert!(matches!(reason, CloseReason::Local), "{reason:?}");
+                true
+            }
+            _ => false,
+        })
+    });
+    assert_eq!(reader.join().expect("reader"), chunks * CHUNK);
+}
+
+#[test]
+fn pause_reading_stops_bytes_and_resume_delivers_rest_in_order() {
+    let mut t = Transport::new(TransportConfig {
+        write_queue_limit: 64 * 1024,
+        ..Default::default()
+    })
+    .expect("transport");
+    let (_l, bound) = t
+        .listen(&"tcp://127.0.0.1:0".parse().expect("url"))
+        .expect("listen");
+    let client = t.connect(&bound).expect("connect");
+    let mut server = None;
+    let mut client_up = false;
+    drive(&mut t, "both ends up", |t, evs| {
+        for e in evs {
+            if let TransportEvent::LinkUp { link, .. } = e {
+                if link == client {
+                    client_up = true;
+                } else {
+                    t.pause_reading(link).expect("pause");
+                    server = Some(link);
+                }
+            }
+        }
+        client_up && server.is_some()
+    });
+    let server = server.expect("server link");
+
+    let total_chunks = 2048;
+    let mut next = 0;
+    let mut blocked = false;
+    drive(&mut t, "sender blocked by the paused reader", |t, evs| {
+        for e in evs {
+            assert!(
+                !matches!(e, TransportEvent::Bytes { link, .. } if link == server),
+                "Bytes delivered while paused"
+            );
+        }
+        while !blocked && next < total_chunks {
+            match t.send(client, &chunk(next)).expect("send") {
+                SendStatus::Blocked => blocked = true,
+                _ => next += 1,
+            }
+        }
+        assert!(next < total_chunks, "never blocked");
+        blocked
+    });
+    // A few more rounds while paused: still nothing.
+    let mut rounds = 0;
+    drive(&mut t, "quiet rounds", |_, evs| {
+        for e in evs {
+            assert!(
+                !matches!(e, TransportEvent::Bytes { link, .. } if link == server),
+                "Bytes delivered while paused"
+            );
+        }
+        rounds += 1;
+        rounds == 5
+    });
+
+    t.resume_reading(server).expect("resume");
+    let mut received: Vec<u8> = Vec::new();
+    drive(&mut t, "everything delivered after resume", |t, evs| {
+        for e in evs {
+            match e {
+                TransportEvent::Bytes { link, data } if link == server => {
+                    received.extend_from_slice(&data)
+                }
+                TransportEvent::Writable { link } if link == client => blocked = false,
+                _ => {}
+            }
+        }
+        while !blocked && next < total_chunks {
+            match t.send(client, &chunk(next)).expect("send") {
+                SendStatus::Blocked => blocked = true,
+                _ => next += 1,
+            }
+        }
+        received.len() == total_chunks * CHUNK
+    });
+    for (i, c) in received.chunks(CHUNK).enumerate() {
+        assert!(c == chunk(i).as_slice(), "chunk {i} out of order");
+    }
+}
+
+#[test]
+fn mem_pause_blocks_sender_and_resume_delivers_in_order() {
+    let limit = 64 * 1024;
+    let mut t = Transport::new(TransportConfig {
+        write_queue_limit: limit,
+        ..Default::default()
+    })
+    .expect("transport");
+    let (_l, bound) = t
+        .listen(&"mem://pause-test".parse().expect("url"))
+        .expect("listen");
+    let client = t.connect(&bound).expect("connect");
+    let mut server = None;
+    let mut client_up = false;
+    drive(&mut t, "both ends up", |t, evs| {
+        for e in evs {
+            if let TransportEvent::LinkUp { link, .. } = e {
+                if link == client {
+                    client_up = true;
+                } else {
+                    t.pause_reading(link).expect("pause");
+                    server = Some(link);
+                }
+            }
+        }
+        client_up && server.is_some()
+    });
+    let server = server.expect("server");
+    let mut next = 0;
+    while t.send(client, &chunk(next)).expect("send") != SendStatus::Blocked {
+        next += 1;
+        assert!(next < 1000, "never blocked");
+    }
+    assert_eq!(next, limit / CHUNK);
+    let mut rounds = 0;
+    drive(&mut t, "quiet rounds", |_, evs| {
+        assert!(
+            evs.iter()
+                .all(|e| !matches!(e, TransportEvent::Datagram { .. }))
+        );
+        rounds += 1;
+        rounds == 3
+    });
+    t.resume_reading(server).expect("resume");
+    let mut got = 0;
+    let mut writable = false;
+    drive(&mut t, "delivery and Writable", |_, evs| {
+        for e in evs {
+            match e {
+                TransportEvent::Datagram { link, data } if link == server => {
+                    assert!(data == chunk(got), "chunk {got} out of order");
+                    got += 1;
+                }
+                TransportEvent::Writable { link } if link == client => writable = true,
+                _ => {}
+            }
+        }
+        got == next && writable
+    });
+}
