@@ -667,7 +667,8 @@ impl Transport {
     /// shut down their write side and wait for the peer to finish, all within
     /// [`TransportConfig::close_timeout`]; `LinkClosed` reports [`CloseReason::Local`] or
     /// [`CloseReason::LocalTimeout`]. Other links close at once (in-process chunks already sent
-    /// still arrive, in order, before the peer sees the close). Closing twice is a no-op.
+    /// still arrive, in order, before the peer sees the close). Bytes that arrive on a closing link
+    /// are discarded. Closing twice is a no-op.
     pub fn close(&mut self, link_id: LinkId) -> Result<()> {
         let id = link_id.0;
         let timeout = self.config.close_timeout;

@@ -120,14 +120,16 @@ fn graceful_close_flushes_queued_data() {
         go_rx.recv().expect("go");
         read_all_verified(peer)
     });
-    let chunks = 1024; // 8 MiB, more than loopback buffers hold
-    for i in 0..chunks {
-        assert_ne!(t.send(link, &chunk(i)).expect("send"), SendStatus::Blocked);
+    // Send until at least 1 MiB waits in our queue (the peer is not reading yet).
+    let mut chunks = 0;
+    while t.link_stats(link).expect("stats").queued_bytes < 1024 * 1024 {
+        assert_ne!(
+            t.send(link, &chunk(chunks)).expect("send"),
+            SendStatus::Blocked
+        );
+        chunks += 1;
+        assert!(chunks < 4096, "32 MiB sent and still nothing queued");
     }
-    assert!(
-        t.link_stats(link).expect("stats").queued_bytes > 0,
-        "expected data to be queued before close"
-    );
     t.close(link).expect("close");
     assert!(
         t.send(link, b"late").is_err(),
