@@ -81,7 +81,14 @@ impl NewReno {
             return;
         }
         self.recovery_start = Some(now);
-        self.ssthresh = (self.window / 2).max(self.minimum_window());
+        // Low-latency mode backs off gently (× 0.8, like KCP's fast mode which keeps sending
+        // through loss); the default halves, as NewReno does.
+        let reduced = if self.no_delay {
+            self.window * 4 / 5
+        } else {
+            self.window / 2
+        };
+        self.ssthresh = reduced.max(self.minimum_window());
         self.window = self.ssthresh;
         self.acked_in_avoidance = 0;
     }
@@ -190,7 +197,7 @@ mod tests {
         cc.on_loss(t0, t0, 1);
         assert_eq!(cc.window, w);
         cc.on_loss(t0, t0, 3);
-        assert_eq!(cc.window, w / 2);
+        assert_eq!(cc.window, w * 4 / 5, "several losses: a gentle back-off");
     }
 
     #[test]
