@@ -1,7 +1,81 @@
 //! Layer 3 of libatbus-rs: the sans-IO node.
 //!
-//! Will own links and their handshake, authentication (1-RTT, 0-RTT, anonymous, assigned names
-//! and tokens), content protection keys, incarnation ids, reconnect backoff and routing directly
-//! or through relays, with one `atbus-stream` session per peer. Not built yet; see
-//! `docs/architecture.md`.
+//! A [`Node`] owns links (transport connections the driver reports), runs the link handshake
+//! with mutual token authentication on each, and keeps one `atbus-stream` [`Session`] per peer
+//! name; every authenticated link to a peer becomes a path of that peer's session. Input is
+//! pushed (`handle_*`), output pulled (`poll_transmit`, `poll_action`, `poll_timeout`,
+//! `poll_event`); time and randomness come in as arguments. `docs/protocol.md` ("Link
+//! handshake") specifies the handshake.
+//!
+//! Two nodes over an in-memory byte stream, driven by a loop of a few lines:
+//!
+//! ```
+//! use std::time::Instant;
+//! use atbus_node::{Delivery, Direction, LinkKind, Node, NodeConfig, NodeEvent, OutgoingMessage};
+//! use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
+//!
+//! let mut now = Instant::now(); // the only clock reading; nodes never read one
+//! let mut a = Node::new(NodeConfig::new("node-a"), now, ChaCha20Rng::seed_from_u64(1)).unwrap();
+//! let mut b = Node::new(NodeConfig::new("node-b"), now, ChaCha20Rng::seed_from_u64(2)).unwrap();
+//! let (la, lb) = (a.new_link_id(), b.new_link_id());
+//! a.handle_link_up(now, la, LinkKind::ByteStream, 64 * 1024, Direction::Outbound);
+//! b.handle_link_up(now, lb, LinkKind::ByteStream, 64 * 1024, Direction::Inbound);
+//! let (mut buf, mut got) = (Vec::new(), None);
+//! while got.is_none() {
+//!     while let Some((_, n)) = a.poll_transmit(now, &mut buf) { b.handle_link_bytes(now, lb, &buf[..n]); }
+//!     while let Some((_, n)) = b.poll_transmit(now, &mut buf) { a.handle_link_bytes(now, la, &buf[..n]); }
+//!     while let Some(event) = a.poll_event() {
+//!         if let NodeEvent::PeerUp { peer, .. } = event {
+//!             a.send(&peer, 1, OutgoingMessage::data(&b"hello"[..])).unwrap();
+//!         }
+//!     }
+//!     while let Some(event) = b.poll_event() {
+//!         if let NodeEvent::Readable { peer, stream_id } = event {
+//!             if let Some(Delivery::Message(m)) = b.read(&peer, stream_id) { got = Some(m.data); }
+//!         }
+//!     }
+//!     now = a.poll_timeout().into_iter().chain(b.poll_timeout()).min().unwrap_or(now).max(now);
+//!     a.handle_timeout(now, 0);
+//!     b.handle_timeout(now, 0);
+//! }
+//! assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+//! ```
+//!
+//! # Choices
+//!
+//! - Messages are not pushed as events: a [`NodeEvent::Readable`] says a stream has something,
+//!   and [`Node::read`] hands out messages and skipped ranges ([`Delivery::Skipped`]) in stream
+//!   order, so the application reads at its own pace and backpressure reaches the sender.
+//! - A peer whose last link dies keeps its session for [`NodeConfig::reconnect_wait`]; messages
+//!   it had not acknowledged go out again on the next link. When the wait expires, or the peer
+//!   comes back with a new incarnation id (it restarted), every unacknowledged message is
+//!   reported as [`NodeEvent::Undeliverable`]: nothing is resumed mid-stream into a new process.
+//! - No token on either side means open links; a token on one side only is refused with
+//!   `AUTH_FAILED` on both sides.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+#[doc(hidden)]
+pub mod auth;
+mod config;
+mod error;
+#[doc(hidden)]
+pub mod fuzz;
+mod handshake;
+mod link;
+mod node;
+mod peer;
+mod types;
+
+pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};
+pub use auth::SessionKeys;
+pub use config::{
+    AccessToken, MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits, capabilities,
+};
+pub use error::{ConfigError, NodeError};
+pub use fuzz::fuzz_handshake;
+pub use node::Node;
+pub use types::{
+    Action, Direction, LinkCloseReason, LinkId, LinkKind, NodeEvent, UndeliverableReason,
+};

@@ -1,0 +1,41 @@
+//! Typed errors of the node.
+
+use atbus_stream::SendError;
+
+/// Why `Node::new` refused a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The node name is not a DNS-1123 subdomain.
+    #[error("invalid node name: {0}")]
+    Name(String),
+    /// The namespace is not a DNS-1123 label.
+    #[error("invalid namespace: {0}")]
+    Namespace(String),
+    /// A label is invalid.
+    #[error("invalid label: {0}")]
+    Label(String),
+    /// An access token is invalid.
+    #[error("invalid access token: {0}")]
+    Token(String),
+}
+
+/// Why a node operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No session with that peer (never connected, or dropped).
+    #[error("unknown peer {0:?}")]
+    UnknownPeer(String),
+    /// The peer has no link and its reconnect buffer is full.
+    #[error("peer {peer:?} is disconnected and {buffered} bytes already wait for it")]
+    Disconnected {
+        /// Peer.
+        peer: String,
+        /// Bytes waiting.
+        buffered: usize,
+    },
+    /// The session refused the message (backpressure, empty message, closed stream, ...).
+    #[error(transparent)]
+    Send(#[from] SendError),
+}

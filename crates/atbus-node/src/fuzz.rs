@@ -1,0 +1,146 @@
+//! Fuzz body: arbitrary bytes, datagrams and frames fed to a node's links.
+
+use std::time::{Duration, Instant};
+
+use atbus_frame::FrameLimits;
+use bytes::Bytes;
+
+use crate::{AccessToken, Direction, LinkKind, Node, NodeConfig};
+
+/// A deterministic RNG for the fuzz body (not for production use).
+struct FuzzRng(u64);
+
+impl rand_core::RngCore for FuzzRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+impl rand_core::CryptoRng for FuzzRng {}
+
+/// Feeds `data` to a node as a script of link operations and checks it never panics, never
+/// sends a datagram over its link's MTU and keeps its handshakes bounded.
+///
+/// Script: each operation is one byte `op` then, for data operations, a length byte and that
+/// many bytes. `op % 8`: 0 raw bytes on a byte-stream link; 1 a datagram; 2 the bytes wrapped as
+/// a valid package (so they reach the frame router) on a byte-stream link; 3 the same on a
+/// datagram link; 4 a new link (direction and kind from `op`); 5 close a link; 6 advance time;
+/// 7 drain outputs.
+pub fn fuzz_handshake(data: &[u8]) {
+    let start = Instant::now();
+    let mut now = start;
+    let mut config = NodeConfig::new("fuzz-node");
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        config.tokens = vec![AccessToken::new("k1", *b"0123456789abcdef")];
+    }
+    config.limits.max_handshakes_in_flight = 4;
+    let Ok(mut node) = Node::new(config, now, FuzzRng(7)) else {
+        return;
+    };
+    let mut links = vec![(node.new_link_id(), LinkKind::ByteStream, 1 << 16)];
+    node.handle_link_up(
+        now,
+        links[0].0,
+        LinkKind::ByteStream,
+        1 << 16,
+        Direction::Inbound,
+    );
+    let dg = node.new_link_id();
+    node.handle_link_up(now, dg, LinkKind::Datagram, 548, Direction::Inbound);
+    links.push((dg, LinkKind::Datagram, 548));
+    let mut buf = Vec::new();
+    let mut i = 1;
+    while i < data.len() {
+        let op = data[i];
+        i += 1;
+        let pick = |want: LinkKind| links.iter().rev().find(|l| l.1 == want).map(|l| l.0);
+        let mut take = || {
+            let len = data.get(i).copied().unwrap_or(0) as usize;
+            let end = (i + 1 + len).min(data.len());
+            let chunk = data.get(i + 1..end).unwrap_or(&[]);
+            i = end;
+            chunk
+        };
+        match op % 8 {
+            0 => {
+                let chunk = take();
+                if let Some(l) = pick(LinkKind::ByteStream) {
+                    node.handle_link_bytes(now, l, chunk);
+                }
+            }
+            1 => {
+                let chunk = Bytes::copy_from_slice(take());
+                if let Some(l) = pick(LinkKind::Datagram) {
+                    node.handle_datagram(now, l, chunk);
+                }
+            }
+            2 | 3 => {
+                let chunk = take();
+                let mut package = Vec::new();
+                if atbus_frame::encode_raw(chunk, &FrameLimits::default(), &mut package).is_ok() {
+                    if op % 8 == 2 {
+                        if let Some(l) = pick(LinkKind::ByteStream) {
+                            node.handle_link_bytes(now, l, &package);
+                        }
+                    } else if let Some(l) = pick(LinkKind::Datagram) {
+                        node.handle_datagram(now, l, package.into());
+                    }
+                }
+            }
+            4 => {
+                let id = node.new_link_id();
+                let kind = if op & 0x10 == 0 {
+                    LinkKind::ByteStream
+                } else {
+                    LinkKind::Datagram
+                };
+                let dir = if op & 0x20 == 0 {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                let mtu = if kind == LinkKind::Datagram {
+                    548
+                } else {
+                    1 << 16
+                };
+                node.handle_link_up(now, id, kind, mtu, dir);
+                links.push((id, kind, mtu));
+            }
+            5 => {
+                if let Some(&(l, ..)) = links.get(op as usize / 8 % links.len().max(1)) {
+                    node.handle_link_closed(now, l);
+                }
+            }
+            6 => {
+                now += Duration::from_millis(u64::from(op) * 40);
+                node.handle_timeout(now, 0);
+            }
+            _ => {}
+        }
+        while let Some((link, size)) = node.poll_transmit(now, &mut buf) {
+            assert_eq!(size, buf.len());
+            if let Some(&(_, LinkKind::Datagram, mtu)) = links.iter().find(|l| l.0 == link) {
+                assert!(size <= mtu, "datagram of {size} bytes over MTU {mtu}");
+            }
+        }
+        while node.poll_action().is_some() {}
+        while node.poll_event().is_some() {}
+        let handshaking = links.iter().filter(|l| node.is_handshaking(l.0)).count();
+        assert!(handshaking <= 4, "handshakes in flight unbounded");
+    }
+}

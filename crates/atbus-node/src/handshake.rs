@@ -1,0 +1,417 @@
+//! The link handshake: hello, hello_reply, confirm, accept (see `docs/protocol.md`).
+
+use std::time::Instant;
+
+use atbus_proto::{
+    AtbusCloseReason, HandshakeAccept, HandshakeConfirm, HandshakeData, HandshakeHello,
+    handshake_data::Step,
+};
+use bytes::Bytes;
+use subtle::ConstantTimeEq;
+
+use crate::auth::{self, NONCE_LEN, Role};
+use crate::config::{check_labels, check_name, check_namespace};
+use crate::link::{LinkState, Retransmit};
+use crate::node::Node;
+use crate::types::{LinkCloseReason, LinkId, LinkKind};
+
+type Reject = LinkCloseReason;
+
+/// Longest pause between two retransmissions of a handshake step.
+pub const MAX_RETRANSMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn reject(code: AtbusCloseReason, message: impl Into<String>) -> Reject {
+    LinkCloseReason::local(code, message)
+}
+
+impl Node {
+    /// Our hello for a new outbound link.
+    pub(crate) fn our_hello(&mut self, max_package_size: usize) -> HandshakeHello {
+        let mut nonce = vec![0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        HandshakeHello {
+            protocol_version: self.config.protocol_version,
+            node_name: self.config.name.clone(),
+            namespace_name: self.config.namespace.clone(),
+            incarnation_id: self.incarnation,
+            nonce: nonce.into(),
+            capabilities: self.config.capabilities,
+            key_id: self
+                .config
+                .tokens
+                .first()
+                .map(|t| t.key_id().to_owned())
+                .unwrap_or_default(),
+            unix_time_ms: self.unix_ms,
+            auth_proof: Bytes::new(),
+            max_package_size: max_package_size.min(i32::MAX as usize) as i32,
+            labels: self.config.labels.clone(),
+            assigned_token: Bytes::new(),
+        }
+    }
+
+    /// Checks the fields of a peer's hello or hello_reply that do not depend on tokens.
+    fn check_peer_hello(&self, h: &HandshakeHello) -> Result<(), Reject> {
+        use AtbusCloseReason::{LimitExceeded, ProtocolError, UnsupportedVersion};
+        if h.protocol_version != self.config.protocol_version {
+            return Err(reject(
+                UnsupportedVersion,
+                format!(
+                    "peer speaks protocol version {}, this node speaks {}",
+                    h.protocol_version, self.config.protocol_version
+                ),
+            ));
+        }
+        check_name(&h.node_name).map_err(|m| reject(ProtocolError, m))?;
+        check_namespace(&h.namespace_name).map_err(|m| reject(ProtocolError, m))?;
+        if h.labels.len() > self.config.limits.max_labels {
+            return Err(reject(
+                LimitExceeded,
+                format!(
+                    "peer announces {} labels, the limit is {}",
+                    h.labels.len(),
+                    self.config.limits.max_labels
+                ),
+            ));
+        }
+        check_labels(&h.labels, usize::MAX).map_err(|m| reject(ProtocolError, m))?;
+        if h.incarnation_id < 0 || h.capabilities < 0 || h.max_package_size < 0 {
+            return Err(reject(ProtocolError, "negative field in hello"));
+        }
+        if h.nonce.len() != NONCE_LEN {
+            return Err(reject(
+                ProtocolError,
+                format!("nonce is {} bytes, must be {NONCE_LEN}", h.nonce.len()),
+            ));
+        }
+        if h.node_name == self.config.name {
+            let what = if h.incarnation_id == self.incarnation {
+                "self-connection: the peer is this node"
+            } else {
+                "the peer claims this node's name"
+            };
+            return Err(reject(ProtocolError, what));
+        }
+        Ok(())
+    }
+
+    /// Handles one handshake frame on `id`.
+    pub(crate) fn on_handshake(&mut self, now: Instant, id: LinkId, data: HandshakeData) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        let datagram = link.kind == LinkKind::Datagram;
+        let step = data.step;
+        let result = match (&link.state, step) {
+            (LinkState::AwaitHello, Some(Step::Hello(hello))) => self.server_on_hello(id, hello),
+            (
+                LinkState::ReplySent {
+                    client, package, ..
+                },
+                Some(Step::Hello(hello)),
+            ) => {
+                if **client == hello {
+                    // The reply was lost: the same reply goes out again.
+                    let package = package.clone();
+                    self.queue_control(id, package);
+                    Ok(())
+                } else {
+                    Err(reject(
+                        AtbusCloseReason::ProtocolError,
+                        "a second, different hello",
+                    ))
+                }
+            }
+            (LinkState::HelloSent { .. }, Some(Step::HelloReply(reply))) => {
+                self.client_on_reply(now, id, reply)
+            }
+            (LinkState::ConfirmSent { package, .. }, Some(Step::HelloReply(_))) => {
+                if datagram {
+                    let package = package.clone();
+                    self.queue_control(id, package);
+                }
+                Ok(())
+            }
+            (LinkState::ReplySent { .. }, Some(Step::Confirm(confirm))) => {
+                self.server_on_confirm(now, id, confirm)
+            }
+            (
+                LinkState::Established {
+                    accept: Some((package, proof)),
+                    ..
+                },
+                Some(Step::Confirm(confirm)),
+            ) => {
+                // The accept was lost: answer the same confirm with the same accept.
+                if bool::from(proof.as_ref().ct_eq(confirm.auth_proof.as_ref())) {
+                    let package = package.clone();
+                    self.queue_control(id, package);
+                }
+                Ok(())
+            }
+            (LinkState::ConfirmSent { .. }, Some(Step::Accept(accept))) => {
+                self.client_on_accept(now, id, accept)
+            }
+            // Retransmissions crossing the final step.
+            (LinkState::Established { .. }, Some(Step::Hello(_) | Step::Accept(_)))
+            | (LinkState::Established { .. }, Some(Step::HelloReply(_)))
+            | (LinkState::Closed, _) => Ok(()),
+            (_, Some(Step::Retry(_))) => Err(reject(
+                AtbusCloseReason::ProtocolError,
+                "handshake_retry is not supported by this node",
+            )),
+            (_, _) => Err(reject(
+                AtbusCloseReason::ProtocolError,
+                "unexpected handshake step",
+            )),
+        };
+        if let Err(reason) = result {
+            self.reject_link(now, id, reason, true);
+        }
+    }
+
+    fn server_on_hello(&mut self, id: LinkId, hello: HandshakeHello) -> Result<(), Reject> {
+        self.check_peer_hello(&hello)?;
+        let token = if self.config.tokens.is_empty() {
+            if !hello.key_id.is_empty() {
+                return Err(reject(
+                    AtbusCloseReason::AuthFailed,
+                    format!(
+                        "peer presents access key {:?} but this node has no access tokens \
+                         (a token is configured on one side only)",
+                        hello.key_id
+                    ),
+                ));
+            }
+            None
+        } else {
+            if hello.key_id.is_empty() {
+                return Err(reject(
+                    AtbusCloseReason::AuthFailed,
+                    "peer presents no access token but this node requires one",
+                ));
+            }
+            let Some(index) = self
+                .config
+                .tokens
+                .iter()
+                .position(|t| t.key_id() == hello.key_id)
+            else {
+                return Err(reject(
+                    AtbusCloseReason::AuthFailed,
+                    format!("unknown access key id {:?}", hello.key_id),
+                ));
+            };
+            Some(index)
+        };
+        let mtu = self.links.get(&id).map_or(0, |l| l.mtu);
+        let mut reply = self.our_hello(mtu);
+        reply.key_id = hello.key_id.clone();
+        let th = auth::transcript_hash(&hello, &reply);
+        if let Some(t) = token.and_then(|i| self.config.tokens.get(i)) {
+            reply.auth_proof = auth::proof(t.secret(), Role::Server, &th).to_vec().into();
+        }
+        let package = self.handshake_package(Step::HelloReply(reply));
+        self.queue_control(id, package.clone());
+        if let Some(link) = self.links.get_mut(&id) {
+            link.state = LinkState::ReplySent {
+                client: Box::new(hello),
+                package,
+                th,
+                token,
+            };
+        }
+        Ok(())
+    }
+
+    fn client_on_reply(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        reply: HandshakeHello,
+    ) -> Result<(), Reject> {
+        self.check_peer_hello(&reply)?;
+        let Some(LinkState::HelloSent { hello, .. }) = self.links.get(&id).map(|l| &l.state) else {
+            return Ok(());
+        };
+        let mut unsigned = reply.clone();
+        unsigned.auth_proof = Bytes::new();
+        let th = auth::transcript_hash(hello, &unsigned);
+        let keys = match self.config.tokens.first() {
+            None => {
+                if !reply.key_id.is_empty() || !reply.auth_proof.is_empty() {
+                    return Err(reject(
+                        AtbusCloseReason::AuthFailed,
+                        "peer sent an access proof but this node has no access tokens",
+                    ));
+                }
+                None
+            }
+            Some(token) => {
+                if reply.key_id != token.key_id() {
+                    return Err(reject(
+                        AtbusCloseReason::AuthFailed,
+                        format!(
+                            "peer answered for access key {:?}, this node presented {:?}",
+                            reply.key_id,
+                            token.key_id()
+                        ),
+                    ));
+                }
+                if !auth::verify(token.secret(), Role::Server, &th, &reply.auth_proof) {
+                    return Err(reject(
+                        AtbusCloseReason::AuthFailed,
+                        format!(
+                            "peer's proof for access key {:?} does not verify (the tokens differ)",
+                            token.key_id()
+                        ),
+                    ));
+                }
+                Some((
+                    auth::proof(token.secret(), Role::Client, &th),
+                    auth::session_keys(token.secret(), &th),
+                ))
+            }
+        };
+        let (proof, keys) = match keys {
+            Some((p, k)) => (Bytes::from(p.to_vec()), Some(k)),
+            None => (Bytes::new(), None),
+        };
+        let package = self.handshake_package(Step::Confirm(HandshakeConfirm { auth_proof: proof }));
+        self.queue_control(id, package.clone());
+        let retransmit = self.first_retransmit(now, id);
+        if let Some(link) = self.links.get_mut(&id) {
+            link.state = LinkState::ConfirmSent {
+                server: Box::new(reply),
+                package,
+                retransmit,
+                keys,
+            };
+        }
+        Ok(())
+    }
+
+    fn server_on_confirm(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        confirm: HandshakeConfirm,
+    ) -> Result<(), Reject> {
+        let Some(LinkState::ReplySent {
+            client, th, token, ..
+        }) = self.links.get(&id).map(|l| &l.state)
+        else {
+            return Ok(());
+        };
+        let client = (**client).clone();
+        let keys = match token.and_then(|i| self.config.tokens.get(i)) {
+            Some(t) => {
+                if !auth::verify(t.secret(), Role::Client, th, &confirm.auth_proof) {
+                    return Err(reject(
+                        AtbusCloseReason::AuthFailed,
+                        format!(
+                            "peer's proof for access key {:?} does not verify (the tokens differ)",
+                            t.key_id()
+                        ),
+                    ));
+                }
+                Some(auth::session_keys(t.secret(), th))
+            }
+            None => {
+                if !confirm.auth_proof.is_empty() {
+                    return Err(reject(
+                        AtbusCloseReason::AuthFailed,
+                        "peer sent an access proof on an open link",
+                    ));
+                }
+                None
+            }
+        };
+        let accept = HandshakeAccept {
+            capabilities: self.config.capabilities & client.capabilities,
+            ..HandshakeAccept::default()
+        };
+        let package = self.handshake_package(Step::Accept(accept));
+        // The accept goes out before anything the session sends on the new path.
+        self.queue_control(id, package.clone());
+        self.establish(now, id, &client, keys)?;
+        if let Some(link) = self.links.get_mut(&id) {
+            if let LinkState::Established { accept, .. } = &mut link.state {
+                *accept = Some((package, confirm.auth_proof));
+            }
+        }
+        Ok(())
+    }
+
+    fn client_on_accept(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        _accept: HandshakeAccept,
+    ) -> Result<(), Reject> {
+        let Some(link) = self.links.get_mut(&id) else {
+            return Ok(());
+        };
+        let LinkState::ConfirmSent { server, keys, .. } =
+            std::mem::replace(&mut link.state, LinkState::AwaitHello)
+        else {
+            return Ok(());
+        };
+        self.establish(now, id, &server, keys)
+    }
+
+    /// Encodes a handshake step as a whole package.
+    pub(crate) fn handshake_package(&self, step: Step) -> Vec<u8> {
+        self.control_package(atbus_proto::frame_message::Body::Handshake(HandshakeData {
+            step: Some(step),
+            cookie: Bytes::new(),
+        }))
+    }
+
+    /// The first retransmission timer of a handshake step, on datagram links only.
+    pub(crate) fn first_retransmit(&self, now: Instant, id: LinkId) -> Option<Retransmit> {
+        let link = self.links.get(&id)?;
+        (link.kind == LinkKind::Datagram).then(|| Retransmit {
+            at: now + self.config.handshake_retransmit,
+            interval: self.config.handshake_retransmit,
+        })
+    }
+
+    /// Runs handshake timers of one link: retransmission and the overall deadline.
+    pub(crate) fn link_timeout(&mut self, now: Instant, id: LinkId) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if link.state.in_handshake() && now >= link.handshake_deadline {
+            let reason = reject(
+                AtbusCloseReason::IdleTimeout,
+                format!(
+                    "handshake not finished within {:?}",
+                    self.config.handshake_timeout
+                ),
+            );
+            self.reject_link(now, id, reason, true);
+            return;
+        }
+        let resend = match &mut link.state {
+            LinkState::HelloSent {
+                package,
+                retransmit: Some(r),
+                ..
+            }
+            | LinkState::ConfirmSent {
+                package,
+                retransmit: Some(r),
+                ..
+            } if r.at <= now => {
+                r.interval = (r.interval * 2).min(MAX_RETRANSMIT_INTERVAL);
+                r.at = now + r.interval;
+                Some(package.clone())
+            }
+            _ => None,
+        };
+        if let Some(package) = resend {
+            self.queue_control(id, package);
+        }
+    }
+}

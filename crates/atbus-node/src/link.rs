@@ -1,0 +1,97 @@
+//! One link: its decoder, handshake state and queued control packages.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use atbus_frame::StreamDecoder;
+use atbus_proto::HandshakeHello;
+use atbus_stream::PathId;
+use bytes::Bytes;
+
+use crate::auth::{SessionKeys, TranscriptHash};
+use crate::types::LinkKind;
+
+/// Retransmission timer of a handshake step on a datagram link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retransmit {
+    pub at: Instant,
+    pub interval: Duration,
+}
+
+/// Where a link is in its life.
+#[derive(Debug)]
+pub(crate) enum LinkState {
+    /// Client: hello sent, waiting for the server's hello_reply.
+    HelloSent {
+        hello: Box<HandshakeHello>,
+        package: Vec<u8>,
+        retransmit: Option<Retransmit>,
+    },
+    /// Server: waiting for the client's hello.
+    AwaitHello,
+    /// Server: hello_reply sent, waiting for the client's confirm.
+    ReplySent {
+        client: Box<HandshakeHello>,
+        package: Vec<u8>,
+        th: TranscriptHash,
+        token: Option<usize>,
+    },
+    /// Client: confirm sent, waiting for accept.
+    ConfirmSent {
+        server: Box<HandshakeHello>,
+        package: Vec<u8>,
+        retransmit: Option<Retransmit>,
+        keys: Option<SessionKeys>,
+    },
+    /// Authenticated: a path of `peer`'s session.
+    Established {
+        peer: String,
+        path: PathId,
+        /// Server: the accept package and the client's proof, to answer a retransmitted confirm.
+        accept: Option<(Vec<u8>, Bytes)>,
+    },
+    /// Closed: only queued control packages (a `link_close`) remain to go out.
+    Closed,
+}
+
+impl LinkState {
+    pub fn in_handshake(&self) -> bool {
+        !matches!(self, LinkState::Established { .. } | LinkState::Closed)
+    }
+}
+
+/// A link of the node.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub kind: LinkKind,
+    pub mtu: usize,
+    pub decoder: Option<StreamDecoder>,
+    pub state: LinkState,
+    /// Whole packages (handshake, link_close) to send before any session data.
+    pub control: VecDeque<Vec<u8>>,
+    /// When the handshake gives up.
+    pub handshake_deadline: Instant,
+    /// Configured URL this outbound link was opened for (reconnect bookkeeping).
+    pub url: Option<usize>,
+}
+
+impl Link {
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, LinkState::Closed)
+    }
+
+    /// Next handshake timer of this link.
+    pub fn timeout(&self) -> Option<Instant> {
+        match &self.state {
+            LinkState::HelloSent { retransmit, .. } | LinkState::ConfirmSent { retransmit, .. } => {
+                Some(
+                    retransmit
+                        .map_or(self.handshake_deadline, |r| r.at)
+                        .min(self.handshake_deadline),
+                )
+            }
+            LinkState::AwaitHello | LinkState::ReplySent { .. } => Some(self.handshake_deadline),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! The node: links in, sessions per peer, packages out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use atbus_frame::{DatagramDecoder, FrameError, FrameLimits, StreamDecoder};
+use atbus_proto::{AtbusCloseReason, CloseReasonData, FrameMessage, frame_message::Body};
+use atbus_stream::{Delivery, OutgoingMessage, Session};
+use bytes::Bytes;
+use rand_core::CryptoRng;
+
+use crate::auth::SessionKeys;
+use crate::config::NodeConfig;
+use crate::error::{ConfigError, NodeError};
+use crate::link::{Link, LinkState};
+use crate::peer::{Peer, Reconnect};
+use crate::types::{Action, Direction, LinkCloseReason, LinkId, LinkKind, NodeEvent};
+
+/// A sans-IO node: owns links, their handshakes, and one session per peer.
+///
+/// Methods come in four groups: getters; inputs (`handle_*`); mutators (`send`, `read`,
+/// `finish`, `reset`); outputs (`poll_transmit`, `poll_action`, `poll_timeout`, `poll_event`).
+/// After any input, drain `poll_transmit` until `None`, then `poll_action`, then schedule a
+/// wake-up at `poll_timeout`, then drain `poll_event`. Time only moves forward and is always
+/// passed in; randomness comes from the RNG given to [`Node::new`].
+pub struct Node {
+    pub(crate) config: NodeConfig,
+    pub(crate) incarnation: i64,
+    pub(crate) rng: Box<dyn CryptoRng + Send>,
+    pub(crate) frame_limits: FrameLimits,
+    pub(crate) links: BTreeMap<LinkId, Link>,
+    pub(crate) peers: BTreeMap<String, Peer>,
+    pub(crate) next_link_id: u64,
+    pub(crate) actions: VecDeque<Action>,
+    pub(crate) events: VecDeque<NodeEvent>,
+    pub(crate) reconnects: Vec<Reconnect>,
+    pub(crate) unix_ms: i64,
+    /// The latest `now` passed in.
+    pub(crate) last_now: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.config.name)
+            .field("incarnation", &self.incarnation)
+            .field("links", &self.links.len())
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node started at `now`; its incarnation id and every nonce come from `rng`.
+    pub fn new(
+        config: NodeConfig,
+        now: Instant,
+        rng: impl CryptoRng + Send + 'static,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng: Box<dyn CryptoRng + Send> = Box::new(rng);
+        let incarnation = (rng.next_u64() >> 1) as i64;
+        let frame_limits = FrameLimits {
+            max_frame_length: config.limits.max_frame_length,
+        };
+        let reconnects = config
+            .connect
+            .iter()
+            .map(|url| Reconnect::new(url.clone(), now))
+            .collect();
+        let mut node = Self {
+            config,
+            incarnation,
+            rng,
+            frame_limits,
+            links: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            next_link_id: 0,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            reconnects,
+            unix_ms: 0,
+            last_now: now,
+        };
+        node.run_reconnects(now);
+        Ok(node)
+    }
+
+    // ----- getters -----
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// This node's incarnation id (random per construction, ≥ 0).
+    pub fn incarnation(&self) -> i64 {
+        self.incarnation
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Names of the peers that have a session.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
+
+    /// The incarnation id of `peer`'s current session.
+    pub fn peer_incarnation(&self, peer: &str) -> Option<i64> {
+        self.peers.get(peer).map(|p| p.incarnation)
+    }
+
+    /// Established links to `peer`.
+    pub fn peer_links(&self, peer: &str) -> Vec<LinkId> {
+        self.peers
+            .get(peer)
+            .map(|p| p.paths.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The peer of an established link.
+    pub fn link_peer(&self, link: LinkId) -> Option<&str> {
+        match &self.links.get(&link)?.state {
+            LinkState::Established { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Whether `link` is known and its handshake is still running.
+    pub fn is_handshaking(&self, link: LinkId) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.state.in_handshake())
+    }
+
+    /// The session with `peer` (statistics, stream state).
+    pub fn session(&self, peer: &str) -> Option<&Session> {
+        self.peers.get(peer).map(|p| &p.session)
+    }
+
+    /// Keys derived by the first token handshake of `peer`'s session (none on open links);
+    /// kept for content protection.
+    #[doc(hidden)]
+    pub fn peer_session_keys(&self, peer: &str) -> Option<&SessionKeys> {
+        self.peers.get(peer)?.keys.as_ref()
+    }
+
+    /// A fresh link id for a link the driver opened or accepted.
+    pub fn new_link_id(&mut self) -> LinkId {
+        let id = LinkId(self.next_link_id);
+        self.next_link_id += 1;
+        id
+    }
+
+    // ----- inputs -----
+
+    /// A link is up. `mtu` is the largest package (byte streams) or datagram payload it
+    /// carries. The outbound side starts the handshake at once.
+    pub fn handle_link_up(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        kind: LinkKind,
+        mtu: usize,
+        direction: Direction,
+    ) {
+        self.last_now = self.last_now.max(now);
+        if self.links.contains_key(&link) {
+            return;
+        }
+        self.next_link_id = self.next_link_id.max(link.0 + 1);
+        let url = self.reconnects.iter().position(|r| r.link == Some(link));
+        let in_flight = self
+            .links
+            .values()
+            .filter(|l| l.state.in_handshake())
+            .count();
+        self.links.insert(
+            link,
+            Link {
+                kind,
+                mtu,
+                decoder: (kind == LinkKind::ByteStream)
+                    .then(|| StreamDecoder::new(self.frame_limits)),
+                state: LinkState::AwaitHello,
+                control: VecDeque::new(),
+                handshake_deadline: now + self.config.handshake_timeout,
+                url,
+            },
+        );
+        if in_flight >= self.config.limits.max_handshakes_in_flight {
+            let reason = LinkCloseReason::local(
+                AtbusCloseReason::LimitExceeded,
+                format!(
+                    "{in_flight} handshakes in flight, the limit is {}",
+                    self.config.limits.max_handshakes_in_flight
+                ),
+            );
+            self.reject_link(now, link, reason, true);
+            return;
+        }
+        if direction == Direction::Outbound {
+            let package_limit = mtu.min(self.frame_limits.max_package_len());
+            let hello = self.our_hello(package_limit);
+            let package =
+                self.handshake_package(atbus_proto::handshake_data::Step::Hello(hello.clone()));
+            self.queue_control(link, package.clone());
+            let retransmit = self.first_retransmit(now, link);
+            if let Some(l) = self.links.get_mut(&link) {
+                l.state = LinkState::HelloSent {
+                    hello: Box::new(hello),
+                    package,
+                    retransmit,
+                };
+            }
+        }
+    }
+
+    /// Bytes read from a byte-stream link, in any split.
+    pub fn handle_link_bytes(&mut self, now: Instant, link: LinkId, bytes: &[u8]) {
+        self.last_now = self.last_now.max(now);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.is_closed() {
+            return;
+        }
+        let Some(decoder) = l.decoder.as_mut() else {
+            // Not a byte stream: the bytes are one whole buffer of packages.
+            self.handle_datagram(now, link, Bytes::copy_from_slice(bytes));
+            return;
+        };
+        decoder.feed(bytes);
+        while let Some(decoder) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| !l.is_closed())
+            .and_then(|l| l.decoder.as_mut())
+        {
+            match decoder.next_package() {
+                Ok(None) => break,
+                Ok(Some(package)) => {
+                    let wire_len = package.wire_len;
+                    match package.into_frame() {
+                        Ok(frame) => self.route_frame(now, link, frame, wire_len),
+                        Err(err) => {
+                            self.on_decode_error(now, link, err);
+                            break;
+                        }
+                    }
+                }
+                Err(err) => {
+                    self.on_decode_error(now, link, err);
+                    break;
+                }
+            }
+        }
+        self.drain_all_sessions(now);
+    }
+
+    /// One datagram (or in-process buffer) of whole packages arrived on `link`.
+    pub fn handle_datagram(&mut self, now: Instant, link: LinkId, datagram: Bytes) {
+        self.last_now = self.last_now.max(now);
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        if l.is_closed() {
+            return;
+        }
+        let reliable = l.kind.is_reliable();
+        for package in DatagramDecoder::new(datagram, self.frame_limits) {
+            if self.links.get(&link).is_none_or(Link::is_closed) {
+                break;
+            }
+            let result = package.and_then(|p| {
+                let wire_len = p.wire_len;
+                p.into_frame().map(|f| (f, wire_len))
+            });
+            match result {
+                Ok((frame, wire_len)) => self.route_frame(now, link, frame, wire_len),
+                Err(err) if reliable => {
+                    self.on_decode_error(now, link, err);
+                    break;
+                }
+                // A damaged datagram loses only itself.
+                Err(_) => break,
+            }
+        }
+        self.drain_all_sessions(now);
+    }
+
+    /// The transport closed `link` (or a `Connect` failed).
+    pub fn handle_link_closed(&mut self, now: Instant, link: LinkId) {
+        self.last_now = self.last_now.max(now);
+        if !self.links.contains_key(&link) {
+            if let Some(i) = self.reconnects.iter().position(|r| r.link == Some(link)) {
+                self.schedule_reconnect(now, i);
+            }
+            return;
+        }
+        let reason =
+            LinkCloseReason::local(AtbusCloseReason::Normal, "the transport closed the link");
+        self.close_link(now, link, reason, false, false);
+        self.links.remove(&link);
+        self.drain_all_sessions(now);
+    }
+
+    /// Runs every timer due at `now`; `unix_ms` is the wall clock (Unix time in milliseconds).
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: i64) {
+        self.last_now = self.last_now.max(now);
+        self.unix_ms = unix_ms;
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        for name in &names {
+            if let Some(p) = self.peers.get_mut(name) {
+                p.session.handle_timeout(now);
+            }
+        }
+        let ids: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.timeout().is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.link_timeout(now, id);
+        }
+        self.expire_peers(now);
+        self.run_reconnects(now);
+        self.drain_all_sessions(now);
+    }
+
+    // ----- mutators -----
+
+    /// Queues a message to `peer` on `stream_id`; returns its stream offset.
+    pub fn send(
+        &mut self,
+        peer: &str,
+        stream_id: i64,
+        message: OutgoingMessage,
+    ) -> Result<u64, NodeError> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
+        if p.paths.is_empty() {
+            let buffered = p.session.send_buffered();
+            if buffered + message.data.len() > self.config.limits.max_disconnected_bytes {
+                return Err(NodeError::Disconnected {
+                    peer: peer.to_owned(),
+                    buffered,
+                });
+            }
+        }
+        Ok(p.session.send(stream_id, message)?)
+    }
+
+    /// Reads the next message (or skipped range) `peer` sent on `stream_id`, in order.
+    pub fn read(&mut self, peer: &str, stream_id: i64) -> Option<Delivery> {
+        let p = self.peers.get_mut(peer)?;
+        let delivery = p.session.read(stream_id);
+        self.drain_session(peer);
+        delivery
+    }
+
+    /// Finishes a stream to `peer`: nothing more is sent on it.
+    pub fn finish(&mut self, peer: &str, stream_id: i64) -> Result<(), NodeError> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
+        Ok(p.session.finish(stream_id)?)
+    }
+
+    /// Resets a stream to `peer`; returns the unacknowledged range dropped.
+    pub fn reset(
+        &mut self,
+        peer: &str,
+        stream_id: i64,
+    ) -> Result<Option<std::ops::Range<u64>>, NodeError> {
+        let p = self
+            .peers
+            .get_mut(peer)
+            .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
+        Ok(p.session.reset(stream_id)?)
+    }
+
+    // ----- outputs -----
+
+    /// Writes the next output into `buf` (cleared first) and says which link it goes on: one
+    /// datagram for datagram links, a run of whole packages for byte-stream and in-process
+    /// links. Handshake and close packages of a link always precede its session data.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
+        buf.clear();
+        if let Some(out) = self.poll_control(buf) {
+            return Some(out);
+        }
+        for p in self.peers.values_mut() {
+            if let Some(t) = p.session.poll_transmit(now, buf) {
+                if let Some(&link) = p.paths.get(&t.path) {
+                    return Some((link, t.size));
+                }
+                buf.clear();
+            }
+        }
+        None
+    }
+
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self.peers.values().flat_map(|p| {
+            [
+                p.session.poll_timeout(),
+                p.down_since.map(|t| t + self.config.reconnect_wait),
+            ]
+        });
+        let links = self.links.values().map(Link::timeout);
+        let reconnects = self.reconnects.iter().map(|r| r.next_at);
+        sessions.chain(links).chain(reconnects).flatten().min()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn poll_control(&mut self, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
+        let (&id, link) = self.links.iter_mut().find(|(_, l)| !l.control.is_empty())?;
+        if link.kind.is_reliable() {
+            while let Some(p) = link.control.pop_front() {
+                buf.extend_from_slice(&p);
+            }
+        } else {
+            while let Some(p) = link.control.front() {
+                if !buf.is_empty() && buf.len() + p.len() > link.mtu {
+                    break;
+                }
+                buf.extend_from_slice(p);
+                link.control.pop_front();
+            }
+        }
+        if link.is_closed() && link.control.is_empty() {
+            self.links.remove(&id);
+        }
+        Some((id, buf.len()))
+    }
+
+    /// Encodes a link-level frame (no head) as a whole package.
+    pub(crate) fn control_package(&self, body: Body) -> Vec<u8> {
+        let frame = FrameMessage {
+            head: None,
+            body: Some(body),
+        };
+        let mut out = Vec::new();
+        // Handshake frames are a few hundred bytes at most: far below any frame limit.
+        let _ = atbus_frame::encode(&frame, &FrameLimits::default(), &mut out);
+        out
+    }
+
+    pub(crate) fn queue_control(&mut self, id: LinkId, package: Vec<u8>) {
+        if let Some(link) = self.links.get_mut(&id) {
+            link.control.push_back(package);
+        }
+    }
+
+    fn on_decode_error(&mut self, now: Instant, link: LinkId, err: FrameError) {
+        let code = match err {
+            FrameError::UnsupportedVersion { .. } => AtbusCloseReason::UnsupportedVersion,
+            FrameError::FrameTooLong { .. } => AtbusCloseReason::LimitExceeded,
+            _ => AtbusCloseReason::ProtocolError,
+        };
+        let reason = LinkCloseReason::local(code, format!("undecodable input: {err}"));
+        self.close_link(now, link, reason, true, true);
+    }
+
+    /// Routes one decoded frame of `link`.
+    fn route_frame(&mut self, now: Instant, link: LinkId, frame: FrameMessage, wire_len: usize) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        match frame.body {
+            Some(Body::Handshake(data)) => self.on_handshake(now, link, data),
+            Some(Body::LinkClose(close)) => {
+                let code = AtbusCloseReason::try_from(close.code)
+                    .unwrap_or(AtbusCloseReason::InternalError);
+                let reason = LinkCloseReason {
+                    code,
+                    message: close.message,
+                    by_peer: true,
+                };
+                self.close_link(now, link, reason, false, true);
+            }
+            Some(Body::Ping(_) | Body::Pong(_) | Body::Packet(_) | Body::Acknowledge(_)) => {
+                match &l.state {
+                    LinkState::Established { peer, path, .. } => {
+                        let (peer, path) = (peer.clone(), *path);
+                        if let Some(head) = &frame.head {
+                            if !head.source.is_empty() && head.source != peer {
+                                let reason = LinkCloseReason::local(
+                                    AtbusCloseReason::ProtocolError,
+                                    format!("frame from {:?} on the link of {peer:?}", head.source),
+                                );
+                                self.close_link(now, link, reason, true, true);
+                                return;
+                            }
+                        }
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            // A protocol error closes the session; its Closed event drops the
+                            // peer below.
+                            let _ = p.session.handle_frame(now, path, frame, wire_len);
+                        }
+                    }
+                    // The accept was lost or is late; the session sends again.
+                    LinkState::ConfirmSent { .. } | LinkState::Closed => {}
+                    _ => {
+                        let reason = LinkCloseReason::local(
+                            AtbusCloseReason::ProtocolError,
+                            "session frame before the handshake finished",
+                        );
+                        self.reject_link(now, link, reason, true);
+                    }
+                }
+            }
+            // Relay notices and empty frames mean nothing on a direct link.
+            _ => {}
+        }
+    }
+
+    /// A handshake failed on `id`: `link_close` to the peer (when `send_close`),
+    /// `LinkRejected`, `Action::Close`.
+    pub(crate) fn reject_link(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        reason: LinkCloseReason,
+        send_close: bool,
+    ) {
+        self.close_link(now, id, reason, send_close, true);
+    }
+
+    /// Closes a link with `reason`; `send_close` queues a `link_close`, `act` asks the driver
+    /// to close it.
+    pub(crate) fn close_link(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        reason: LinkCloseReason,
+        send_close: bool,
+        act: bool,
+    ) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        if link.is_closed() {
+            return;
+        }
+        tracing::debug!(link = id.0, %reason, "link closed");
+        let state = std::mem::replace(&mut link.state, LinkState::Closed);
+        let url = link.url.take();
+        if send_close {
+            let package = self.control_package(Body::LinkClose(CloseReasonData {
+                code: reason.code as i32,
+                message: reason.message.clone(),
+            }));
+            self.queue_control(id, package);
+        }
+        match state {
+            LinkState::Established { peer, path, .. } => {
+                self.detach_path(now, &peer, path);
+                self.events.push_back(NodeEvent::LinkClosed {
+                    link: id,
+                    peer,
+                    reason: Some(reason.clone()),
+                });
+            }
+            LinkState::Closed => {}
+            _ => self.events.push_back(NodeEvent::LinkRejected {
+                link: id,
+                reason: reason.clone(),
+            }),
+        }
+        if act {
+            self.actions.push_back(Action::Close { link: id, reason });
+        }
+        if let Some(i) = url {
+            self.schedule_reconnect(now, i);
+        }
+        if self.links.get(&id).is_some_and(|l| l.control.is_empty()) {
+            self.links.remove(&id);
+        }
+    }
+}

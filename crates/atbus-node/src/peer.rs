@@ -1,0 +1,358 @@
+//! Peers (one session each), their paths, restarts and reconnects.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use atbus_proto::{AtbusCloseReason, HandshakeHello};
+use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig};
+
+use crate::auth::SessionKeys;
+use crate::link::LinkState;
+use crate::node::Node;
+use crate::types::{Action, LinkCloseReason, LinkId, LinkKind, NodeEvent, UndeliverableReason};
+
+/// A peer node with a session.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub incarnation: i64,
+    pub session: Session,
+    /// Session paths and the links they run on.
+    pub paths: BTreeMap<PathId, LinkId>,
+    /// Keys of the session's first token handshake.
+    pub keys: Option<SessionKeys>,
+    /// Since when the peer has no link (its messages wait for a reconnect).
+    pub down_since: Option<Instant>,
+}
+
+/// Reconnect state of one configured URL.
+#[derive(Debug)]
+pub(crate) struct Reconnect {
+    pub url: String,
+    pub failures: u32,
+    /// When to emit the next `Connect`.
+    pub next_at: Option<Instant>,
+    /// The link of the current attempt or connection.
+    pub link: Option<LinkId>,
+}
+
+impl Reconnect {
+    pub fn new(url: String, now: Instant) -> Self {
+        Self {
+            url,
+            failures: 0,
+            next_at: Some(now),
+            link: None,
+        }
+    }
+}
+
+impl Node {
+    /// Makes authenticated link `id` a path of the session with `hello`'s sender.
+    pub(crate) fn establish(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        hello: &HandshakeHello,
+        keys: Option<SessionKeys>,
+    ) -> Result<(), LinkCloseReason> {
+        let name = hello.node_name.clone();
+        if let Some(p) = self.peers.get(&name) {
+            if p.incarnation != hello.incarnation_id {
+                tracing::info!(peer = %name, "peer restarted; dropping its old session");
+                self.drop_peer(
+                    now,
+                    &name,
+                    UndeliverableReason::PeerRestarted,
+                    AtbusCloseReason::PeerRestarted,
+                );
+            }
+        }
+        let limits = &self.config.limits;
+        match self.peers.get(&name) {
+            Some(p) if p.paths.len() >= limits.max_links_per_peer => {
+                return Err(LinkCloseReason::local(
+                    AtbusCloseReason::LimitExceeded,
+                    format!(
+                        "peer {name:?} already has {} links, the limit is {}",
+                        p.paths.len(),
+                        limits.max_links_per_peer
+                    ),
+                ));
+            }
+            None if self.peers.len() >= limits.max_peers => {
+                return Err(LinkCloseReason::local(
+                    AtbusCloseReason::LimitExceeded,
+                    format!(
+                        "{} peers, the limit is {}",
+                        self.peers.len(),
+                        limits.max_peers
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let Some(link) = self.links.get(&id) else {
+            return Ok(());
+        };
+        let kind = match link.kind {
+            LinkKind::Datagram => PathKind::Datagram,
+            LinkKind::ByteStream | LinkKind::InProcess => PathKind::ByteStream,
+        };
+        let peer_limit = usize::try_from(hello.max_package_size).unwrap_or(0);
+        let mtu = link
+            .mtu
+            .min(peer_limit)
+            .min(self.frame_limits.max_package_len());
+        let peer = self.peers.entry(name.clone()).or_insert_with(|| {
+            let mut config: SessionConfig = self.config.session.clone();
+            config.local_name = self.config.name.clone();
+            config.peer_name = name.clone();
+            Peer {
+                incarnation: hello.incarnation_id,
+                session: Session::new(config, now),
+                paths: BTreeMap::new(),
+                keys: None,
+                down_since: None,
+            }
+        });
+        let path = match peer.session.add_path(now, PathConfig::new(kind, mtu)) {
+            Ok(path) => path,
+            Err(err) => {
+                if peer.paths.is_empty() && peer.down_since.is_none() {
+                    self.peers.remove(&name);
+                }
+                return Err(LinkCloseReason::local(
+                    AtbusCloseReason::LimitExceeded,
+                    format!("link unusable: {err}"),
+                ));
+            }
+        };
+        let first = peer.paths.is_empty();
+        peer.paths.insert(path, id);
+        peer.down_since = None;
+        if peer.keys.is_none() {
+            peer.keys = keys;
+        }
+        let incarnation = peer.incarnation;
+        if let Some(link) = self.links.get_mut(&id) {
+            link.state = LinkState::Established {
+                peer: name.clone(),
+                path,
+                accept: None,
+            };
+            if let Some(r) = link.url.and_then(|i| self.reconnects.get_mut(i)) {
+                r.failures = 0;
+            }
+        }
+        tracing::debug!(link = id.0, peer = %name, "link accepted");
+        self.events.push_back(NodeEvent::LinkAccepted {
+            link: id,
+            peer: name.clone(),
+        });
+        if first {
+            self.events.push_back(NodeEvent::PeerUp {
+                peer: name,
+                incarnation,
+            });
+        }
+        Ok(())
+    }
+
+    /// The link of `path` is gone: remove the path; the last one makes the peer wait.
+    pub(crate) fn detach_path(&mut self, now: Instant, name: &str, path: PathId) {
+        let Some(p) = self.peers.get_mut(name) else {
+            return;
+        };
+        if p.paths.remove(&path).is_none() {
+            return;
+        }
+        let _ = p.session.remove_path(path);
+        if p.paths.is_empty() {
+            p.down_since = Some(now);
+            self.events.push_back(NodeEvent::PeerDown {
+                peer: name.to_owned(),
+            });
+        }
+    }
+
+    /// Drops `name`'s session: what it had not delivered is reported, its links close with
+    /// `code`.
+    pub(crate) fn drop_peer(
+        &mut self,
+        now: Instant,
+        name: &str,
+        why: UndeliverableReason,
+        code: AtbusCloseReason,
+    ) {
+        let Some(mut p) = self.peers.remove(name) else {
+            return;
+        };
+        // A closed session still owes its close packets; they go out ahead of the link_close.
+        let mut buf = Vec::new();
+        while let Some(t) = p.session.poll_transmit(now, &mut buf) {
+            if let Some(&link) = p.paths.get(&t.path) {
+                self.queue_control(link, buf[..t.size].to_vec());
+            }
+        }
+        for m in p.session.unacknowledged_messages() {
+            self.events.push_back(NodeEvent::Undeliverable {
+                peer: name.to_owned(),
+                stream_id: m.stream_id,
+                offset: m.offset,
+                data: m.data,
+                meta: m.meta,
+                reason: why,
+            });
+        }
+        let had_links = !p.paths.is_empty();
+        for (_, link) in p.paths {
+            let reason = LinkCloseReason::local(code, format!("session with {name:?} dropped"));
+            if let Some(l) = self.links.get_mut(&link) {
+                // The path is gone with the session; close the link without detaching again.
+                l.state = LinkState::Established {
+                    peer: name.to_owned(),
+                    path: PathId(u64::MAX),
+                    accept: None,
+                };
+            }
+            self.close_link(now, link, reason, true, true);
+        }
+        if had_links {
+            self.events.push_back(NodeEvent::PeerDown {
+                peer: name.to_owned(),
+            });
+        }
+    }
+
+    /// Peers without links past the reconnect wait are dropped.
+    pub(crate) fn expire_peers(&mut self, now: Instant) {
+        let wait = self.config.reconnect_wait;
+        let expired: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.down_since.is_some_and(|t| now >= t + wait))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            self.drop_peer(
+                now,
+                &name,
+                UndeliverableReason::ReconnectTimeout,
+                AtbusCloseReason::IdleTimeout,
+            );
+        }
+    }
+
+    /// Drains the session events of every peer.
+    pub(crate) fn drain_all_sessions(&mut self, now: Instant) {
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        for name in names {
+            self.drain_session_at(now, &name);
+        }
+    }
+
+    /// Drains `name`'s session events (after a read, at the last time seen).
+    pub(crate) fn drain_session(&mut self, name: &str) {
+        self.drain_session_at(self.last_now, name);
+    }
+
+    fn drain_session_at(&mut self, now: Instant, name: &str) {
+        loop {
+            let Some(p) = self.peers.get_mut(name) else {
+                return;
+            };
+            let Some(event) = p.session.poll_event() else {
+                return;
+            };
+            let peer = name.to_owned();
+            match event {
+                Event::StreamReadable { stream_id } => {
+                    self.events
+                        .push_back(NodeEvent::Readable { peer, stream_id });
+                }
+                Event::Writable { stream_id } => {
+                    self.events
+                        .push_back(NodeEvent::Writable { peer, stream_id });
+                }
+                Event::StreamReset {
+                    stream_id,
+                    final_size,
+                } => self.events.push_back(NodeEvent::Skipped {
+                    peer,
+                    stream_id,
+                    final_size,
+                }),
+                Event::StreamAcknowledged { stream_id } => self
+                    .events
+                    .push_back(NodeEvent::StreamAcknowledged { peer, stream_id }),
+                Event::PathDead { path } => {
+                    // The session already removed the path.
+                    if let Some(link) = p.paths.get(&path).copied() {
+                        let reason = LinkCloseReason::local(
+                            AtbusCloseReason::IdleTimeout,
+                            "nothing arrived on the link for the idle timeout",
+                        );
+                        self.close_link(now, link, reason, true, true);
+                    }
+                }
+                Event::PauseReading { path } => {
+                    if let Some(&link) = p.paths.get(&path) {
+                        self.actions.push_back(Action::PauseReading { link });
+                    }
+                }
+                Event::ResumeReading { path } => {
+                    if let Some(&link) = p.paths.get(&path) {
+                        self.actions.push_back(Action::ResumeReading { link });
+                    }
+                }
+                Event::Closed { reason, by_peer } => {
+                    tracing::info!(peer = %name, code = reason.code, by_peer, "session closed");
+                    let code = if by_peer {
+                        AtbusCloseReason::Normal
+                    } else {
+                        AtbusCloseReason::try_from(reason.code)
+                            .unwrap_or(AtbusCloseReason::ProtocolError)
+                    };
+                    self.drop_peer(now, name, UndeliverableReason::SessionClosed, code);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Emits `Connect` for every configured URL whose time came.
+    pub(crate) fn run_reconnects(&mut self, now: Instant) {
+        for i in 0..self.reconnects.len() {
+            let due = self.reconnects[i].next_at.is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            let link = self.new_link_id();
+            let r = &mut self.reconnects[i];
+            r.next_at = None;
+            r.link = Some(link);
+            self.actions.push_back(Action::Connect {
+                link,
+                peer_url: r.url.clone(),
+            });
+        }
+    }
+
+    /// The link of configured URL `i` failed or closed: try again after a backoff with jitter.
+    pub(crate) fn schedule_reconnect(&mut self, now: Instant, i: usize) {
+        let jitter = self.rng.next_u64();
+        let initial = self.config.reconnect_initial;
+        let max = self.config.reconnect_max;
+        let Some(r) = self.reconnects.get_mut(i) else {
+            return;
+        };
+        let base = initial.saturating_mul(1u32 << r.failures.min(20)).min(max);
+        // "Equal jitter": half the delay fixed, half random, so retries spread out.
+        let half = base / 2;
+        let random = Duration::from_nanos(jitter % (half.as_nanos() as u64).max(1));
+        r.failures = r.failures.saturating_add(1);
+        r.link = None;
+        r.next_at = Some(now + half + random);
+    }
+}
