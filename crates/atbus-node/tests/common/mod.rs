@@ -147,7 +147,8 @@ impl World {
     }
 
     fn find(&self, node: usize, link: LinkId) -> Option<(usize, usize)> {
-        self.links.iter().enumerate().find_map(|(i, l)| {
+        // The newest link first: a restarted node numbers its links from 0 again.
+        self.links.iter().enumerate().rev().find_map(|(i, l)| {
             if l.a == (node, link) {
                 Some((i, 0))
             } else if l.b == (node, link) {
