@@ -64,3 +64,40 @@ pub fn datagram_decoder(data: &[u8]) {
         }
     }
 }
+
+/// Files of `<fuzz_dir>/<kind>/<target>/` (`kind` is `corpus` or `regressions`), sorted; none
+/// when the folder does not exist.
+pub fn corpus_files(
+    fuzz_dir: &std::path::Path,
+    kind: &str,
+    target: &str,
+) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(fuzz_dir.join(kind).join(target)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Replays a target's corpus and regressions through `body` on stable Rust, for ordinary tests:
+/// panics if the corpus folder is empty (it was moved) or if `body` panics on any file.
+pub fn replay_corpus(fuzz_dir: &std::path::Path, target: &str, body: fn(&[u8])) {
+    let corpus = corpus_files(fuzz_dir, "corpus", target);
+    assert!(
+        !corpus.is_empty(),
+        "no corpus files in {}/corpus/{target}: was the folder moved?",
+        fuzz_dir.display()
+    );
+    for path in corpus
+        .iter()
+        .chain(&corpus_files(fuzz_dir, "regressions", target))
+    {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let outcome = std::panic::catch_unwind(|| body(&data));
+        assert!(outcome.is_ok(), "{target} panicked on {}", path.display());
+    }
+}

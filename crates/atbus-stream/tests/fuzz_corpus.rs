@@ -22,29 +22,8 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
-fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(fuzz_dir().join(kind).join(target)) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
 fn replay(target: &str, body: fn(&[u8])) {
-    let corpus = inputs("corpus", target);
-    assert!(
-        !corpus.is_empty(),
-        "no corpus files in fuzz/corpus/{target}: was the folder moved?"
-    );
-    for path in corpus.iter().chain(&inputs("regressions", target)) {
-        let data = fs::read(path).expect("readable corpus file");
-        let outcome = std::panic::catch_unwind(|| body(&data));
-        assert!(outcome.is_ok(), "{target} panicked on {}", path.display());
-    }
+    atbus_frame::fuzz_targets::replay_corpus(&fuzz_dir(), target, body);
 }
 
 #[test]
