@@ -133,9 +133,10 @@ fn test(extra: &[String]) -> Result<()> {
         tests.env("PROPTEST_CASES", "256");
     }
     run(tests)?;
-    // Compile every bench and run each once, so benches never rot.
+    // Run every criterion bench once in test mode, so benches never rot; built with the test
+    // profile, reusing what the tests compiled.
     let mut benches = cargo();
-    benches.args(["bench", "--workspace", "--", "--test"]);
+    benches.args(["test", "--workspace", "--benches"]);
     run(benches)
 }
 
