@@ -22,8 +22,9 @@
 //! b.handle_link_up(now, lb, LinkKind::ByteStream, 64 * 1024, Direction::Inbound);
 //! let (mut buf, mut got) = (Vec::new(), None);
 //! while got.is_none() {
-//!     while let Some((_, n)) = a.poll_transmit(now, &mut buf) { b.handle_link_bytes(now, lb, &buf[..n]); }
-//!     while let Some((_, n)) = b.poll_transmit(now, &mut buf) { a.handle_link_bytes(now, la, &buf[..n]); }
+//!     let mut moved = false; // bytes move at this instant until both sides are quiet
+//!     while let Some((_, n)) = a.poll_transmit(now, &mut buf) { b.handle_link_bytes(now, lb, &buf[..n]); moved = true; }
+//!     while let Some((_, n)) = b.poll_transmit(now, &mut buf) { a.handle_link_bytes(now, la, &buf[..n]); moved = true; }
 //!     while let Some(event) = a.poll_event() {
 //!         if let NodeEvent::PeerUp { peer, .. } = event {
 //!             a.send(&peer, 1, OutgoingMessage::data(&b"hello"[..])).unwrap();
@@ -34,9 +35,11 @@
 //!             if let Some(Delivery::Message(m)) = b.read(&peer, stream_id) { got = Some(m.data); }
 //!         }
 //!     }
-//!     now = a.poll_timeout().into_iter().chain(b.poll_timeout()).min().unwrap_or(now).max(now);
-//!     a.handle_timeout(now, 0);
-//!     b.handle_timeout(now, 0);
+//!     if !moved {
+//!         now = a.poll_timeout().into_iter().chain(b.poll_timeout()).min().unwrap_or(now).max(now);
+//!         a.handle_timeout(now, 0);
+//!         b.handle_timeout(now, 0);
+//!     }
 //! }
 //! assert_eq!(got.as_deref(), Some(&b"hello"[..]));
 //! ```
