@@ -91,3 +91,9 @@ fn thousands_of_random_and_mutated_scripts() {
         fuzz_handshake(&input);
     }
 }
+
+#[test]
+fn checked_in_corpus_replays() {
+    let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    atbus_frame::fuzz_targets::replay_corpus(&fuzz_dir, "node_handshake", fuzz_handshake);
+}
