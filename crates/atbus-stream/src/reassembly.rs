@@ -521,6 +521,16 @@ impl Reassembler {
         if end <= self.read_offset {
             return Ok(0);
         }
+        // In-order arrival, the common case: the piece starts at or after the end of everything
+        // stored (data and skips), so it overlaps nothing and lies in no skipped range.
+        let appends = piece.offset >= self.read_offset
+            && self
+                .chunks
+                .last_key_value()
+                .is_none_or(|(&key, chunk)| chunk.end(key) <= piece.offset);
+        if appends {
+            return self.append(piece, end, forced);
+        }
         let plan = self.plan(piece.offset.max(self.read_offset), end);
         let meta = piece.meta.filter(|meta| {
             !meta.is_default()
@@ -564,6 +574,41 @@ impl Reassembler {
         self.received_max = self.received_max.max(end);
         self.advance_contiguous();
         Ok(added)
+    }
+
+    /// [`Self::insert_inner`] for a piece beyond everything stored: one chunk, no trimming.
+    fn append(&mut self, piece: Piece, end: u64, forced: bool) -> Result<u64, ReassemblyError> {
+        let meta = piece
+            .meta
+            .filter(|meta| !meta.is_default() && !self.metas.contains_key(&piece.offset));
+        let meta_cost = meta.as_ref().map_or(0, MessageMeta::cost);
+        let len = end - piece.offset;
+        let charge = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(meta_cost);
+        let buffered = self.buffered_bytes();
+        if !forced && buffered.saturating_add(charge) > self.max_buffered {
+            return Err(ReassemblyError::BufferFull {
+                buffered,
+                limit: self.max_buffered,
+            });
+        }
+        self.data_bytes += piece.data.len();
+        self.chunks.insert(piece.offset, Chunk::Data(piece.data));
+        if let Some(meta) = meta {
+            self.meta_bytes += meta_cost;
+            self.metas.insert(piece.offset, meta);
+        }
+        if piece.ends_message {
+            self.ends.insert(end);
+        }
+        self.received_max = self.received_max.max(end);
+        // Nothing is stored beyond the piece: it extends the contiguous range when it touches it.
+        self.contiguous = self.contiguous.max(self.read_offset);
+        if piece.offset <= self.contiguous {
+            self.contiguous = end;
+        }
+        Ok(len)
     }
 
     /// Which parts of `[start, end)` a new piece adds, and which stored chunks it replaces.
@@ -717,7 +762,14 @@ impl Reassembler {
             }
             None => MessageMeta::default(),
         };
-        self.drop_range(start, taken_to);
+        // A message taken from the one chunk that held it leaves nothing else in its range but
+        // its end marker (the first end after `start` is `end`, chunks are disjoint) unless an
+        // inconsistent sender left metadata inside it; otherwise sweep the range.
+        if taken_to == end && self.metas.range(start..end).next().is_none() {
+            self.ends.remove(&end);
+        } else {
+            self.drop_range(start, taken_to);
+        }
         self.set_read_offset(taken_to);
         Some(ReceivedMessage {
             offset: start,
