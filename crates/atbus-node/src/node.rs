@@ -308,6 +308,32 @@ impl Node {
         self.drain_all_sessions(now);
     }
 
+    /// The driver could not write on `link` (its write queue is full): session data stops
+    /// going out on that link's path until [`Node::handle_link_writable`].
+    pub fn handle_link_blocked(&mut self, link: LinkId) {
+        if let Some((peer, path)) = self.link_path(link) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.session.path_blocked(path);
+            }
+        }
+    }
+
+    /// `link`, reported blocked before, takes writes again: its path carries session data again.
+    pub fn handle_link_writable(&mut self, link: LinkId) {
+        if let Some((peer, path)) = self.link_path(link) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.session.path_writable(path);
+            }
+        }
+    }
+
+    fn link_path(&self, link: LinkId) -> Option<(String, atbus_stream::PathId)> {
+        match &self.links.get(&link)?.state {
+            LinkState::Established { peer, path, .. } => Some((peer.clone(), *path)),
+            _ => None,
+        }
+    }
+
     /// Runs every timer due at `now`; `unix_ms` is the wall clock (Unix time in milliseconds).
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: i64) {
         self.last_now = self.last_now.max(now);
@@ -597,5 +623,51 @@ impl Node {
         if self.links.get(&id).is_some_and(|l| l.control.is_empty()) {
             self.links.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
+
+    /// Moves every package between `a` (link `la`) and `b` (link `lb`) until both are quiet.
+    fn pump(now: Instant, a: &mut Node, la: LinkId, b: &mut Node, lb: LinkId) {
+        let mut buf = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some((_, n)) = a.poll_transmit(now, &mut buf) {
+                b.handle_link_bytes(now, lb, &buf[..n]);
+                moved = true;
+            }
+            while let Some((_, n)) = b.poll_transmit(now, &mut buf) {
+                a.handle_link_bytes(now, la, &buf[..n]);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_link_holds_session_data_until_writable() {
+        let now = Instant::now();
+        let mut a = Node::new(NodeConfig::new("a"), now, ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let mut b = Node::new(NodeConfig::new("b"), now, ChaCha20Rng::seed_from_u64(2)).unwrap();
+        let (la, lb) = (a.new_link_id(), b.new_link_id());
+        a.handle_link_up(now, la, LinkKind::ByteStream, 65536, Direction::Outbound);
+        b.handle_link_up(now, lb, LinkKind::ByteStream, 65536, Direction::Inbound);
+        pump(now, &mut a, la, &mut b, lb);
+        assert_eq!(a.link_peer(la), Some("b"));
+        a.handle_link_blocked(la);
+        a.send("b", 1, OutgoingMessage::data(&b"held"[..])).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(a.poll_transmit(now, &mut buf), None);
+        a.handle_link_writable(la);
+        assert!(matches!(a.poll_transmit(now, &mut buf), Some((l, n)) if l == la && n > 0));
+        // Unknown links are ignored.
+        a.handle_link_blocked(LinkId(99));
+        a.handle_link_writable(LinkId(99));
     }
 }

@@ -93,6 +93,9 @@
 //! }
 //! ```
 //!
+//! [`NodeDriver`] is that glue for `atbus-node`, ready made (with overflow buffering on
+//! `Blocked`, clocks and an OS-seeded RNG).
+//!
 //! Application threads talk to the loop through a [`TransportHandle`] (a channel plus a
 //! `mio::Waker`): `handle.post(|t| ...)` runs a closure on the loop's thread, which then reports
 //! [`TransportEvent::Woken`] so the glue can poll the core for new output.
@@ -142,6 +145,7 @@ mod error;
 mod event;
 mod handle;
 mod mem;
+pub mod node_driver;
 mod stream;
 mod transport;
 mod url;
@@ -155,5 +159,6 @@ pub use event::{
     TransportEvent,
 };
 pub use handle::{Command, TransportHandle};
+pub use node_driver::{LinkFailure, NodeDriver, NodeDriverError};
 pub use transport::Transport;
 pub use url::{Url, UrlError};
