@@ -1185,7 +1185,9 @@ impl Session {
     }
 
     fn maybe_resume_reading(&mut self) {
-        if self.receive_buffered() * 2 > self.config.session_receive_window as usize {
+        if !self.paths.values().any(|p| p.read_paused)
+            || self.receive_buffered() * 2 > self.config.session_receive_window as usize
+        {
             return;
         }
         for p in self.paths.values_mut() {
