@@ -1,6 +1,7 @@
-//! The `atbus` command of libatbus-rs: `inspect` (a dissector of captured packages, which with
-//! `--reassemble` follows their streams) and a provisional `demo`; later `node`, `relay`, `send`,
-//! `discovery` and `token`.
+//! The `atbus` command of libatbus-rs: `node` (a node on real sockets, optionally echoing),
+//! `send` (verified echo traffic with throughput and round-trip figures), `inspect` (a dissector
+//! of captured packages, which with `--reassemble` follows their streams) and a provisional
+//! `demo`; later `relay`, `discovery` and `token`.
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -23,5 +24,8 @@
 pub mod demo;
 pub mod demo_session;
 pub mod inspect;
+pub mod node;
 pub mod reassemble;
 pub mod sample;
+pub mod send;
+pub mod token;

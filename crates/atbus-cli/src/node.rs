@@ -1,0 +1,156 @@
+//! `atbus node`: runs one node on real sockets until asked to stop, optionally echoing every
+//! message back to its sender.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
+use atbus_stream::SendError;
+use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
+use bytes::Bytes;
+
+/// What `atbus node` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Node name.
+    pub name: String,
+    /// Namespace (may be empty).
+    pub namespace: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Url>,
+    /// Peers to connect to (reconnected with backoff).
+    pub connect: Vec<Url>,
+    /// Access tokens (none: open links).
+    pub tokens: Vec<AccessToken>,
+    /// Send every received message back to its sender on the same stream.
+    pub echo: bool,
+}
+
+/// Echoes messages, reading a stream only while the previous echoes were accepted, so a slow
+/// sender-side reader pushes back instead of growing memory here.
+#[derive(Debug, Default)]
+pub struct Echo {
+    /// Streams with something to read.
+    readable: BTreeSet<(String, i64)>,
+    /// Echoes the session refused (`WouldBlock`), oldest first.
+    pending: VecDeque<(String, i64, Bytes)>,
+    /// Messages echoed so far.
+    pub echoed: u64,
+}
+
+impl Echo {
+    /// Notes a `Readable` event.
+    pub fn readable(&mut self, peer: String, stream_id: i64) {
+        self.readable.insert((peer, stream_id));
+    }
+
+    /// Forgets what belongs to `peer` (it went away for good).
+    pub fn forget(&mut self, peer: &str) {
+        self.readable.retain(|(p, _)| p != peer);
+        self.pending.retain(|(p, _, _)| p != peer);
+    }
+
+    /// Sends what is pending, then reads and echoes readable streams while the session
+    /// accepts.
+    pub fn step(&mut self, d: &mut NodeDriver) {
+        while let Some((peer, stream, data)) = self.pending.front() {
+            match d.send(peer, *stream, data.clone()) {
+                Ok(_) => {
+                    self.echoed += 1;
+                    self.pending.pop_front();
+                }
+                Err(NodeError::Send(SendError::WouldBlock)) => return,
+                Err(err) => {
+                    tracing::warn!(%peer, stream, %err, "echo dropped");
+                    self.pending.pop_front();
+                }
+            }
+        }
+        while let Some((peer, stream)) = self.readable.first().cloned() {
+            loop {
+                match d.read(&peer, stream) {
+                    Some(Delivery::Message(m)) => match d.send(&peer, stream, m.data.clone()) {
+                        Ok(_) => self.echoed += 1,
+                        Err(NodeError::Send(SendError::WouldBlock)) => {
+                            self.pending.push_back((peer, stream, m.data));
+                            return;
+                        }
+                        Err(err) => tracing::warn!(%peer, stream, %err, "echo dropped"),
+                    },
+                    Some(Delivery::Skipped { offset, len }) => {
+                        tracing::warn!(%peer, stream, offset, len, "peer skipped data");
+                    }
+                    None => break,
+                }
+            }
+            self.readable.remove(&(peer, stream));
+        }
+    }
+}
+
+/// Runs the node until `stop` is set; prints `listening on URL` for every bound address to
+/// `out`.
+pub fn run(options: &Options, stop: &AtomicBool, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+    config.namespace = options.namespace.clone();
+    config.connect = options.connect.iter().map(Url::to_string).collect();
+    let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    for url in &options.listen {
+        let bound = driver
+            .listen(url)
+            .with_context(|| format!("cannot listen on {url}"))?;
+        writeln!(out, "listening on {bound}")?;
+        tracing::info!(%bound, "listening");
+    }
+    out.flush()?;
+    let mut echo = Echo::default();
+    while !stop.load(Ordering::Relaxed) {
+        driver.run_once(Some(Duration::from_millis(100)))?;
+        while let Some(failure) = driver.poll_link_failure() {
+            tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");
+        }
+        while let Some(event) = driver.poll_event() {
+            match event {
+                NodeEvent::Readable { peer, stream_id } if options.echo => {
+                    echo.readable(peer, stream_id);
+                }
+                NodeEvent::Readable { peer, stream_id } => {
+                    while let Some(d) = driver.read(&peer, stream_id) {
+                        if let Delivery::Message(m) = d {
+                            tracing::info!(%peer, stream_id, len = m.data.len(), "message");
+                        }
+                    }
+                }
+                NodeEvent::PeerUp { peer, incarnation } => {
+                    tracing::info!(%peer, incarnation, "peer up");
+                }
+                NodeEvent::PeerDown { peer } => tracing::info!(%peer, "peer down"),
+                NodeEvent::LinkRejected { link, reason } => {
+                    tracing::warn!(link = link.0, %reason, "link refused");
+                }
+                NodeEvent::LinkClosed { link, peer, reason } => {
+                    tracing::info!(link = link.0, %peer, ?reason, "link closed");
+                }
+                NodeEvent::Undeliverable {
+                    peer,
+                    stream_id,
+                    reason,
+                    ..
+                } => {
+                    tracing::warn!(%peer, stream_id, ?reason, "message undeliverable");
+                    echo.forget(&peer);
+                }
+                other => tracing::debug!(?other, "event"),
+            }
+        }
+        if options.echo {
+            echo.step(&mut driver);
+        }
+    }
+    tracing::info!(echoed = echo.echoed, "stopping");
+    driver.shutdown(Duration::from_secs(2))?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! `atbus send`: sends numbered messages to an echo node, keeps at most a window of them in
+//! flight, checks every echo and measures throughput and round trips.
+//!
+//! Message `seq` (0-based, over all streams) goes on stream `seq % streams`. Its first
+//! `min(8, size)` bytes are `seq` in little endian, the rest a fixed pseudo-random pattern.
+//! Echoes are matched per stream in order: the next echo on a stream must be the oldest message
+//! in flight there. Without `--verify` only the length and the sequence bytes are compared;
+//! with it, every byte.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
+use atbus_stream::SendError;
+use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+/// What `atbus send` does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's name.
+    pub name: String,
+    /// Where the echo node listens.
+    pub connect: Url,
+    /// The echo node's name.
+    pub to: String,
+    /// Messages to send.
+    pub count: u64,
+    /// Bytes per message (at least 1).
+    pub size: usize,
+    /// Streams used, round robin (at least 1).
+    pub streams: u32,
+    /// Most messages in flight (at least 1).
+    pub window: u64,
+    /// Access tokens (none: open link).
+    pub tokens: Vec<AccessToken>,
+    /// Compare every byte of every echo.
+    pub verify: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// The result of a run; `--json` prints it as one line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Messages sent.
+    pub sent: u64,
+    /// Echoes received that matched.
+    pub received: u64,
+    /// True only with `--verify` when every echo matched byte for byte and arrived exactly once,
+    /// in order per stream, and none is missing.
+    pub verified: bool,
+    /// Echoes that did not match (wrong length, sequence or content).
+    pub corrupted: u64,
+    /// Seconds from the first send to the last echo.
+    pub elapsed_s: f64,
+    /// Echoes per second.
+    pub msgs_per_sec: f64,
+    /// Echoed payload bytes per second.
+    pub bytes_per_sec: f64,
+    /// Median round trip, microseconds.
+    pub rtt_p50_us: u64,
+    /// 99th percentile round trip, microseconds.
+    pub rtt_p99_us: u64,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Streams used.
+    pub streams: u32,
+    /// Window.
+    pub window: u64,
+    /// Why the run stopped early (refused, connection failed, lost, timed out), if it did.
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// Whether every message came back intact and nothing failed.
+    pub fn is_success(&self, count: u64) -> bool {
+        self.error.is_none() && self.corrupted == 0 && self.received == count
+    }
+}
+
+/// The fixed part of every message of `size` bytes.
+fn pattern(size: usize) -> Vec<u8> {
+    let mut x: u64 = 0x243f_6a88_85a3_08d3;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Message `seq` built on `pattern`.
+fn message(pattern: &[u8], seq: u64) -> Bytes {
+    let mut m = BytesMut::from(pattern);
+    let n = m.len().min(8);
+    m[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+    m.freeze()
+}
+
+/// Whether `echo` is message `seq`: length and sequence bytes, and with `full` every byte.
+fn matches(pattern: &[u8], seq: u64, echo: &[u8], full: bool) -> bool {
+    let n = pattern.len().min(8);
+    echo.len() == pattern.len()
+        && echo[..n] == seq.to_le_bytes()[..n]
+        && (!full || echo[n..] == pattern[n..])
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the exchange; errors only when the node cannot start (bad name, token, ...). Network
+/// failures and refusals end up in [`Report::error`].
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+    let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    driver.connect(&options.connect)?;
+    let streams = options.streams.max(1);
+    let pattern = pattern(options.size);
+    // Per stream: (seq, send time) of messages in flight, oldest first.
+    let mut in_flight: Vec<VecDeque<(u64, Instant)>> = vec![VecDeque::new(); streams as usize];
+    let mut rtts: Vec<u64> = Vec::with_capacity(options.count.min(1 << 24) as usize);
+    let (mut sent, mut received, mut corrupted) = (0u64, 0u64, 0u64);
+    let mut error: Option<String> = None;
+    let mut up = false;
+    let deadline = Instant::now() + options.timeout;
+    let mut started: Option<Instant> = None;
+    let mut finished: Option<Instant> = None;
+    while error.is_none() && received + corrupted < options.count {
+        if Instant::now() >= deadline {
+            error = Some(format!(
+                "timed out after {:?} with {received} of {} echoes",
+                options.timeout, options.count
+            ));
+            break;
+        }
+        while up && sent < options.count && sent - received - corrupted < options.window {
+            let stream = sent % u64::from(streams);
+            match driver.send(&options.to, stream as i64, message(&pattern, sent)) {
+                Ok(_) => {
+                    in_flight[stream as usize].push_back((sent, Instant::now()));
+                    sent += 1;
+                }
+                Err(NodeError::Send(SendError::WouldBlock)) => break,
+                Err(err) => {
+                    error = Some(format!("send failed: {err}"));
+                    break;
+                }
+            }
+        }
+        driver.run_once(Some(Duration::from_millis(50)))?;
+        if let Some(failure) = driver.poll_link_failure() {
+            let why = failure
+                .reason
+                .error()
+                .map_or_else(|| format!("{:?}", failure.reason), ToString::to_string);
+            error = Some(format!("cannot connect to {}: {why}", failure.url));
+        }
+        while let Some(event) = driver.poll_event() {
+            match event {
+                NodeEvent::PeerUp { peer, .. } if peer == options.to => {
+                    up = true;
+                    started.get_or_insert_with(Instant::now);
+                }
+                NodeEvent::PeerUp { peer, .. } => {
+                    error = Some(format!("connected to node {peer:?}, not {:?}", options.to));
+                }
+                NodeEvent::LinkRejected { reason, .. } => {
+                    error = Some(format!("link refused: {reason}"));
+                }
+                NodeEvent::PeerDown { peer } => {
+                    error = Some(format!("lost the connection to {peer:?}"));
+                }
+                NodeEvent::Undeliverable {
+                    stream_id, reason, ..
+                } => {
+                    error = Some(format!(
+                        "a message on stream {stream_id} is undeliverable: {reason:?}"
+                    ));
+                }
+                NodeEvent::Readable { peer, stream_id } => {
+                    while let Some(delivery) = driver.read(&peer, stream_id) {
+                        let now = Instant::now();
+                        let Delivery::Message(m) = delivery else {
+                            error = Some(format!("the echo skipped data on stream {stream_id}"));
+                            continue;
+                        };
+                        let front = usize::try_from(stream_id)
+                            .ok()
+                            .and_then(|s| in_flight.get_mut(s))
+                            .and_then(VecDeque::pop_front);
+                        match front {
+                            Some((seq, at)) if matches(&pattern, seq, &m.data, options.verify) => {
+                                received += 1;
+                                rtts.push(now.duration_since(at).as_micros() as u64);
+                            }
+                            _ => corrupted += 1,
+                        }
+                        finished = Some(now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Let the last acknowledgements go out before closing.
+    let linger = Instant::now() + Duration::from_millis(20);
+    while Instant::now() < linger {
+        driver.run_once(Some(Duration::from_millis(5)))?;
+    }
+    let _ = driver.shutdown(Duration::from_secs(1));
+    let elapsed = match (started, finished) {
+        (Some(s), Some(f)) => f.duration_since(s).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = |n: f64| if elapsed > 0.0 { n / elapsed } else { 0.0 };
+    rtts.sort_unstable();
+    Ok(Report {
+        sent,
+        received,
+        verified: options.verify && error.is_none() && corrupted == 0 && received == options.count,
+        corrupted,
+        elapsed_s: elapsed,
+        msgs_per_sec: rate(received as f64),
+        bytes_per_sec: rate(received as f64 * options.size as f64),
+        rtt_p50_us: percentile(&rtts, 0.5),
+        rtt_p99_us: percentile(&rtts, 0.99),
+        size: options.size,
+        streams,
+        window: options.window,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_their_sequence() {
+        let p = pattern(20);
+        let m = message(&p, 7);
+        assert!(matches(&p, 7, &m, true));
+        assert!(!matches(&p, 8, &m, true));
+        let mut bad = m.to_vec();
+        bad[19] ^= 1;
+        assert!(!matches(&p, 7, &bad, true));
+        assert!(matches(&p, 7, &bad, false));
+        let p1 = pattern(1);
+        assert!(matches(&p1, 3, &message(&p1, 3), true));
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 51);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+}
