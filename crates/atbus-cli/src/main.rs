@@ -134,6 +134,7 @@ rest a fixed pattern. With --json the summary is one line:
   received   echoes that matched; verified is true only with --verify when every echo matched
              byte for byte, exactly once, in order per stream
   bytes_per_sec  echoed payload bytes per second (from the first send to the last echo)
+A progress bar is drawn on standard error when it is a terminal.
 Tokens: as for `atbus node` (--token, --token-file or ATBUS_TOKEN).
 
 Exit status: 0 when every echo came back intact, 1 when something was lost, corrupted or refused
@@ -312,6 +313,7 @@ fn run_send(args: SendArgs) -> ExitCode {
         tokens,
         verify: args.verify,
         timeout: Duration::from_secs(args.timeout),
+        progress: io::stderr().is_terminal(),
     };
     let report = match atbus_cli::send::run(&options) {
         Ok(r) => r,

@@ -39,6 +39,8 @@ pub struct Options {
     pub verify: bool,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Draw a progress bar on standard error.
+    pub progress: bool,
 }
 
 /// The result of a run; `--json` prints it as one line.
@@ -134,6 +136,17 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let deadline = Instant::now() + options.timeout;
     let mut started: Option<Instant> = None;
     let mut finished: Option<Instant> = None;
+    let bar = if options.progress {
+        let bar = indicatif::ProgressBar::new(options.count);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} echoes {per_sec} {elapsed_precise}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     while error.is_none() && received + corrupted < options.count {
         if Instant::now() >= deadline {
             error = Some(format!(
@@ -157,6 +170,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             }
         }
         driver.run_once(Some(Duration::from_millis(50)))?;
+        bar.set_position(received + corrupted);
         if let Some(failure) = driver.poll_link_failure() {
             let why = failure
                 .reason
@@ -211,6 +225,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             }
         }
     }
+    bar.finish_and_clear();
     // Let the last acknowledgements go out before closing.
     let linger = Instant::now() + Duration::from_millis(20);
     while Instant::now() < linger {
