@@ -226,11 +226,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
     }
     bar.finish_and_clear();
-    // Let the last acknowledgements go out before closing.
-    let linger = Instant::now() + Duration::from_millis(20);
-    while Instant::now() < linger {
-        driver.run_once(Some(Duration::from_millis(5)))?;
-    }
+    // Acknowledgements both ways go out before the links close.
     let _ = driver.shutdown(Duration::from_secs(1));
     let elapsed = match (started, finished) {
         (Some(s), Some(f)) => f.duration_since(s).as_secs_f64(),

@@ -237,13 +237,35 @@ impl NodeDriver {
         Ok(())
     }
 
-    /// Sends what is left, closes every link and listener, and waits up to `timeout` for the
-    /// transport to finish.
+    /// Graceful stop within `timeout`: keeps running until every connected peer acknowledged
+    /// what was sent to it (and our own acknowledgements had time to go out), then closes every
+    /// link and listener. Node events raised meanwhile stay queued for
+    /// [`poll_event`](Self::poll_event).
     pub fn shutdown(&mut self, timeout: Duration) -> Result<(), NodeDriverError> {
-        self.flush(Instant::now());
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let linger = start + self.node.config().session.max_ack_delay * 2;
+        loop {
+            let now = Instant::now();
+            if now >= deadline || (now >= linger && !self.unacknowledged()) {
+                break;
+            }
+            self.run_once(Some(Duration::from_millis(5)))?;
+        }
         let mut events = Vec::new();
-        self.transport.shutdown(timeout, &mut events)?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        self.transport.shutdown(left, &mut events)?;
         Ok(())
+    }
+
+    /// Whether a peer with a link still holds data it has not had acknowledged.
+    fn unacknowledged(&self) -> bool {
+        self.node.peers().any(|p| {
+            !self.node.peer_links(p).is_empty()
+                && self.node.session(p).is_some_and(|s| s.send_buffered() > 0)
+        })
     }
 
     fn on_event(&mut self, now: Instant, event: TransportEvent) {

@@ -34,11 +34,25 @@ struct Echo {
 
 impl Echo {
     fn step(&mut self, d: &mut NodeDriver) {
+        let mut undeliverable = 0;
+        self.step_counting(d, &mut undeliverable);
+        assert_eq!(
+            undeliverable, 0,
+            "echo node reported undeliverable messages"
+        );
+    }
+
+    /// Like `step`, counting `Undeliverable` events instead of failing on them.
+    fn step_counting(&mut self, d: &mut NodeDriver, undeliverable: &mut u32) {
         while let Some(event) = d.poll_event() {
-            if let NodeEvent::Readable { peer, stream_id } = event {
-                while let Some(Delivery::Message(m)) = d.read(&peer, stream_id) {
-                    self.pending.push_back((peer.clone(), stream_id, m.data));
+            match event {
+                NodeEvent::Readable { peer, stream_id } => {
+                    while let Some(Delivery::Message(m)) = d.read(&peer, stream_id) {
+                        self.pending.push_back((peer.clone(), stream_id, m.data));
+                    }
                 }
+                NodeEvent::Undeliverable { .. } => *undeliverable += 1,
+                _ => {}
             }
         }
         while let Some((peer, stream, data)) = self.pending.front() {
@@ -198,5 +212,76 @@ fn wrong_token_is_rejected_on_both_sides() {
     assert!(
         client_saw.code.as_str_name().contains("AUTH"),
         "{client_saw}"
+    );
+}
+
+/// The echo node runs on its own thread; after the exchange the client's `shutdown` waits for
+/// the last acknowledgements (well before its deadline), and acknowledges every echo before
+/// its link closes.
+#[test]
+fn shutdown_waits_for_acknowledgements() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut server = NodeDriver::new(config("echo", None), TransportConfig::default()).unwrap();
+    let bound = server
+        .listen(&"tcp://127.0.0.1:0".parse::<Url>().unwrap())
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let echo_thread = std::thread::spawn(move || {
+        let mut echo = Echo::default();
+        let mut undeliverable = 0;
+        while !flag.load(Ordering::Relaxed) {
+            server.run_once(Some(Duration::from_millis(5))).unwrap();
+            echo.step_counting(&mut server, &mut undeliverable);
+        }
+        (server, undeliverable)
+    });
+    let mut client = NodeDriver::new(config("client", None), TransportConfig::default()).unwrap();
+    client.connect(&bound).unwrap();
+    let (mut sent, mut received) = (0u32, 0u32);
+    let mut up = false;
+    let deadline = Instant::now() + TIMEOUT;
+    while received < 300 {
+        assert!(Instant::now() < deadline, "timed out");
+        if up && sent < 300 {
+            client.send("echo", 0, payload(sent, 100)).unwrap();
+            sent += 1;
+        }
+        client.run_once(Some(Duration::from_millis(5))).unwrap();
+        while let Some(event) = client.poll_event() {
+            match event {
+                NodeEvent::PeerUp { .. } => up = true,
+                NodeEvent::Readable { peer, stream_id } => {
+                    while let Some(Delivery::Message(m)) = client.read(&peer, stream_id) {
+                        assert_eq!(m.data, payload(received, 100));
+                        received += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let started = Instant::now();
+    client.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client.node().session("echo").map(|s| s.send_buffered()),
+        Some(0)
+    );
+    // Give the echo node time to see the close.
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let (server, undeliverable) = echo_thread.join().unwrap();
+    assert_eq!(undeliverable, 0, "echo node lost messages");
+    // Every echo was acknowledged before the client closed its link.
+    assert_eq!(
+        server.node().session("client").map(|s| s.send_buffered()),
+        Some(0)
     );
 }
