@@ -108,6 +108,9 @@ fn unix_echo_verified() {
     let url = format!("unix://{}", dir.path().join("echo.sock").display());
     let node = NodeProcess::start(&[&url], &[]);
     send_verified(&node.urls[0], 2000, &["--size", "300", "--streams", "2"]);
+    // The largest message the default windows allow, and the smallest.
+    send_verified(&node.urls[0], 4, &["--size", "1048576"]);
+    send_verified(&node.urls[0], 500, &["--size", "1", "--streams", "7"]);
 }
 
 #[test]
