@@ -495,3 +495,373 @@ fn message_of_most_of_the_stream_window_is_delivered() {
     run_echo(&mut client_d, &mut server, &mut client);
     client.assert_all_echoed();
 }
+
+// ----- 3. a slow reader -----
+
+#[test]
+fn slow_reader_blocks_the_sender_with_bounded_memory() {
+    const MSG: usize = 8 * 1024;
+    const COUNT: u32 = 512; // 4 MiB
+    const PAUSE: Duration = Duration::from_millis(300);
+    // Slack over the session window for one package in transit when the limit is checked.
+    const FRAME: usize = 64 * 1024;
+    let mut sink_config = NodeConfig::new("sink");
+    sink_config.session.stream_receive_window = 64 * 1024;
+    sink_config.session.session_receive_window = 96 * 1024;
+    let window = sink_config.session.session_receive_window as usize;
+    let mut sink = driver_with(sink_config);
+    let tcp = sink.listen(&url("tcp://127.0.0.1:0")).unwrap();
+    // The initial credit is not negotiated: the sender assumes the peer's windows are its own.
+    let mut sender_config = NodeConfig::new("sender");
+    sender_config.session.stream_receive_window = 64 * 1024;
+    sender_config.session.session_receive_window = 96 * 1024;
+    sender_config.session.stream_send_buffer = 256 * 1024;
+    sender_config.session.session_send_buffer = 256 * 1024;
+    let mut sender = driver_with(sender_config);
+    sender.connect(&tcp).unwrap();
+    pump(&mut sender, &mut sink, "the session", |a, b| {
+        paths(a, "sink") == 1 && paths(b, "sender") == 1
+    });
+
+    let mut next = 0u32;
+    let mut received = [0u32; 2];
+    let mut blocked_at: Option<Instant> = None;
+    let mut max_buffered = 0;
+    let deadline = Deadline::new();
+    while received.iter().sum::<u32>() < COUNT {
+        deadline.check(|| format!("slow reader: sent {next}, received {received:?}"));
+        while next < COUNT {
+            let stream = i64::from(next % 2);
+            match sender.send("sink", stream, payload(next, MSG)) {
+                Ok(_) => next += 1,
+                Err(NodeError::Send(SendError::WouldBlock)) => {
+                    blocked_at.get_or_insert_with(Instant::now);
+                    break;
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        sender.run_once(TICK).unwrap();
+        sink.run_once(TICK).unwrap();
+        let buffered = sink
+            .node()
+            .session("sender")
+            .map_or(0, |s| s.receive_buffered());
+        max_buffered = max_buffered.max(buffered);
+        assert!(
+            buffered <= window + FRAME,
+            "the paused reader holds {buffered} bytes, window {window}"
+        );
+        let reading = blocked_at.is_some_and(|t| t.elapsed() >= PAUSE);
+        while let Some(e) = sink.poll_event() {
+            if let NodeEvent::PeerDown { .. } | NodeEvent::LinkClosed { .. } = e {
+                panic!("the paused reader lost its link: {e:?}");
+            }
+        }
+        if reading {
+            for stream in 0..2 {
+                while let Some(d) = sink.read("sender", stream) {
+                    let Delivery::Message(m) = d else {
+                        panic!("skipped data on stream {stream}");
+                    };
+                    let seq = received[stream as usize] * 2 + stream as u32;
+                    assert!(m.data == payload(seq, MSG), "message {seq} differs");
+                    received[stream as usize] += 1;
+                }
+            }
+        }
+        while sender.poll_event().is_some() {}
+    }
+    assert!(blocked_at.is_some(), "the sender never saw WouldBlock");
+    assert!(
+        max_buffered > window / 2,
+        "the reader never filled its window ({max_buffered} bytes)"
+    );
+}
+
+// ----- 4. a peer restarted mid-stream -----
+
+#[test]
+fn restarted_peer_reports_unacknowledged_messages_and_a_new_session_works() {
+    let mut server = driver("echo");
+    let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
+    let mut client_d = driver("client");
+    client_d.connect(&tcp).unwrap();
+    let mut client = Client::new("echo", 100_000, 2, 200);
+    client.size = |seq| size_of(seq).min(20_000);
+    let mut echo = Echo::default();
+    let deadline = Deadline::new();
+    while client.received < 500 {
+        deadline.check(|| format!("first session echoes: {}/500", client.received));
+        server.run_once(TICK).unwrap();
+        echo.step(&mut server);
+        client_d.run_once(TICK).unwrap();
+        client.step(&mut client_d);
+    }
+    let old_incarnation = client_d.node().peer_incarnation("echo").unwrap();
+    // The echo node dies with messages in flight both ways.
+    drop(server);
+    while client.peer_down == 0 {
+        deadline.check(|| "the client to see its peer down".into());
+        client_d.run_once(TICK).unwrap();
+        client.step(&mut client_d);
+    }
+    // Messages sent while the peer is down can only be acknowledged by the old incarnation,
+    // which is gone: they must be reported.
+    client.window = u32::MAX;
+    client.count = client.next + 50;
+    let after_kill = client.next..client.count;
+    client.send_more(&mut client_d);
+    assert_eq!(
+        client.next, client.count,
+        "sends to a down peer were refused"
+    );
+
+    let mut server = driver("echo");
+    let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
+    client_d.connect(&tcp).unwrap();
+    let mut echo = Echo::default();
+    while client.peer_up < 2 {
+        deadline.check(|| "the restarted peer to come up".into());
+        server.run_once(TICK).unwrap();
+        echo.step(&mut server);
+        client_d.run_once(TICK).unwrap();
+        while let Some(e) = client_d.poll_event() {
+            if let NodeEvent::Readable { .. } = e {
+                panic!("data from the new session before any was sent");
+            }
+            client.handle(&mut client_d, e);
+        }
+    }
+    assert_ne!(
+        client_d.node().peer_incarnation("echo"),
+        Some(old_incarnation)
+    );
+
+    // The loss is reported: every message sent after the kill, and per stream a whole suffix of
+    // what the old session sent, each with its payload.
+    let lost = std::mem::take(&mut client.undeliverable);
+    assert!(!lost.is_empty(), "the restart lost nothing it reported");
+    let mut lost_seqs = std::collections::BTreeSet::new();
+    for (stream, offset, data, reason) in &lost {
+        assert_eq!(*reason, UndeliverableReason::PeerRestarted);
+        let (seq, sent) = client.offsets[stream]
+            .get(offset)
+            .unwrap_or_else(|| panic!("undeliverable at {offset} on {stream}: never sent"));
+        assert!(
+            data == sent,
+            "undeliverable message {seq} has another payload"
+        );
+        assert!(lost_seqs.insert(*seq), "message {seq} reported twice");
+    }
+    for seq in after_kill {
+        assert!(lost_seqs.contains(&seq), "message {seq} lost silently");
+    }
+    for (stream, sent) in &client.offsets {
+        let first = lost
+            .iter()
+            .filter(|l| l.0 == *stream)
+            .map(|l| l.1)
+            .min()
+            .unwrap();
+        for (offset, (seq, _)) in sent.range(first..) {
+            assert!(
+                lost_seqs.contains(seq),
+                "message {seq} at {offset} on {stream} lost silently"
+            );
+        }
+    }
+
+    // A new session carries verified traffic.
+    let mut fresh = Client::new("echo", 1000, 2, 200);
+    fresh.size = |seq| size_of(seq).min(20_000);
+    fresh.up = true;
+    let echo2 = run_echo(&mut client_d, &mut server, &mut fresh);
+    fresh.assert_all_echoed();
+    assert_eq!(echo.undeliverable + echo2.undeliverable, 0);
+}
+
+// ----- 6. garbage on a listening socket -----
+
+#[test]
+fn garbage_on_a_listening_socket_closes_that_link_only() {
+    let mut server = driver("echo");
+    let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
+    let mut client_d = driver("client");
+    client_d.connect(&tcp).unwrap();
+    let mut client = Client::new("echo", 2000, 2, 200);
+    client.size = |seq| size_of(seq).min(20_000);
+    let mut echo = Echo::default();
+    let mut raw: Option<TcpStream> = None;
+    let mut raw_closed = false;
+    let deadline = Deadline::new();
+    while !client.done() || !raw_closed || echo.rejected.is_empty() {
+        deadline.check(|| {
+            format!(
+                "echoes {}/{}, garbage link closed {raw_closed}, rejected {:?}",
+                client.received, client.count, echo.rejected
+            )
+        });
+        server.run_once(TICK).unwrap();
+        echo.step(&mut server);
+        client_d.run_once(TICK).unwrap();
+        client.step(&mut client_d);
+        if raw.is_none() && client.received >= 200 {
+            let mut s = TcpStream::connect(socket_addr(&tcp)).unwrap();
+            let mut garbage = b"GET / HTTP/1.1\r\nHost: atbus\r\n\r\n".to_vec();
+            garbage.extend_from_slice(&payload(7, 4096));
+            s.write_all(&garbage).unwrap();
+            s.set_nonblocking(true).unwrap();
+            raw = Some(s);
+        }
+        if let Some(s) = raw.as_mut().filter(|_| !raw_closed) {
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => raw_closed = true,
+                // The node may answer with a close package before closing.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => raw_closed = true,
+            }
+        }
+    }
+    client.assert_all_echoed();
+    assert_eq!(client.peer_down, 0, "the real peer lost its link");
+    assert_eq!(paths(&client_d, "echo"), 1);
+    assert_eq!(echo.peer_up, 1);
+    assert_eq!(echo.rejected.len(), 1, "{:?}", echo.rejected);
+    assert!(!echo.rejected[0].is_empty());
+}
+
+// ----- 7. UDP through a lossy, duplicating, reordering proxy -----
+
+/// Forwards datagrams between one client and a server on loopback, dropping, duplicating and
+/// delaying (reordering) a share of them with a seeded RNG. Stops when dropped or after
+/// `TIMEOUT`.
+struct LossyUdpProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<[u64; 4]>>,
+}
+
+impl LossyUdpProxy {
+    fn new(server: SocketAddr, seed: u64) -> Self {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = front.local_addr().unwrap();
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, (rx, tx)) in [
+            (front.try_clone().unwrap(), back.try_clone().unwrap()),
+            (back, front),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (client, stop) = (Arc::clone(&client), Arc::clone(&stop));
+            let to_server = i == 0;
+            threads.push(std::thread::spawn(move || {
+                rx.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+                let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) + i as u64 + 1;
+                let mut rand = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % 1000
+                };
+                // forwarded, dropped, duplicated, delayed
+                let mut stats = [0u64; 4];
+                let mut held: Vec<(Instant, Vec<u8>)> = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                let end = Instant::now() + TIMEOUT;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    let dest = |client: &Mutex<Option<SocketAddr>>| {
+                        if to_server {
+                            Some(server)
+                        } else {
+                            *client.lock().unwrap()
+                        }
+                    };
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = held.drain(..).partition(|h| h.0 <= now);
+                    held = later;
+                    for (_, d) in due {
+                        if let Some(to) = dest(&client) {
+                            let _ = tx.send_to(&d, to);
+                        }
+                    }
+                    let Ok((n, from)) = rx.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if to_server {
+                        *client.lock().unwrap() = Some(from);
+                    }
+                    let Some(to) = dest(&client) else { continue };
+                    let r = rand();
+                    if r < 50 {
+                        stats[1] += 1;
+                    } else if r < 70 {
+                        stats[2] += 1;
+                        let _ = tx.send_to(&buf[..n], to);
+                        let _ = tx.send_to(&buf[..n], to);
+                    } else if r < 120 {
+                        stats[3] += 1;
+                        let delay = Duration::from_millis(1 + rand() % 20);
+                        held.push((now + delay, buf[..n].to_vec()));
+                    } else {
+                        stats[0] += 1;
+                        let _ = tx.send_to(&buf[..n], to);
+                    }
+                }
+                stats
+            }));
+        }
+        Self {
+            addr,
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops the proxy; returns forwarded, dropped, duplicated and delayed counts.
+    fn finish(mut self) -> [u64; 4] {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = [0u64; 4];
+        for t in self.threads.drain(..) {
+            for (sum, n) in total.iter_mut().zip(t.join().unwrap()) {
+                *sum += n;
+            }
+        }
+        total
+    }
+}
+
+impl Drop for LossyUdpProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn udp_through_a_lossy_reordering_proxy_is_exactly_once_in_order() {
+    let mut server = driver("echo");
+    let udp = server.listen(&url("udp://127.0.0.1:0")).unwrap();
+    let proxy = LossyUdpProxy::new(socket_addr(&udp), 42);
+    let mut client_d = driver("client");
+    client_d
+        .connect(&url(&format!("udp://{}", proxy.addr)))
+        .unwrap();
+    let mut client = Client::new("echo", 3000, 2, 200);
+    client.size = |seq| [1, 17, 300, 1200, 4000, 100][seq as usize % 6];
+    let echo = run_echo(&mut client_d, &mut server, &mut client);
+    client.assert_all_echoed();
+    assert_eq!(echo.undeliverable, 0);
+    assert_eq!(echo.peer_up, 1);
+    let [forwarded, dropped, duplicated, delayed] = proxy.finish();
+    assert!(
+        forwarded > 0 && dropped > 0 && duplicated > 0 && delayed > 0,
+        "the proxy did not disturb the traffic: forwarded {forwarded}, dropped {dropped}, \
+         duplicated {duplicated}, delayed {delayed}"
+    );
+}
