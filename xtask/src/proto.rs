@@ -30,6 +30,11 @@ fn generate_into(root: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     prost_build::Config::new()
         .bytes(["."])
         .btree_map(["."])
+        // Rare, large optional fields of a fragment live behind a pointer, so the fragment that
+        // every message travels in stays small to move.
+        .boxed(".atbus.protocol.packet_content.fragment_type.options")
+        .boxed(".atbus.protocol.packet_content.fragment_type.forward_for")
+        .boxed(".atbus.protocol.packet_content.fragment_type.close_reason")
         .out_dir(out)
         .compile_fds(fds)
         .context("generating Rust code with prost-build")?;

@@ -261,11 +261,11 @@ fn metadata_of_the_first_fragment_is_printed() {
         ("zone".to_string(), "eu".to_string()),
         ("app".to_string(), "chat".to_string()),
     ]);
-    first.options = Some(PacketOptions {
+    first.options = Some(Box::new(PacketOptions {
         token: b"tok".to_vec().into(),
         deadline_unix_ms: 1_700_000_000_123,
         ..Default::default()
-    });
+    }));
     let mut second = frag(b"data", false);
     // Metadata on a later fragment is not the message's.
     second.packet_type = 7;

@@ -86,7 +86,7 @@ pub struct MessageMeta {
     /// Labels of the message.
     pub labels: BTreeMap<String, String>,
     /// Options of the message.
-    pub options: Option<PacketOptions>,
+    pub options: Option<Box<PacketOptions>>,
 }
 
 impl MessageMeta {

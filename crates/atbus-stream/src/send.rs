@@ -73,6 +73,8 @@ pub(crate) struct SendStream {
     pub blocked: bool,
     /// Scheduling priority: higher goes first, equal priorities share.
     pub priority: i32,
+    /// Send-side counters of the stream.
+    pub stats: crate::session::StreamStats,
     /// The path that last lost data of this stream; retransmissions avoid it when they can.
     pub last_lost_path: Option<crate::config::PathId>,
     /// Acknowledged event already reported.

@@ -74,8 +74,20 @@ pub struct StreamStats {
     pub bytes_skipped: u64,
 }
 
+impl StreamStats {
+    fn add(&mut self, other: &StreamStats) {
+        self.messages_sent += other.messages_sent;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_retransmitted += other.bytes_retransmitted;
+        self.messages_received += other.messages_received;
+        self.bytes_received += other.bytes_received;
+        self.bytes_skipped += other.bytes_skipped;
+    }
+}
+
 #[derive(Debug)]
 struct RecvStream {
+    stats: StreamStats,
     reasm: Reassembler,
     /// Credit advertised to the peer (max stream offset).
     advertised: u64,
@@ -210,10 +222,20 @@ impl Session {
 
     /// Counters of a stream (either direction).
     pub fn stream_stats(&self, stream_id: i64) -> StreamStats {
-        self.stream_stats
+        // Live streams count in place (no map lookup per message); finished receive streams
+        // leave their counters in `stream_stats`.
+        let mut total = self
+            .stream_stats
             .get(&stream_id)
             .copied()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(s) = self.send_streams.get(&stream_id) {
+            total.add(&s.stats);
+        }
+        if let Some(r) = self.recv_streams.get(&stream_id) {
+            total.add(&r.stats);
+        }
+        total
     }
 
     /// Bytes held for sending (queued or unacknowledged) across all streams.
@@ -428,9 +450,8 @@ impl Session {
         let offset = stream.push(message.data, message.meta);
         stream.ack_reported = false;
         self.send_buffered += len;
-        let stats = self.stream_stats.entry(stream_id).or_default();
-        stats.messages_sent += 1;
-        stats.bytes_sent += len as u64;
+        stream.stats.messages_sent += 1;
+        stream.stats.bytes_sent += len as u64;
         Ok(offset)
     }
 
@@ -472,10 +493,7 @@ impl Session {
         self.session_data_sent += stream.next_new - committed_before;
         self.send_buffered -= before - stream.buffered;
         if let Some(r) = &skipped {
-            self.stream_stats
-                .entry(stream_id)
-                .or_default()
-                .bytes_skipped += r.end - r.start;
+            stream.stats.bytes_skipped += r.end - r.start;
         }
         Ok(skipped)
     }
@@ -502,10 +520,7 @@ impl Session {
         stream.ack_reported = false;
         self.closed_send.insert(stream_id);
         if let Some(r) = &skipped {
-            self.stream_stats
-                .entry(stream_id)
-                .or_default()
-                .bytes_skipped += r.end - r.start;
+            stream.stats.bytes_skipped += r.end - r.start;
         }
         Ok(skipped)
     }
@@ -541,7 +556,7 @@ impl Session {
         }
         let advanced = stream.reasm.read_offset() - before;
         self.session_data_read += advanced;
-        let stats = self.stream_stats.entry(stream_id).or_default();
+        let stats = &mut stream.stats;
         match &delivery {
             Some(Delivery::Message(m)) => {
                 stats.messages_received += 1;
@@ -565,7 +580,7 @@ impl Session {
         if stream.reasm.is_finished() && !stream.finished_reported && !stream.reasm.is_readable() {
             stream.finished_reported = true;
             self.events.push_back(Event::StreamFinished { stream_id });
-            self.recv_streams.remove(&stream_id);
+            self.retire_recv_stream(stream_id);
             self.closed_recv.insert(stream_id);
         }
         self.maybe_resume_reading();
@@ -688,10 +703,10 @@ impl Session {
                 let content = PacketContent {
                     fragment: vec![FragmentType {
                         packet_type: packet_types::CONTROL,
-                        close_reason: Some(atbus_proto::CloseReasonData {
+                        close_reason: Some(Box::new(atbus_proto::CloseReasonData {
                             code: reason.code,
                             message: reason.message.clone(),
-                        }),
+                        })),
                         ..FragmentType::default()
                     }],
                 };
@@ -1074,6 +1089,7 @@ impl Session {
             self.recv_streams.insert(
                 stream_id,
                 RecvStream {
+                    stats: StreamStats::default(),
                     // The window bounds what the peer may send; a quarter more absorbs
                     // retransmitted overlaps.
                     reasm: Reassembler::new((window + window / 4) as usize),
@@ -1170,7 +1186,7 @@ impl Session {
         if stream.reasm.is_finished() && !stream.finished_reported && !stream.reasm.is_readable() {
             stream.finished_reported = true;
             self.events.push_back(Event::StreamFinished { stream_id });
-            self.recv_streams.remove(&stream_id);
+            self.retire_recv_stream(stream_id);
             self.closed_recv.insert(stream_id);
         }
         if paused {
@@ -1182,6 +1198,16 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// Drops a finished receive stream, keeping its counters.
+    fn retire_recv_stream(&mut self, stream_id: i64) {
+        if let Some(r) = self.recv_streams.remove(&stream_id) {
+            self.stream_stats
+                .entry(stream_id)
+                .or_default()
+                .add(&r.stats);
+        }
     }
 
     fn maybe_resume_reading(&mut self) {
@@ -1319,10 +1345,7 @@ impl Session {
             if sp.skip && !stream.skip_acked && sp.range.end == stream.skip_to {
                 stream.skip_pending = true;
             }
-            self.stream_stats
-                .entry(sp.stream_id)
-                .or_default()
-                .bytes_retransmitted += len;
+            stream.stats.bytes_retransmitted += len;
             if let Some(p) = from.and_then(|id| self.paths.get_mut(&id)) {
                 p.stats.bytes_retransmitted += len;
             }

@@ -189,10 +189,10 @@ fn metadata_comes_from_the_first_fragment() {
     let meta = MessageMeta {
         packet_type: 7,
         labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
-        options: Some(PacketOptions {
+        options: Some(Box::new(PacketOptions {
             deadline_unix_ms: 5,
             ..Default::default()
-        }),
+        })),
     };
     let mut r = Reassembler::new(1024);
     r.insert(piece(3, b"def", true)).unwrap();
@@ -481,11 +481,11 @@ fn meta_from(seed: u8) -> MessageMeta {
         _ => MessageMeta {
             packet_type: 2,
             labels: BTreeMap::new(),
-            options: Some(PacketOptions {
+            options: Some(Box::new(PacketOptions {
                 token: Bytes::from(vec![seed; usize::from(seed % 9)]),
                 deadline_unix_ms: i64::from(seed),
                 ..Default::default()
-            }),
+            })),
         },
     }
 }

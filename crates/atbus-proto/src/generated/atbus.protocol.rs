@@ -171,8 +171,10 @@ pub mod packet_content {
         #[prost(int32, tag = "3")]
         pub fragment_flag: i32,
         /// Custom options (for example a token in a client authentication flow). First fragment only.
-        #[prost(message, optional, tag = "4")]
-        pub options: ::core::option::Option<super::PacketOptions>,
+        #[prost(message, optional, boxed, tag = "4")]
+        pub options: ::core::option::Option<
+            ::prost::alloc::boxed::Box<super::PacketOptions>,
+        >,
         /// Message labels, with the syntax of Kubernetes labels. First fragment only.
         #[prost(btree_map = "string, string", tag = "5")]
         pub labels: ::prost::alloc::collections::BTreeMap<
@@ -180,11 +182,15 @@ pub mod packet_content {
             ::prost::alloc::string::String,
         >,
         /// Where the message came from, filled by the sending node on relayed, unencrypted sessions.
-        #[prost(message, optional, tag = "6")]
-        pub forward_for: ::core::option::Option<super::ForwardData>,
+        #[prost(message, optional, boxed, tag = "6")]
+        pub forward_for: ::core::option::Option<
+            ::prost::alloc::boxed::Box<super::ForwardData>,
+        >,
         /// Why the stream or session closes, on close messages.
-        #[prost(message, optional, tag = "7")]
-        pub close_reason: ::core::option::Option<super::CloseReasonData>,
+        #[prost(message, optional, boxed, tag = "7")]
+        pub close_reason: ::core::option::Option<
+            ::prost::alloc::boxed::Box<super::CloseReasonData>,
+        >,
     }
 }
 /// Per-message options.
