@@ -146,6 +146,8 @@ struct Client {
     peer_down: u32,
     peer_up: u32,
     size: fn(u32) -> usize,
+    /// Outbound links that failed (only counted while the peer is expected to be away).
+    link_failures: Option<u32>,
 }
 
 impl Client {
@@ -164,6 +166,7 @@ impl Client {
             peer_down: 0,
             peer_up: 0,
             size: size_of,
+            link_failures: None,
         }
     }
 
@@ -176,8 +179,11 @@ impl Client {
     }
 
     fn step(&mut self, d: &mut NodeDriver) {
-        if let Some(f) = d.poll_link_failure() {
-            panic!("client link failed: {f:?}");
+        while let Some(f) = d.poll_link_failure() {
+            match self.link_failures.as_mut() {
+                Some(n) => *n += 1,
+                None => panic!("client link failed: {f:?}"),
+            }
         }
         while let Some(event) = d.poll_event() {
             self.handle(d, event);
@@ -457,8 +463,8 @@ fn tcp_link_killed_mid_transfer_loses_nothing() {
         }
         client.send_more(&mut client_d);
         if !killed && client.received >= 1000 {
-            let in_flight = client.next - client.received;
-            assert!(in_flight > 0, "nothing in flight at the kill");
+            let unacknowledged = client_d.node().session("echo").unwrap().send_buffered();
+            assert!(unacknowledged > 0, "nothing in flight at the kill");
             proxy.kill();
             killed = true;
         }
@@ -500,6 +506,23 @@ fn message_of_most_of_the_stream_window_is_delivered() {
 
 #[test]
 fn slow_reader_blocks_the_sender_with_bounded_memory() {
+    slow_reader(true);
+}
+
+/// docs/stream.md: "Both sides assume the configured windows until the node handshake exchanges
+/// them" — but the handshake carries no window, so a sender configured with larger windows
+/// than its peer overruns the peer's credit and the peer drops the session.
+#[test]
+#[ignore = "bug: receive windows are not exchanged in the node handshake; a sender with the \
+            default 1 MiB stream window overruns a reader configured with 64 KiB, which drops \
+            the session (LinkClosed ProtocolError: session with \"sender\" dropped)"]
+fn slow_reader_with_smaller_windows_than_the_sender() {
+    slow_reader(false);
+}
+
+/// A sender fills a reader that pauses reading (for `PAUSE` after the first `WouldBlock`), then
+/// reads everything; `same_windows`: the sender is configured with the reader's windows.
+fn slow_reader(same_windows: bool) {
     const MSG: usize = 8 * 1024;
     const COUNT: u32 = 512; // 4 MiB
     const PAUSE: Duration = Duration::from_millis(300);
@@ -511,10 +534,11 @@ fn slow_reader_blocks_the_sender_with_bounded_memory() {
     let window = sink_config.session.session_receive_window as usize;
     let mut sink = driver_with(sink_config);
     let tcp = sink.listen(&url("tcp://127.0.0.1:0")).unwrap();
-    // The initial credit is not negotiated: the sender assumes the peer's windows are its own.
     let mut sender_config = NodeConfig::new("sender");
-    sender_config.session.stream_receive_window = 64 * 1024;
-    sender_config.session.session_receive_window = 96 * 1024;
+    if same_windows {
+        sender_config.session.stream_receive_window = 64 * 1024;
+        sender_config.session.session_receive_window = 96 * 1024;
+    }
     sender_config.session.stream_send_buffer = 256 * 1024;
     sender_config.session.session_send_buffer = 256 * 1024;
     let mut sender = driver_with(sender_config);
@@ -582,11 +606,28 @@ fn slow_reader_blocks_the_sender_with_bounded_memory() {
 // ----- 4. a peer restarted mid-stream -----
 
 #[test]
-fn restarted_peer_reports_unacknowledged_messages_and_a_new_session_works() {
+fn restarted_peer_on_a_new_port_reports_the_loss_and_a_new_session_works() {
+    restarted_peer(false);
+}
+
+/// The restarted peer listens on the same URL; the client reconnects by itself (the URL is in
+/// its `NodeConfig::connect`).
+#[test]
+fn restarted_peer_on_the_same_url_is_reconnected_and_reports_the_loss() {
+    restarted_peer(true);
+}
+
+fn restarted_peer(same_url: bool) {
     let mut server = driver("echo");
     let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
-    let mut client_d = driver("client");
-    client_d.connect(&tcp).unwrap();
+    let mut client_config = NodeConfig::new("client");
+    if same_url {
+        client_config.connect = vec![tcp.to_string()];
+    }
+    let mut client_d = driver_with(client_config);
+    if !same_url {
+        client_d.connect(&tcp).unwrap();
+    }
     let mut client = Client::new("echo", 100_000, 2, 200);
     client.size = |seq| size_of(seq).min(20_000);
     let mut echo = Echo::default();
@@ -599,6 +640,8 @@ fn restarted_peer_reports_unacknowledged_messages_and_a_new_session_works() {
         client.step(&mut client_d);
     }
     let old_incarnation = client_d.node().peer_incarnation("echo").unwrap();
+    // Reconnects to the dead peer may be refused until the new one listens.
+    client.link_failures = Some(0);
     // The echo node dies with messages in flight both ways.
     drop(server);
     while client.peer_down == 0 {
@@ -617,15 +660,30 @@ fn restarted_peer_reports_unacknowledged_messages_and_a_new_session_works() {
         "sends to a down peer were refused"
     );
 
+    if same_url {
+        // The client's reconnects are refused while nobody listens.
+        while client.link_failures < Some(1) {
+            deadline.check(|| "a refused reconnect".into());
+            client_d.run_once(TICK).unwrap();
+            client.step(&mut client_d);
+        }
+    }
     let mut server = driver("echo");
-    let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
-    client_d.connect(&tcp).unwrap();
+    if same_url {
+        assert_eq!(server.listen(&tcp).unwrap(), tcp);
+    } else {
+        let tcp = server.listen(&url("tcp://127.0.0.1:0")).unwrap();
+        client_d.connect(&tcp).unwrap();
+    }
     let mut echo = Echo::default();
     while client.peer_up < 2 {
         deadline.check(|| "the restarted peer to come up".into());
         server.run_once(TICK).unwrap();
         echo.step(&mut server);
         client_d.run_once(TICK).unwrap();
+        if let Some(f) = client_d.poll_link_failure() {
+            assert!(same_url, "connect to the restarted peer failed: {f:?}");
+        }
         while let Some(e) = client_d.poll_event() {
             if let NodeEvent::Readable { .. } = e {
                 panic!("data from the new session before any was sent");
@@ -730,7 +788,11 @@ fn garbage_on_a_listening_socket_closes_that_link_only() {
     assert_eq!(paths(&client_d, "echo"), 1);
     assert_eq!(echo.peer_up, 1);
     assert_eq!(echo.rejected.len(), 1, "{:?}", echo.rejected);
-    assert!(!echo.rejected[0].is_empty());
+    assert!(
+        echo.rejected[0].contains("undecodable"),
+        "unclear rejection: {}",
+        echo.rejected[0]
+    );
 }
 
 // ----- 7. UDP through a lossy, duplicating, reordering proxy -----
