@@ -1,7 +1,7 @@
 //! The `atbus` command of libatbus-rs: `node` (a node on real sockets, optionally echoing),
 //! `send` (verified echo traffic with throughput and round-trip figures), `inspect` (a dissector
 //! of captured packages, which with `--reassemble` follows their streams) and a provisional
-//! `demo`; later `relay`, `discovery` and `token`.
+//! `demo`, and `discovery list` (the records of a discovery backend); later `relay` and `token`.
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -23,6 +23,7 @@
 
 pub mod demo;
 pub mod demo_session;
+pub mod discovery;
 pub mod inspect;
 pub mod node;
 pub mod reassemble;

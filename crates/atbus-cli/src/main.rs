@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use atbus_cli::discovery::{GatewayArg, Spec, SpecError};
 use atbus_cli::inspect::{self, InspectError, Options, Stats};
 use atbus_cli::reassemble::{self, DEFAULT_MAX_BUFFERED};
+use atbus_discovery::Selector;
 use atbus_frame::{DEFAULT_MAX_FRAME_LENGTH, FrameLimits};
 use atbus_transport_mio::Url;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -38,6 +40,8 @@ enum Command {
     /// Send numbered messages to an echo node, check the echoes and print a summary
     #[command(after_long_help = SEND_HELP)]
     Send(SendArgs),
+    /// Service discovery: list the registered node records
+    Discovery(DiscoveryArgs),
 }
 
 /// Token options shared by `node` and `send`.
@@ -73,7 +77,66 @@ struct NodeArgs {
     /// Send every received message back to its sender on the same stream
     #[arg(long)]
     echo: bool,
+    /// Register the node in discovery: etcd://HOST:PORT[,…], static:FILE or embedded (local to
+    /// this process). Without it the node registers nowhere
+    #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
+    discovery: Option<Spec>,
+    /// Label KEY=VALUE of the node's record; repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "discovery",
+          value_parser = atbus_cli::discovery::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Extra gateway URL[@PRIORITY] published for every caller (priority 0 when not given,
+    /// higher first); repeatable
+    #[arg(
+        long = "gateway",
+        value_name = "URL[@PRIORITY]",
+        requires = "discovery"
+    )]
+    gateways: Vec<GatewayArg>,
 }
+
+/// `--discovery` for clap (errors name the bad part).
+fn parse_spec(s: &str) -> Result<Spec, SpecError> {
+    Spec::parse(s)
+}
+
+#[derive(Debug, Args)]
+struct DiscoveryArgs {
+    #[command(subcommand)]
+    command: DiscoveryCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DiscoveryCommand {
+    /// Print the records a selector matches, ordered by name
+    #[command(after_long_help = DISCOVERY_LIST_HELP)]
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Where the records are: etcd://HOST:PORT[,…], static:FILE or embedded
+    #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
+    discovery: Spec,
+    /// Label selector, e.g. `kind=echo,area.region in (eu,us),!debug` (default: every record)
+    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse)]
+    selector: Option<Selector>,
+    /// One JSON record per line instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+const DISCOVERY_LIST_HELP: &str = "\
+The table has the columns NAME, NAMESPACE, KIND, LABELS (k=v,…) and GATEWAYS (each gateway as
+ADDRESS[,ADDRESS…]@PRIORITY, separated by spaces); `-` marks an empty cell. With --json each line
+is one record in its own JSON form (the value stored in etcd).
+
+Exit status: 0 on success (even when nothing matches), 1 when the backend failed, 2 on bad
+arguments (a selector or spec that does not parse, an unreadable or invalid static file).
+
+Examples:
+  atbus discovery list --discovery static:nodes.toml --selector 'kind=echo'
+  atbus discovery list --discovery etcd://127.0.0.1:2379 --json";
 
 #[derive(Debug, Args)]
 struct SendArgs {
@@ -120,10 +183,21 @@ Tokens: KEY_ID:SECRET (the secret is at least 16 bytes; without a colon the key 
 none means open links (only peers without tokens connect). Tokens on a command line are visible
 to other users: prefer --token-file or ATBUS_TOKEN.
 
+Discovery: with --discovery SPEC the node registers its record once its listeners are bound:
+version, host name and pid, --namespace, --label KEY=VALUE, its bound listen addresses as a
+gateway for callers of its own namespace (for everyone when the namespace is empty; 0.0.0.0 and
+[::] are left out), and every --gateway URL[@PRIORITY] for everyone. Registration is
+put-if-absent: a name already registered ends the node with status 1. SIGINT/SIGTERM
+deregister it; with etcd, a node that dies unexpectedly disappears when its lease expires
+(10 s). With `embedded` (or static:FILE) the registry lives inside this process only: nobody
+else sees the record.
+
 Logs go to standard error through tracing; set RUST_LOG (for example RUST_LOG=debug).
 
-Example:
-  atbus node --name echo --listen tcp://127.0.0.1:7000 --listen unix:///tmp/echo.sock --echo";
+Examples:
+  atbus node --name echo --listen tcp://127.0.0.1:7000 --listen unix:///tmp/echo.sock --echo
+  atbus node --name edge-1 --listen tcp://10.0.0.1:7000 --namespace prod \\
+    --discovery etcd://127.0.0.1:2379 --label tier=edge --gateway tcp://edge.example.com:443@10";
 
 const SEND_HELP: &str = "\
 Message seq goes on stream seq % K; its first min(8, BYTES) bytes are seq (little endian), the
@@ -286,11 +360,50 @@ fn run_node(args: NodeArgs) -> ExitCode {
         connect: args.connect,
         tokens,
         echo: args.echo,
+        discovery: args.discovery,
+        labels: args.labels.into_iter().collect(),
+        gateways: args.gateways,
     };
     match atbus_cli::node::run(&options, &stop, &mut io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("atbus: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_discovery_list(args: ListArgs) -> ExitCode {
+    init_tracing("warn");
+    let mut backend = match args.discovery.open() {
+        Ok(b) => b,
+        Err(err) => {
+            eprintln!("atbus: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let selector = args.selector.unwrap_or_else(Selector::everything);
+    let records = backend.list(&selector);
+    backend.shutdown();
+    let records = match records {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("atbus: error: cannot list {}: {err}", args.discovery);
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = if args.json {
+        atbus_cli::discovery::write_json(&records, &mut out)
+    } else {
+        atbus_cli::discovery::write_table(&records, &mut out)
+    }
+    .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("atbus: error: {err}");
             ExitCode::from(1)
         }
     }
@@ -364,6 +477,9 @@ fn main() -> ExitCode {
         Command::Demo => run_demo(),
         Command::Node(args) => return run_node(args),
         Command::Send(args) => return run_send(args),
+        Command::Discovery(DiscoveryArgs {
+            command: DiscoveryCommand::List(args),
+        }) => return run_discovery_list(args),
     };
     match result {
         Ok(stats) if stats.is_clean() => ExitCode::SUCCESS,

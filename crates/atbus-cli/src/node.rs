@@ -1,7 +1,7 @@
 //! `atbus node`: runs one node on real sockets until asked to stop, optionally echoing every
 //! message back to its sender.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,6 +11,8 @@ use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
 use atbus_stream::SendError;
 use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
 use bytes::Bytes;
+
+use crate::discovery::{Backend, RecordParts, Spec};
 
 /// What `atbus node` runs.
 #[derive(Debug, Clone)]
@@ -27,6 +29,12 @@ pub struct Options {
     pub tokens: Vec<AccessToken>,
     /// Send every received message back to its sender on the same stream.
     pub echo: bool,
+    /// Where to register the node's record; `None` keeps the node out of discovery.
+    pub discovery: Option<crate::discovery::Spec>,
+    /// Labels of the record.
+    pub labels: BTreeMap<String, String>,
+    /// Gateways published besides the listen addresses.
+    pub gateways: Vec<crate::discovery::GatewayArg>,
 }
 
 /// Echoes messages, reading a stream only while the previous echoes were accepted, so a slow
@@ -91,21 +99,52 @@ impl Echo {
     }
 }
 
+/// Opens `spec` and registers the node's record (put-if-absent) with its bound addresses.
+fn register(options: &Options, spec: &Spec, bound: &[String]) -> anyhow::Result<Backend> {
+    let record = crate::discovery::node_record(&RecordParts {
+        name: &options.name,
+        namespace: &options.namespace,
+        labels: &options.labels,
+        listen: bound,
+        gateways: &options.gateways,
+    });
+    record
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid node record: {errors}"))?;
+    let mut backend = spec.open()?;
+    backend
+        .register(record)
+        .with_context(|| format!("cannot register node {:?} in {spec}", options.name))?;
+    if !spec.is_shared() {
+        tracing::info!(%spec, "registered in a discovery registry local to this process");
+    } else {
+        tracing::info!(%spec, "registered");
+    }
+    Ok(backend)
+}
+
 /// Runs the node until `stop` is set; prints `listening on URL` for every bound address to
-/// `out`.
+/// `out`. With `options.discovery`, registers the node's record once the listeners are bound
+/// (failing when the name is taken) and deregisters it on the way out.
 pub fn run(options: &Options, stop: &AtomicBool, out: &mut impl Write) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.namespace = options.namespace.clone();
     config.connect = options.connect.iter().map(Url::to_string).collect();
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    let mut bound_urls = Vec::new();
     for url in &options.listen {
         let bound = driver
             .listen(url)
             .with_context(|| format!("cannot listen on {url}"))?;
         writeln!(out, "listening on {bound}")?;
         tracing::info!(%bound, "listening");
+        bound_urls.push(bound.to_string());
     }
     out.flush()?;
+    let mut discovery = match &options.discovery {
+        Some(spec) => Some(register(options, spec, &bound_urls)?),
+        None => None,
+    };
     let mut echo = Echo::default();
     while !stop.load(Ordering::Relaxed) {
         driver.run_once(Some(Duration::from_millis(100)))?;
@@ -149,8 +188,17 @@ pub fn run(options: &Options, stop: &AtomicBool, out: &mut impl Write) -> anyhow
         if options.echo {
             echo.step(&mut driver);
         }
+        if let Some(d) = discovery.as_mut() {
+            d.drain();
+        }
     }
     tracing::info!(echoed = echo.echoed, "stopping");
+    if let Some(mut d) = discovery.take() {
+        if let Err(err) = d.deregister(&options.name, Duration::from_secs(3)) {
+            tracing::warn!(%err, "deregister failed");
+        }
+        d.shutdown();
+    }
     driver.shutdown(Duration::from_secs(2))?;
     Ok(())
 }

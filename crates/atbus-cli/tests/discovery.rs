@@ -1,0 +1,547 @@
+//! `atbus discovery list` over a static file, spec and selector errors, and `atbus node
+//! --discovery etcd://…` against a real `etcd` process (Debian package `etcd-server`) started on
+//! free loopback ports with a temporary data dir. A missing `etcd` binary fails the etcd tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use atbus_discovery::NodeRecord;
+
+const MISSING: &str = "etcd not found: run `cargo xtask setup` or apt-get install etcd-server";
+
+const STATIC: &str = r#"
+[[node]]
+name = "echo-1"
+version = "0.1.0"
+host = { hostname = "host-a", pid = 10 }
+
+[node.metadata]
+namespace_name = "prod"
+kind = "echo"
+labels = { "area.region" = "eu", tier = "edge" }
+
+[[node.gateways]]
+priority = 10
+address = ["tcp://10.0.0.1:7000"]
+match = { metadata = { namespace_name = "prod" } }
+
+[[node]]
+name = "echo-2"
+metadata = { namespace_name = "prod", kind = "echo", labels = { "area.region" = "us" } }
+
+[[node]]
+name = "relay-1"
+metadata = { kind = "relay" }
+"#;
+
+fn atbus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(args)
+        .output()
+        .expect("run atbus")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn static_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nodes.toml");
+    std::fs::write(&path, STATIC).expect("write static file");
+    let spec = format!("static:{}", path.display());
+    (dir, spec)
+}
+
+fn json_records(o: &Output) -> Vec<NodeRecord> {
+    stdout(o)
+        .lines()
+        .map(|l| NodeRecord::from_json(l.as_bytes()).expect("a record per line"))
+        .collect()
+}
+
+#[test]
+fn static_list_table() {
+    let (_dir, spec) = static_file();
+    let o = atbus(&["discovery", "list", "--discovery", &spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    for h in ["NAME", "NAMESPACE", "KIND", "LABELS", "GATEWAYS"] {
+        assert!(lines[0].contains(h), "{out}");
+    }
+    assert!(lines[1].starts_with("echo-1 "), "{out}");
+    assert!(lines[1].contains("area.region=eu,tier=edge"), "{out}");
+    assert!(lines[1].contains("tcp://10.0.0.1:7000@10"), "{out}");
+    assert!(lines[2].starts_with("echo-2 "), "{out}");
+    assert!(lines[3].starts_with("relay-1 "), "{out}");
+}
+
+#[test]
+fn static_list_with_selector() {
+    let (_dir, spec) = static_file();
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &spec,
+        "--selector",
+        "kind=echo,area.region in (eu)",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("echo-1 ")));
+
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &spec,
+        "--selector",
+        "kind=nothing",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "header only");
+}
+
+#[test]
+fn static_list_json() {
+    let (_dir, spec) = static_file();
+    let o = atbus(&["discovery", "list", "--discovery", &spec, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = json_records(&o);
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["echo-1", "echo-2", "relay-1"]);
+    // The record's own JSON form, byte for byte.
+    let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(first, records[0].to_json().expect("json"));
+    assert_eq!(records[0].host.pid, 10);
+    assert_eq!(records[0].gateways[0].address, ["tcp://10.0.0.1:7000"]);
+
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &spec,
+        "--json",
+        "--selector",
+        "!kind,tier notin (edge)",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json_records(&o).is_empty());
+}
+
+#[test]
+fn bad_selector_exits_2() {
+    let (_dir, spec) = static_file();
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &spec,
+        "--selector",
+        "kind in (a",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("selector syntax error at byte"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn bad_specs_exit_2_naming_the_part() {
+    let cases: [(&str, &str); 4] = [
+        ("consul://x:1", "\"consul\""),
+        ("etcd://127.0.0.1:notaport", "127.0.0.1:notaport"),
+        ("etcd://", "names no endpoint"),
+        ("static:", "static: needs a file name"),
+    ];
+    for (spec, needle) in cases {
+        let o = atbus(&["discovery", "list", "--discovery", spec]);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{spec}: {}", stderr(&o));
+    }
+    // Specs that parse but whose file is missing or invalid.
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        "static:/nonexistent/nodes.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/nodes.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[node]]\nname = \"Bad_Name\"\n").expect("write");
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &format!("static:{}", bad.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Bad_Name"), "{}", stderr(&o));
+}
+
+#[test]
+fn node_with_static_discovery_refuses_a_name_in_the_file() {
+    let (_dir, spec) = static_file();
+    let o = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args([
+            "node",
+            "--name",
+            "echo-1",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--discovery",
+            &spec,
+        ])
+        .output()
+        .expect("run atbus node");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already registered"), "{}", stderr(&o));
+}
+
+#[test]
+fn node_rejects_bad_label_and_gateway() {
+    let o = atbus(&[
+        "node",
+        "--name",
+        "n",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--discovery",
+        "embedded",
+        "--gateway",
+        "tcp://gw:1@high",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"high\""), "{}", stderr(&o));
+    // A label key the record rules refuse: the node stops with the field named.
+    let o = atbus(&[
+        "node",
+        "--name",
+        "n",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--discovery",
+        "embedded",
+        "--label",
+        "bad key=v",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("metadata.labels"), "{}", stderr(&o));
+}
+
+/// A real etcd process, killed on drop.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Etcd {
+    fn start() -> Self {
+        match Command::new("etcd").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!("{MISSING} (etcd --version exited with {})", o.status),
+            Err(e) => panic!("{MISSING} ({e})"),
+        }
+        for _ in 0..5 {
+            let (client_port, peer_port) = (free_port(), free_port());
+            if client_port == peer_port {
+                continue;
+            }
+            let mut etcd = Etcd {
+                child: None,
+                dir: tempfile::tempdir().expect("temp dir"),
+                client_port,
+                peer_port,
+            };
+            if etcd.spawn() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start on any of 5 port pairs");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log file");
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .arg(format!("--initial-cluster=t={peer}"))
+            .args(["--logger", "zap", "--log-level", "error"])
+            .args(["--heartbeat-interval=10", "--election-timeout=100"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{MISSING} ({e})"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            if self.healthy() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        false
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    fn spec(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `atbus node`, killed when dropped.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
+            .arg("node")
+            .args(args)
+            .env_remove("ATBUS_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start atbus node");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read stdout");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .to_owned();
+        Node { child, url }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn list_json(spec: &str) -> Vec<NodeRecord> {
+    let o = atbus(&["discovery", "list", "--discovery", spec, "--json"]);
+    assert!(o.status.success(), "list failed: {}", stderr(&o));
+    json_records(&o)
+}
+
+/// Lists until `done` holds for the records, up to `limit`.
+fn poll_until(
+    spec: &str,
+    limit: Duration,
+    done: impl Fn(&[NodeRecord]) -> bool,
+) -> Vec<NodeRecord> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let records = list_json(spec);
+        if done(&records) {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {limit:?}; records: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
+    let etcd = Etcd::start();
+    let spec = etcd.spec();
+    let node_args = [
+        "--name",
+        "n1",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--discovery",
+        &spec,
+        "--label",
+        "kind-tier=edge",
+        "--namespace",
+        "ns1",
+        "--gateway",
+        "tcp://edge.example.com:443@10",
+    ];
+    let mut n1 = Node::start(&node_args);
+    assert!(n1.url.starts_with("tcp://127.0.0.1:"), "{}", n1.url);
+
+    let records = poll_until(&spec, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.name == "n1")
+    });
+    let r = records.iter().find(|r| r.name == "n1").expect("n1 listed");
+    assert_eq!(r.metadata.namespace_name, "ns1");
+    assert_eq!(
+        r.metadata.labels.get("kind-tier").map(String::as_str),
+        Some("edge")
+    );
+    assert_eq!(r.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.host.pid, n1.child.id());
+    assert_eq!(r.gateways.len(), 2, "{r:?}");
+    assert_eq!(r.gateways[0].address, [n1.url.clone()]);
+    assert!(r.gateways[0].is_internal_to("ns1"));
+    assert_eq!(r.gateways[1].address, ["tcp://edge.example.com:443"]);
+    assert_eq!(r.gateways[1].priority, 10);
+
+    // The selector reaches etcd too.
+    let o = atbus(&[
+        "discovery",
+        "list",
+        "--discovery",
+        &spec,
+        "--selector",
+        "kind-tier=edge,namespace_name=ns1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("n1 ")),
+        "{}",
+        stdout(&o)
+    );
+
+    // Same name again: put-if-absent refuses, the second node exits non-zero.
+    let second = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .arg("node")
+        .args(node_args)
+        .env_remove("ATBUS_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start second node");
+    let out = wait_output(second, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("name \"n1\" is already registered"),
+        "{}",
+        stderr(&out)
+    );
+    // The first registration is untouched.
+    let records = list_json(&spec);
+    let r = records
+        .iter()
+        .find(|r| r.name == "n1")
+        .expect("n1 still listed");
+    assert_eq!(r.host.pid, n1.child.id());
+
+    // Graceful shutdown deregisters at once (well before the 10 s lease TTL).
+    let status = n1.terminate();
+    assert!(status.success(), "node exit status {status}");
+    let started = Instant::now();
+    poll_until(&spec, Duration::from_secs(5), |r| {
+        r.iter().all(|r| r.name != "n1")
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Waits for `child` to exit within `limit` (killed and failed otherwise).
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "process did not exit within {limit:?}; stderr: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
