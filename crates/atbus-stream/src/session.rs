@@ -565,10 +565,14 @@ impl Session {
             Some(Delivery::Skipped { len, .. }) => stats.bytes_skipped += len,
             None => {}
         }
-        // Grant credit once a quarter window was read.
+        // Grant credit once a quarter window was read, and whenever the reader has drained the
+        // stream: a message is readable only when complete, so a large one that the last grant
+        // cut short would otherwise never finish.
         let window = self.config.stream_receive_window;
         let target = stream.reasm.read_offset() + window;
-        if target >= stream.advertised + window / 4 {
+        if target >= stream.advertised + window / 4
+            || (delivery.is_none() && target > stream.advertised)
+        {
             stream.advertised = target;
             self.stream_acks_pending.insert(stream_id);
         }

@@ -491,3 +491,27 @@ fn datagram_overrun_drops_without_acknowledging() {
     acked.dedup();
     assert_eq!(acked, vec![0, 1], "only accepted packets are acknowledged");
 }
+
+#[test]
+fn a_message_of_nearly_the_whole_window_after_small_ones_is_delivered() {
+    // Small messages move the read offset by less than a quarter window, then one message of
+    // nearly the whole window follows: the reader must top up credit when it runs dry.
+    let mut w = World::with_config(11, |c| {
+        c.stream_receive_window = 64 * 1024;
+        c.session_receive_window = 1024 * 1024;
+    });
+    w.add_path(
+        PathKind::ByteStream,
+        65535,
+        LinkConfig::lossless(Duration::from_millis(2)),
+    );
+    let mut msgs: Vec<Bytes> = (0..10).map(|i| Bytes::from(vec![i as u8; 1000])).collect();
+    msgs.push(Bytes::from(vec![0xab; 63 * 1024]));
+    msgs.push(Bytes::from(vec![0xcd; 64 * 1024]));
+    w.plan(1, msgs);
+    assert!(
+        w.run(Duration::from_secs(10), false),
+        "large messages stalled on credit"
+    );
+    w.assert_exactly_once();
+}
