@@ -527,6 +527,42 @@ fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+#[test]
+fn node_with_embedded_discovery_runs_and_stops_cleanly() {
+    let mut node = Node::start(&[
+        "--name",
+        "solo",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--discovery",
+        "embedded",
+        "--label",
+        "tier=edge",
+        "--gateway",
+        "tcp://gw.example.com:443@3",
+    ]);
+    assert!(node.url.starts_with("tcp://127.0.0.1:"), "{}", node.url);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        node.child.try_wait().expect("try_wait").is_none(),
+        "node exited early"
+    );
+    let status = node.terminate();
+    assert!(status.success(), "node exit status {status}");
+    // --label and --gateway need --discovery.
+    let o = atbus(&[
+        "node",
+        "--name",
+        "n",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--label",
+        "a=b",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--discovery"), "{}", stderr(&o));
+}
+
 /// Waits for `child` to exit within `limit` (killed and failed otherwise).
 fn wait_output(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
