@@ -54,6 +54,8 @@ fn hello_fields(h: &mut Sha256, role: &[u8], m: &HandshakeHello) {
         lp(h, v.as_bytes());
     }
     lp(h, &m.assigned_token);
+    h.update(m.stream_receive_window.to_be_bytes());
+    h.update(m.session_receive_window.to_be_bytes());
 }
 
 /// The transcript hash of `client`'s hello and `server`'s reply (`auth_proof` excluded).

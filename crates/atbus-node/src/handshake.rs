@@ -47,6 +47,10 @@ impl Node {
             max_package_size: max_package_size.min(i32::MAX as usize) as i32,
             labels: self.config.labels.clone(),
             assigned_token: Bytes::new(),
+            stream_receive_window: i64::try_from(self.config.session.stream_receive_window)
+                .unwrap_or(i64::MAX),
+            session_receive_window: i64::try_from(self.config.session.session_receive_window)
+                .unwrap_or(i64::MAX),
         }
     }
 
@@ -75,7 +79,12 @@ impl Node {
             ));
         }
         check_labels(&h.labels, usize::MAX).map_err(|m| reject(ProtocolError, m))?;
-        if h.incarnation_id < 0 || h.capabilities < 0 || h.max_package_size < 0 {
+        if h.incarnation_id < 0
+            || h.capabilities < 0
+            || h.max_package_size < 0
+            || h.stream_receive_window < 0
+            || h.session_receive_window < 0
+        {
             return Err(reject(ProtocolError, "negative field in hello"));
         }
         if h.nonce.len() != NONCE_LEN {

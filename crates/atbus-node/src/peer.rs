@@ -107,6 +107,13 @@ impl Node {
             let mut config: SessionConfig = self.config.session.clone();
             config.local_name = self.config.name.clone();
             config.peer_name = name.clone();
+            // Credit starts at what the peer said it grants (0: it did not say).
+            config.peer_stream_receive_window = u64::try_from(hello.stream_receive_window)
+                .ok()
+                .filter(|&w| w > 0);
+            config.peer_session_receive_window = u64::try_from(hello.session_receive_window)
+                .ok()
+                .filter(|&w| w > 0);
             Peer {
                 incarnation: hello.incarnation_id,
                 session: Session::new(config, now),

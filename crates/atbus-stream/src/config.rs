@@ -45,9 +45,27 @@ pub struct SessionConfig {
     /// and gentler back-off, fast retransmit after fewer signals, no window halving on a single
     /// loss.
     pub no_delay: bool,
+    /// The peer's stream receive window (its initial credit per stream), learned in the
+    /// handshake; `None` assumes it equals `stream_receive_window`.
+    pub peer_stream_receive_window: Option<u64>,
+    /// The peer's session receive window, learned in the handshake; `None` assumes it equals
+    /// `session_receive_window`.
+    pub peer_session_receive_window: Option<u64>,
 }
 
 impl SessionConfig {
+    /// Initial credit per stream granted by the peer.
+    pub fn peer_stream_window(&self) -> u64 {
+        self.peer_stream_receive_window
+            .unwrap_or(self.stream_receive_window)
+    }
+
+    /// Initial session credit granted by the peer.
+    pub fn peer_session_window(&self) -> u64 {
+        self.peer_session_receive_window
+            .unwrap_or(self.session_receive_window)
+    }
+
     /// Defaults for a session between `local_name` and `peer_name`.
     pub fn new(local_name: impl Into<String>, peer_name: impl Into<String>) -> Self {
         Self {
@@ -69,6 +87,8 @@ impl SessionConfig {
             path_idle_timeout: Duration::from_secs(10),
             max_ack_ranges: 32,
             no_delay: false,
+            peer_stream_receive_window: None,
+            peer_session_receive_window: None,
         }
     }
 }

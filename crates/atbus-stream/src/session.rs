@@ -152,7 +152,7 @@ impl Session {
         };
         let head_len = head.encoded_len();
         Self {
-            peer_max_session_data: config.session_receive_window,
+            peer_max_session_data: config.peer_session_window(),
             advertised_session_data: config.session_receive_window,
             epoch: now,
             limits: FrameLimits::default(),
@@ -429,11 +429,11 @@ impl Session {
         let limit = self
             .config
             .stream_send_buffer
-            .min(self.config.stream_receive_window as usize);
+            .min(self.config.peer_stream_window() as usize);
         if len > limit {
             return Err(SendError::MessageTooLarge { len, limit });
         }
-        let credit = self.config.stream_receive_window;
+        let credit = self.config.peer_stream_window();
         let stream = self
             .send_streams
             .entry(stream_id)
@@ -457,7 +457,7 @@ impl Session {
 
     /// Finishes a stream: nothing more will be sent on it, and its id never reopens.
     pub fn finish(&mut self, stream_id: i64) -> Result<(), SendError> {
-        let credit = self.config.stream_receive_window;
+        let credit = self.config.peer_stream_window();
         let stream = self
             .send_streams
             .entry(stream_id)
@@ -504,7 +504,7 @@ impl Session {
         if stream_id < 0 {
             return Err(SendError::InvalidStreamId(stream_id));
         }
-        let credit = self.config.stream_receive_window;
+        let credit = self.config.peer_stream_window();
         let stream = self
             .send_streams
             .entry(stream_id)
@@ -528,7 +528,7 @@ impl Session {
     /// Sets a stream's scheduling priority: higher goes first, equal priorities share the
     /// paths fairly (default 0).
     pub fn set_priority(&mut self, stream_id: i64, priority: i32) {
-        let credit = self.config.stream_receive_window;
+        let credit = self.config.peer_stream_window();
         self.send_streams
             .entry(stream_id)
             .or_insert_with(|| SendStream::new(credit))

@@ -509,9 +509,6 @@ fn slow_reader_blocks_the_sender_with_bounded_memory() {
 /// them" — but the handshake carries no window, so a sender configured with larger windows
 /// than its peer overruns the peer's credit and the peer drops the session.
 #[test]
-#[ignore = "bug: receive windows are not exchanged in the node handshake; a sender with the \
-            default 1 MiB stream window overruns a reader configured with 64 KiB, which drops \
-            the session (LinkClosed ProtocolError: session with \"sender\" dropped)"]
 fn slow_reader_with_smaller_windows_than_the_sender() {
     slow_reader(false);
 }

@@ -288,6 +288,13 @@ pub struct HandshakeHello {
     /// A signed token previously assigned by a server (see docs/security.md).
     #[prost(bytes = "bytes", tag = "12")]
     pub assigned_token: ::prost::bytes::Bytes,
+    /// Receive credit the sender grants each stream of the session at start, in bytes (0 = the
+    /// receiver assumes its own configured window).
+    #[prost(int64, tag = "13")]
+    pub stream_receive_window: i64,
+    /// Receive credit the sender grants the whole session at start, in bytes (0 = as above).
+    #[prost(int64, tag = "14")]
+    pub session_receive_window: i64,
 }
 /// Proof that closes a 1-RTT handshake.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
