@@ -77,7 +77,11 @@ fn have(program: &str) -> bool {
 
 /// Installs the Debian packages the test suite needs when they are missing.
 fn setup() -> Result<()> {
-    let wanted = [("protoc", "protobuf-compiler"), ("etcd", "etcd-server")];
+    let wanted = [
+        ("protoc", "protobuf-compiler"),
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+    ];
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| !have(bin))
