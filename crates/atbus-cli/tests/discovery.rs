@@ -2,14 +2,11 @@
 //! --discovery etcd://…` against a real `etcd` process (Debian package `etcd-server`) started on
 //! free loopback ports with a temporary data dir. A missing `etcd` binary fails the etcd tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use atbus_discovery::NodeRecord;
-
-const MISSING: &str = "etcd not found: run `cargo xtask setup` or apt-get install etcd-server";
 
 const STATIC: &str = r#"
 [[node]]
@@ -248,117 +245,7 @@ fn node_rejects_bad_label_and_gateway() {
     assert!(stderr(&o).contains("metadata.labels"), "{}", stderr(&o));
 }
 
-/// A real etcd process, killed on drop.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Etcd {
-    fn start() -> Self {
-        match Command::new("etcd").arg("--version").output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!("{MISSING} (etcd --version exited with {})", o.status),
-            Err(e) => panic!("{MISSING} ({e})"),
-        }
-        for _ in 0..5 {
-            let (client_port, peer_port) = (free_port(), free_port());
-            if client_port == peer_port {
-                continue;
-            }
-            let mut etcd = Etcd {
-                child: None,
-                dir: tempfile::tempdir().expect("temp dir"),
-                client_port,
-                peer_port,
-            };
-            if etcd.spawn() {
-                return etcd;
-            }
-        }
-        panic!("etcd did not start on any of 5 port pairs");
-    }
-
-    fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg(format!("--initial-cluster=t={peer}"))
-            .args(["--logger", "zap", "--log-level", "error"])
-            .args(["--heartbeat-interval=10", "--election-timeout=100"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{MISSING} ({e})"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false;
-            }
-            if self.healthy() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        false
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
-    }
-
-    fn spec(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use atbus_discovery_etcd::testing::EtcdProcess as Etcd;
 
 /// A running `atbus node`, killed when dropped.
 struct Node {

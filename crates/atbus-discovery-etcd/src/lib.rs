@@ -42,6 +42,9 @@ mod config;
 mod shared;
 mod worker;
 
+#[doc(hidden)]
+pub mod testing;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -2,9 +2,6 @@
 //! free loopback ports with a temporary data dir. A missing `etcd` binary fails every test.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atbus_discovery::{
@@ -12,145 +9,17 @@ use atbus_discovery::{
 };
 use atbus_discovery_etcd::{Backoff, EtcdConfig, EtcdDiscovery};
 
-const MISSING: &str = "etcd not found: run `cargo xtask setup` or apt-get install etcd-server";
+use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, free_port};
 
-/// A real etcd process, killed on drop.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
+/// Reads and changes the store behind the backend's back.
+trait Store {
+    /// A plain etcd client.
+    fn raw<T>(&self, f: impl AsyncFnOnce(etcd_client::Client) -> T) -> T;
+    /// Every record in etcd, by name.
+    fn records(&self) -> BTreeMap<String, NodeRecord>;
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl Etcd {
-    fn start() -> Self {
-        // RUST_LOG=atbus_discovery_etcd=debug shows what the backend does.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        match Command::new("etcd").arg("--version").output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!("{MISSING} (etcd --version exited with {})", o.status),
-            Err(e) => panic!("{MISSING} ({e})"),
-        }
-        for _ in 0..5 {
-            let (client_port, peer_port) = (free_port(), free_port());
-            if client_port == peer_port {
-                continue;
-            }
-            let mut etcd = Etcd {
-                child: None,
-                dir: tempfile::tempdir().expect("temp dir"),
-                client_port,
-                peer_port,
-            };
-            if etcd.spawn() {
-                return etcd;
-            }
-        }
-        panic!("etcd did not start on any of 5 port pairs");
-    }
-
-    /// Starts etcd on this instance's ports and data dir; false if it exits or never gets
-    /// healthy.
-    fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg(format!("--initial-cluster=t={peer}"))
-            .args(["--logger", "zap", "--log-level", "error"])
-            .args(["--heartbeat-interval=10", "--election-timeout=100"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{MISSING} ({e})"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false;
-            }
-            if self.healthy() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        false
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("etcd running").id().to_string()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts etcd again with the same data dir and ports.
-    fn restart(&mut self) {
-        for _ in 0..20 {
-            if self.spawn() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("etcd did not restart on its ports");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// A plain etcd client for checking and changing the store behind the backend's back.
+impl Store for Etcd {
     fn raw<T>(&self, f: impl AsyncFnOnce(etcd_client::Client) -> T) -> T {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -164,7 +33,6 @@ impl Etcd {
         })
     }
 
-    /// Every record in etcd, by name.
     fn records(&self) -> BTreeMap<String, NodeRecord> {
         self.raw(async |mut c| {
             let r = c
@@ -182,12 +50,6 @@ impl Etcd {
                 })
                 .collect()
         })
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

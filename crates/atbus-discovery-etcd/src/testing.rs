@@ -1,0 +1,211 @@
+//! A real `etcd` process for integration tests (this crate's, the CLI's): free loopback ports, a
+//! temporary data directory, killed on drop. Not part of the supported API.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a test says when a binary is missing.
+pub const MISSING: &str =
+    "not found: run `cargo xtask setup` or apt-get install etcd-server etcd-client";
+
+/// A running etcd, killed (and its data directory removed) on drop.
+#[derive(Debug)]
+pub struct EtcdProcess {
+    child: Option<Child>,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+/// A free loopback TCP port (nothing listens on it once returned).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Panics with [`MISSING`] unless `bin --version`-style `probe` runs.
+pub fn require(bin: &str, probe: &str) {
+    match Command::new(bin).arg(probe).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("{bin} {MISSING} ({bin} {probe} exited with {})", o.status),
+        Err(e) => panic!("{bin} {MISSING} ({e})"),
+    }
+}
+
+impl EtcdProcess {
+    /// Starts etcd on free loopback ports (five tries), failing the test clearly if the binary
+    /// is missing.
+    pub fn start() -> Self {
+        require("etcd", "--version");
+        for attempt in 0..5 {
+            let (client_port, peer_port) = (free_port(), free_port());
+            if client_port == peer_port {
+                continue;
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "atbus-etcd-{}-{client_port}-{attempt}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                panic!("temp dir {}: {e}", dir.display());
+            }
+            let mut etcd = EtcdProcess {
+                child: None,
+                dir,
+                client_port,
+                peer_port,
+            };
+            if etcd.spawn() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start on any of 5 port pairs");
+    }
+
+    /// Starts etcd with auth enabled for user `user` (role root) with `password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        require("etcdctl", "version");
+        let etcd = Self::start();
+        etcd.ctl(&["user", "add", &format!("{user}:{password}")]);
+        etcd.ctl(&["role", "add", "root"]);
+        etcd.ctl(&["user", "grant-role", user, "root"]);
+        etcd.ctl(&["auth", "enable"]);
+        etcd
+    }
+
+    /// Starts etcd on this instance's ports and data dir; false if it exits or never gets
+    /// healthy within 10 s.
+    fn spawn(&mut self) -> bool {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.join("etcd.log"))
+            .unwrap_or_else(|e| panic!("etcd log file: {e}"));
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .arg(format!("--initial-cluster=t={peer}"))
+            .args(["--logger", "zap", "--log-level", "error"])
+            .args(["--heartbeat-interval=10", "--election-timeout=100"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("etcd {MISSING} ({e})"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            if self.healthy() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether `/health` answers true.
+    pub fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The discovery spec, `etcd://127.0.0.1:PORT`.
+    pub fn spec(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> String {
+        self.child
+            .as_ref()
+            .map(|c| c.id().to_string())
+            .unwrap_or_else(|| panic!("etcd is not running"))
+    }
+
+    /// Kills the process (the data dir stays for a restart).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again with the same data dir and ports.
+    pub fn restart(&mut self) {
+        for _ in 0..20 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not restart on its ports");
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, …) with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Runs `etcdctl` (API v3, bounded by its dial and command timeouts) against this etcd.
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .args(["--dial-timeout=3s", "--command-timeout=5s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("etcdctl {MISSING} ({e})"));
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
