@@ -1,0 +1,157 @@
+//! Typed errors of this crate: one variant per reason, so a node can log, count and answer each
+//! differently.
+
+use thiserror::Error;
+
+/// Why a token was refused (at decoding, verification or issue).
+///
+/// The variants are checked in this order: size, text form, version, layout and fields, key id,
+/// MAC, then (only for a token whose MAC verified) audience, lifetime and validity period. An
+/// attacker therefore learns nothing about claims before proving knowledge of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token is larger than the hard cap; it was not parsed.
+    #[error("token is {len} bytes, the limit is {max}")]
+    Oversized {
+        /// Length seen (bytes of the binary form, or characters of the text form).
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The token ends inside `field`.
+    #[error("token is truncated inside {field}")]
+    Truncated {
+        /// The field being read when the bytes ran out.
+        field: &'static str,
+    },
+    /// The token's format version is not one this build reads.
+    #[error("token format version {0} is not supported (this build reads version 1)")]
+    UnsupportedVersion(u8),
+    /// A field is present but its value is not allowed.
+    #[error("token field {field} is malformed: {reason}")]
+    Malformed {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No key of the key ring has the token's key id.
+    #[error("token is signed with unknown key id {0:?}")]
+    UnknownKeyId(String),
+    /// The MAC does not verify: the token was altered or signed with another secret.
+    #[error("token MAC does not verify (altered, or signed with another secret)")]
+    Tampered,
+    /// The token was issued for another namespace (audience).
+    #[error("token is for namespace {actual:?}, this verifier serves {expected:?}")]
+    WrongAudience {
+        /// The namespace the verifier serves.
+        expected: String,
+        /// The namespace the token names.
+        actual: String,
+    },
+    /// The token's lifetime is longer than the verifier allows.
+    #[error("token lifetime is {lifetime} s, the verifier allows at most {max} s")]
+    LifetimeTooLong {
+        /// `expires_at - issued_at`.
+        lifetime: u64,
+        /// The policy's maximum.
+        max: u64,
+    },
+    /// The token's expiry (plus the allowed clock skew) has passed.
+    #[error("token expired at {expires_at} (now {now}, skew allowance {skew} s)")]
+    Expired {
+        /// Expiry, Unix seconds.
+        expires_at: u64,
+        /// The verifier's Unix time.
+        now: u64,
+        /// Clock-skew allowance applied, seconds.
+        skew: u64,
+    },
+    /// The token's issue time (minus the allowed clock skew) is still in the future.
+    #[error("token is not valid before {issued_at} (now {now}, skew allowance {skew} s)")]
+    NotYetValid {
+        /// Issue time, Unix seconds.
+        issued_at: u64,
+        /// The verifier's Unix time.
+        now: u64,
+        /// Clock-skew allowance applied, seconds.
+        skew: u64,
+    },
+}
+
+/// Why a key or key ring operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key id is empty, longer than 64 bytes or has a byte outside printable ASCII.
+    #[error("key id {0:?} must be 1 to 64 printable ASCII characters (no space)")]
+    BadKeyId(String),
+    /// The secret is shorter than the minimum.
+    #[error("secret of key id {key_id:?} is {len} bytes, at least {min} are required")]
+    SecretTooShort {
+        /// The key id.
+        key_id: String,
+        /// Length given.
+        len: usize,
+        /// Minimum length.
+        min: usize,
+    },
+    /// The key ring already holds a key with this id.
+    #[error("key id {0:?} is already in the key ring")]
+    DuplicateKeyId(String),
+    /// The key ring holds its maximum number of keys.
+    #[error("the key ring holds {0} keys, its maximum")]
+    TooManyKeys(usize),
+    /// No key with this id is in the key ring.
+    #[error("key id {0:?} is not in the key ring")]
+    UnknownKeyId(String),
+    /// The key ring has no key to issue tokens with.
+    #[error("the key ring has no issuing key")]
+    NoIssuingKey,
+}
+
+/// A frame or request that a verified token does not permit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The peer uses a name other than the one its token binds.
+    #[error("token is bound to name {bound:?}, the peer uses {used:?}")]
+    NameMismatch {
+        /// The token's name.
+        bound: String,
+        /// The name the peer used.
+        used: String,
+    },
+    /// The stream id is outside the token's allowed streams.
+    #[error("stream id {0} is not allowed by the token")]
+    StreamNotAllowed(i64),
+}
+
+/// Why a 0-RTT proof was refused before the anti-replay check.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EarlyProofError {
+    /// The encoded proof is shorter than its fixed size.
+    #[error("0-RTT proof is {len} bytes, it must be {expected}")]
+    Truncated {
+        /// Length given.
+        len: usize,
+        /// The fixed size.
+        expected: usize,
+    },
+    /// The encoded proof is longer than its fixed size.
+    #[error("0-RTT proof is {len} bytes, it must be {expected}")]
+    Oversized {
+        /// Length given.
+        len: usize,
+        /// The fixed size.
+        expected: usize,
+    },
+    /// The timestamp does not fit a signed 64-bit millisecond count.
+    #[error("0-RTT proof timestamp {0} is out of range")]
+    BadTimestamp(u64),
+    /// The MAC does not verify.
+    #[error("0-RTT proof MAC does not verify")]
+    BadMac,
+}

@@ -1,0 +1,88 @@
+//! libatbus-rs layer 1: the security pieces of the node that need no I/O, no clock and no
+//! randomness — signed access tokens, the key ring that verifies them, and the 0-RTT first-flight
+//! proof with its anti-replay guard. Time and nonces are always arguments.
+//!
+//! - [`TokenKey`] / [`TokenKeyring`]: HMAC-SHA256 signed tokens binding a node name, allowed
+//!   stream ids, a namespace (audience), issue and expiry times and a nonce; several keys by key
+//!   id for rotation; constant-time verification with a distinct [`TokenError`] per defect.
+//! - [`VerifiedToken::check_name`] / [`VerifiedToken::check_stream`]: the checks a node applies
+//!   to every frame of a token-authenticated link.
+//! - [`EarlyProof`] and [`AntiReplay`]: the client's 0-RTT proof and the server's freshness
+//!   window, nonce cache and warm-up; every refusal is a typed [`EarlyOutcome`] so the node falls
+//!   back to 1-RTT.
+//!
+//! The formats are specified byte by byte in `docs/security.md`.
+//!
+//! ```
+//! use atbus_auth::{
+//!     AntiReplay, AntiReplayConfig, EarlyContext, EarlyOutcome, EarlyProof, StreamSet,
+//!     TokenClaims, TokenError, TokenKey, TokenKeyring,
+//! };
+//!
+//! // Issuer and server share a key ring (here with one key).
+//! let mut ring = TokenKeyring::new();
+//! ring.insert(TokenKey::new("2026-11", b"a 32-byte random secret........".to_vec())?)?;
+//! let now = 1_800_000_000; // Unix seconds, supplied by the caller
+//! let issued = ring.issue(&TokenClaims {
+//!     name: "player-17".into(),
+//!     namespace: "game".into(),
+//!     streams: StreamSet::parse("1-8")?,
+//!     issued_at: now,
+//!     expires_at: now + 3600,
+//!     nonce: [7; 16], // from the issuer's CSPRNG
+//! })?;
+//! let text = issued.to_text(); // "atbus1.…", handed to the client with the holder secret
+//!
+//! // The server verifies it, then enforces it on every frame.
+//! let token = ring.verify_text(&text, "game", now + 10)?;
+//! token.check_name("player-17")?;
+//! assert!(token.check_stream(9).is_err());
+//! assert!(matches!(
+//!     ring.verify_text(&text, "game", now + 7200),
+//!     Err(TokenError::Expired { .. })
+//! ));
+//!
+//! // 0-RTT: the client proves the holder secret in its first flight...
+//! let ctx = EarlyContext {
+//!     key_id: "2026-11",
+//!     client_name: "player-17",
+//!     namespace: "game",
+//!     server_name: "lobby-1",
+//!     first_flight: b"encoded hello and early data",
+//! };
+//! let now_ms = (now + 60) * 1000;
+//! let proof = EarlyProof::sign(&issued.holder_secret.0, &ctx, now_ms, [9; 32])?;
+//! // ...the server checks it, then asks its guard (started a minute earlier).
+//! proof.verify(&token.holder_secret.0, &ctx)?;
+//! let mut guard = AntiReplay::new(AntiReplayConfig::default(), now * 1000);
+//! assert_eq!(guard.check(now_ms, &proof), EarlyOutcome::Accepted);
+//! assert_eq!(guard.check(now_ms + 5, &proof), EarlyOutcome::Replayed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod early;
+mod error;
+mod keyring;
+mod replay;
+mod streams;
+pub mod token;
+
+#[doc(hidden)]
+pub mod fuzz;
+
+pub use early::{EARLY_NONCE_LEN, EARLY_PROOF_LABEL, EARLY_PROOF_LEN, EarlyContext, EarlyProof};
+pub use error::{EarlyProofError, KeyError, TokenError, Violation};
+pub use fuzz::fuzz_auth_token;
+pub use keyring::{
+    DEFAULT_CLOCK_SKEW_SECS, HOLDER_SECRET_LABEL, HOLDER_SECRET_LEN, IssueError, IssuedToken,
+    MAX_KEYS, MIN_SECRET_LEN, Secret, TokenKey, TokenKeyring, VerifiedToken, VerifyPolicy,
+};
+pub use replay::{
+    AntiReplay, AntiReplayConfig, AntiReplayStats, DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_MS,
+    EarlyOutcome,
+};
+pub use streams::{MAX_STREAM_ID, MAX_STREAM_RANGES, StreamSet, StreamSetError};
+pub use token::{TokenClaims, UnverifiedToken};
