@@ -12,7 +12,13 @@ use crate::error::ConfigError;
 pub mod capabilities {
     /// The node merges several links to one peer into one session (mixed streams).
     pub const MULTI_PATH: i64 = 0x1;
-    /// Every bit this version defines; the rest are reserved (encryption, compression, 0-RTT).
+    /// The sender is a relay: it forwards frames addressed to other nodes and runs no sessions
+    /// of its own. A node announcing it runs in router mode (see `Node::poll_routed`); a plain
+    /// node treats a link to a peer announcing it as a relay link only when the peer's name is
+    /// in [`crate::NodeConfig::relays`].
+    pub const RELAY: i64 = 0x2;
+    /// Every bit a plain node announces by default; the rest are reserved (encryption,
+    /// compression, 0-RTT). [`RELAY`] is announced by relays only.
     pub const ALL: i64 = MULTI_PATH;
 }
 
@@ -55,6 +61,9 @@ impl std::fmt::Debug for AccessToken {
 pub const MIN_SECRET_LEN: usize = 16;
 /// Longest key id accepted.
 pub const MAX_KEY_ID_LEN: usize = 64;
+
+/// Default of [`NodeConfig::relayed_path_mtu`].
+pub const DEFAULT_RELAYED_PATH_MTU: usize = 1224;
 
 /// Limits of a node; each has a documented default.
 #[derive(Debug, Clone)]
@@ -120,6 +129,13 @@ pub struct NodeConfig {
     pub capabilities: i64,
     /// Limits.
     pub limits: NodeLimits,
+    /// Names of the relays this node trusts: a link to a peer of one of these names that
+    /// announces [`capabilities::RELAY`] carries relayed paths of other peers' sessions instead of
+    /// a session with the relay (default: none).
+    pub relays: Vec<String>,
+    /// Largest package on a relayed path (default 1224, the IPv6-safe UDP payload), so a frame
+    /// fits every link of the relay chain and relays never re-fragment; capped by the link MTU.
+    pub relayed_path_mtu: usize,
     /// Protocol version announced; always [`atbus_proto::PROTOCOL_VERSION`] outside tests.
     #[doc(hidden)]
     pub protocol_version: i32,
@@ -143,6 +159,8 @@ impl NodeConfig {
             reconnect_max: Duration::from_secs(30),
             capabilities: capabilities::ALL,
             limits: NodeLimits::default(),
+            relays: Vec::new(),
+            relayed_path_mtu: DEFAULT_RELAYED_PATH_MTU,
             protocol_version: atbus_proto::PROTOCOL_VERSION as i32,
         }
     }
@@ -157,6 +175,9 @@ impl NodeConfig {
         check_name(&self.name).map_err(ConfigError::Name)?;
         check_namespace(&self.namespace).map_err(ConfigError::Namespace)?;
         check_labels(&self.labels, usize::MAX).map_err(ConfigError::Label)?;
+        for r in &self.relays {
+            check_name(r).map_err(ConfigError::Name)?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.tokens {
             if t.key_id.is_empty() || t.key_id.len() > MAX_KEY_ID_LEN {

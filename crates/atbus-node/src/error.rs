@@ -35,6 +35,12 @@ pub enum NodeError {
         /// Bytes waiting.
         buffered: usize,
     },
+    /// A name is not a valid node name.
+    #[error("invalid node name: {0}")]
+    InvalidName(String),
+    /// The relay is not one of `NodeConfig::relays`.
+    #[error("{0:?} is not a configured relay")]
+    NotARelay(String),
     /// The session refused the message (backpressure, empty message, closed stream, ...).
     #[error(transparent)]
     Send(#[from] SendError),

@@ -69,16 +69,20 @@ mod handshake;
 mod link;
 mod node;
 mod peer;
+mod relayed;
+pub mod routed;
 mod types;
 
 pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};
 pub use auth::SessionKeys;
 pub use config::{
-    AccessToken, MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits, capabilities,
+    AccessToken, DEFAULT_RELAYED_PATH_MTU, MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits,
+    capabilities,
 };
 pub use error::{ConfigError, NodeError};
 pub use fuzz::fuzz_handshake;
 pub use node::Node;
 pub use types::{
-    Action, Direction, LinkCloseReason, LinkId, LinkKind, NodeEvent, UndeliverableReason,
+    Action, Direction, LinkCloseReason, LinkId, LinkInfo, LinkKind, LinkRole, NodeEvent,
+    UndeliverableReason,
 };

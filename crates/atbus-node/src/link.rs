@@ -1,6 +1,6 @@
 //! One link: its decoder, handshake state and queued control packages.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use atbus_frame::StreamDecoder;
@@ -50,13 +50,31 @@ pub(crate) enum LinkState {
         /// Server: the accept package and the client's proof, to answer a retransmitted confirm.
         accept: Option<(Vec<u8>, Bytes)>,
     },
+    /// Plain node: an authenticated link to a trusted relay; it carries relayed paths of the
+    /// sessions with the peers in `paths`.
+    Relay {
+        relay: String,
+        paths: BTreeMap<String, PathId>,
+    },
+    /// Router mode: an authenticated link whose session frames go to the owner unread.
+    Routed {
+        peer: String,
+        capabilities: i64,
+        key_id: String,
+    },
     /// Closed: only queued control packages (a `link_close`) remain to go out.
     Closed,
 }
 
 impl LinkState {
     pub fn in_handshake(&self) -> bool {
-        !matches!(self, LinkState::Established { .. } | LinkState::Closed)
+        !matches!(
+            self,
+            LinkState::Established { .. }
+                | LinkState::Relay { .. }
+                | LinkState::Routed { .. }
+                | LinkState::Closed
+        )
     }
 }
 

@@ -3,18 +3,21 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use atbus_frame::{DatagramDecoder, FrameError, FrameLimits, StreamDecoder};
+use atbus_frame::{DatagramDecoder, FrameError, FrameLimits, RawPackage, StreamDecoder};
 use atbus_proto::{AtbusCloseReason, CloseReasonData, FrameMessage, frame_message::Body};
 use atbus_stream::{Delivery, OutgoingMessage, Session};
 use bytes::Bytes;
 use rand_core::CryptoRng;
 
 use crate::auth::SessionKeys;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, capabilities};
 use crate::error::{ConfigError, NodeError};
 use crate::link::{Link, LinkState};
 use crate::peer::{Peer, Reconnect};
-use crate::types::{Action, Direction, LinkCloseReason, LinkId, LinkKind, NodeEvent};
+use crate::routed::{RoutedFrame, inspect_frame};
+use crate::types::{
+    Action, Direction, LinkCloseReason, LinkId, LinkInfo, LinkKind, LinkRole, NodeEvent,
+};
 
 /// A sans-IO node: owns links, their handshakes, and one session per peer.
 ///
@@ -37,6 +40,10 @@ pub struct Node {
     pub(crate) unix_ms: i64,
     /// The latest `now` passed in.
     pub(crate) last_now: Instant,
+    /// Router mode: frames handed to the owner unread.
+    pub(crate) routed: VecDeque<RoutedFrame>,
+    /// Peers reached through a relay: peer name → relay name.
+    pub(crate) relay_routes: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -81,6 +88,8 @@ impl Node {
             reconnects,
             unix_ms: 0,
             last_now: now,
+            routed: VecDeque::new(),
+            relay_routes: BTreeMap::new(),
         };
         node.run_reconnects(now);
         Ok(node)
@@ -110,7 +119,7 @@ impl Node {
 
     /// The incarnation id of `peer`'s current session.
     pub fn peer_incarnation(&self, peer: &str) -> Option<i64> {
-        self.peers.get(peer).map(|p| p.incarnation)
+        self.peers.get(peer).and_then(|p| p.incarnation)
     }
 
     /// Established links to `peer`.
@@ -121,12 +130,43 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// The peer of an established link.
+    /// The peer of an established link (for a relay link, the relay).
     pub fn link_peer(&self, link: LinkId) -> Option<&str> {
         match &self.links.get(&link)?.state {
-            LinkState::Established { peer, .. } => Some(peer),
+            LinkState::Established { peer, .. }
+            | LinkState::Routed { peer, .. }
+            | LinkState::Relay { relay: peer, .. } => Some(peer),
             _ => None,
         }
+    }
+
+    /// What the handshake established about a link: peer name, its announced capabilities
+    /// and access key id (router mode), and the link's kind and MTU.
+    pub fn link_info(&self, link: LinkId) -> Option<LinkInfo> {
+        let l = self.links.get(&link)?;
+        let (peer, capabilities, key_id, role) = match &l.state {
+            LinkState::Established { peer, .. } => (peer, 0, "", LinkRole::Session),
+            LinkState::Relay { relay, .. } => (relay, 0, "", LinkRole::ToRelay),
+            LinkState::Routed {
+                peer,
+                capabilities,
+                key_id,
+            } => (peer, *capabilities, key_id.as_str(), LinkRole::Routed),
+            _ => return None,
+        };
+        Some(LinkInfo {
+            peer: peer.clone(),
+            capabilities,
+            key_id: key_id.to_owned(),
+            kind: l.kind,
+            mtu: l.mtu,
+            role,
+        })
+    }
+
+    /// Whether this node runs in router mode (it announces [`capabilities::RELAY`]).
+    pub fn is_router(&self) -> bool {
+        self.config.capabilities & capabilities::RELAY != 0
     }
 
     /// Whether `link` is known and its handshake is still running.
@@ -243,13 +283,9 @@ impl Node {
             match decoder.next_package() {
                 Ok(None) => break,
                 Ok(Some(package)) => {
-                    let wire_len = package.wire_len;
-                    match package.into_frame() {
-                        Ok(frame) => self.route_frame(now, link, frame, wire_len),
-                        Err(err) => {
-                            self.on_decode_error(now, link, err);
-                            break;
-                        }
+                    if let Err(err) = self.route_package(now, link, package) {
+                        self.on_decode_error(now, link, err);
+                        break;
                     }
                 }
                 Err(err) => {
@@ -275,12 +311,8 @@ impl Node {
             if self.links.get(&link).is_none_or(Link::is_closed) {
                 break;
             }
-            let result = package.and_then(|p| {
-                let wire_len = p.wire_len;
-                p.into_frame().map(|f| (f, wire_len))
-            });
-            match result {
-                Ok((frame, wire_len)) => self.route_frame(now, link, frame, wire_len),
+            match package.and_then(|p| self.route_package(now, link, p)) {
+                Ok(()) => {}
                 Err(err) if reliable => {
                     self.on_decode_error(now, link, err);
                     break;
@@ -309,28 +341,33 @@ impl Node {
     }
 
     /// The driver could not write on `link` (its write queue is full): session data stops
-    /// going out on that link's path until [`Node::handle_link_writable`].
+    /// going out on that link's paths until [`Node::handle_link_writable`].
     pub fn handle_link_blocked(&mut self, link: LinkId) {
-        if let Some((peer, path)) = self.link_path(link) {
+        for (peer, path) in self.link_paths(link) {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.session.path_blocked(path);
             }
         }
     }
 
-    /// `link`, reported blocked before, takes writes again: its path carries session data again.
+    /// `link`, reported blocked before, takes writes again: its paths carry session data again.
     pub fn handle_link_writable(&mut self, link: LinkId) {
-        if let Some((peer, path)) = self.link_path(link) {
+        for (peer, path) in self.link_paths(link) {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.session.path_writable(path);
             }
         }
     }
 
-    fn link_path(&self, link: LinkId) -> Option<(String, atbus_stream::PathId)> {
-        match &self.links.get(&link)?.state {
-            LinkState::Established { peer, path, .. } => Some((peer.clone(), *path)),
-            _ => None,
+    /// The session paths that run on `link`: one for a direct link, one per peer on a relay
+    /// link.
+    fn link_paths(&self, link: LinkId) -> Vec<(String, atbus_stream::PathId)> {
+        match self.links.get(&link).map(|l| &l.state) {
+            Some(LinkState::Established { peer, path, .. }) => vec![(peer.clone(), *path)],
+            Some(LinkState::Relay { paths, .. }) => {
+                paths.iter().map(|(p, &path)| (p.clone(), path)).collect()
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -457,6 +494,13 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// Router mode: the next frame that arrived on an authenticated link, unread (everything
+    /// but the link handshake and `link_close`). The owner (the relay core) routes it; drain
+    /// this after every input.
+    pub fn poll_routed(&mut self) -> Option<RoutedFrame> {
+        self.routed.pop_front()
+    }
+
     // ----- internals -----
 
     fn poll_control(&mut self, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
@@ -508,6 +552,44 @@ impl Node {
         self.close_link(now, link, reason, true, true);
     }
 
+    /// Routes one package of `link`: router-mode links hand session frames over unread; the
+    /// rest are decoded. A frame that does not decode is an error, except on a relay link, where
+    /// it was forwarded for some other node and only that frame is dropped.
+    fn route_package(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        package: RawPackage,
+    ) -> Result<(), FrameError> {
+        let Some(l) = self.links.get(&link) else {
+            return Ok(());
+        };
+        let relay_link = matches!(l.state, LinkState::Relay { .. });
+        if matches!(l.state, LinkState::Routed { .. }) {
+            let outline = inspect_frame(&package.frame);
+            if !outline.as_ref().is_ok_and(|o| o.body.is_link_level()) {
+                self.routed.push_back(RoutedFrame {
+                    link,
+                    outline,
+                    frame: package.frame,
+                });
+                return Ok(());
+            }
+        }
+        let wire_len = package.wire_len;
+        match package.into_frame() {
+            Ok(frame) => {
+                self.route_frame(now, link, frame, wire_len);
+                Ok(())
+            }
+            Err(err) if relay_link => {
+                tracing::debug!(link = link.0, %err, "undecodable relayed frame dropped");
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Routes one decoded frame of `link`.
     fn route_frame(&mut self, now: Instant, link: LinkId, frame: FrameMessage, wire_len: usize) {
         let Some(l) = self.links.get(&link) else {
@@ -545,6 +627,9 @@ impl Node {
                             let _ = p.session.handle_frame(now, path, frame, wire_len);
                         }
                     }
+                    LinkState::Relay { .. } => self.on_relayed_frame(now, link, frame, wire_len),
+                    // Router mode hands these over before decoding; nothing reaches here.
+                    LinkState::Routed { .. } => {}
                     // The accept was lost or is late; the session sends again.
                     LinkState::ConfirmSent { .. } | LinkState::Closed => {}
                     _ => {
@@ -555,6 +640,9 @@ impl Node {
                         self.reject_link(now, link, reason, true);
                     }
                 }
+            }
+            Some(Body::ForwardError(_)) if matches!(l.state, LinkState::Relay { .. }) => {
+                self.on_relayed_frame(now, link, frame, wire_len);
             }
             // Relay notices and empty frames mean nothing on a direct link.
             _ => {}
@@ -602,6 +690,23 @@ impl Node {
         match state {
             LinkState::Established { peer, path, .. } => {
                 self.detach_path(now, &peer, path);
+                self.events.push_back(NodeEvent::LinkClosed {
+                    link: id,
+                    peer,
+                    reason: Some(reason.clone()),
+                });
+            }
+            LinkState::Relay { relay, paths } => {
+                for (peer, path) in paths {
+                    self.detach_path(now, &peer, path);
+                }
+                self.events.push_back(NodeEvent::LinkClosed {
+                    link: id,
+                    peer: relay,
+                    reason: Some(reason.clone()),
+                });
+            }
+            LinkState::Routed { peer, .. } => {
                 self.events.push_back(NodeEvent::LinkClosed {
                     link: id,
                     peer,

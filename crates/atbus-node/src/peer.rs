@@ -7,6 +7,7 @@ use atbus_proto::{AtbusCloseReason, HandshakeHello};
 use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig};
 
 use crate::auth::SessionKeys;
+use crate::config::capabilities;
 use crate::link::LinkState;
 use crate::node::Node;
 use crate::types::{Action, LinkCloseReason, LinkId, LinkKind, NodeEvent, UndeliverableReason};
@@ -14,7 +15,8 @@ use crate::types::{Action, LinkCloseReason, LinkId, LinkKind, NodeEvent, Undeliv
 /// A peer node with a session.
 #[derive(Debug)]
 pub(crate) struct Peer {
-    pub incarnation: i64,
+    /// Unknown while the session has had relayed paths only.
+    pub incarnation: Option<i64>,
     pub session: Session,
     /// Session paths and the links they run on.
     pub paths: BTreeMap<PathId, LinkId>,
@@ -56,8 +58,14 @@ impl Node {
         keys: Option<SessionKeys>,
     ) -> Result<(), LinkCloseReason> {
         let name = hello.node_name.clone();
+        if self.is_router() {
+            return self.establish_routed(id, hello);
+        }
+        if hello.capabilities & capabilities::RELAY != 0 && self.config.relays.contains(&name) {
+            return self.establish_relay_link(now, id, name);
+        }
         if let Some(p) = self.peers.get(&name) {
-            if p.incarnation != hello.incarnation_id {
+            if p.incarnation.is_some_and(|i| i != hello.incarnation_id) {
                 tracing::info!(peer = %name, "peer restarted; dropping its old session");
                 self.drop_peer(
                     now,
@@ -115,7 +123,7 @@ impl Node {
                 .ok()
                 .filter(|&w| w > 0);
             Peer {
-                incarnation: hello.incarnation_id,
+                incarnation: Some(hello.incarnation_id),
                 session: Session::new(config, now),
                 paths: BTreeMap::new(),
                 keys: None,
@@ -135,6 +143,7 @@ impl Node {
             }
         };
         let first = peer.paths.is_empty();
+        peer.incarnation = Some(hello.incarnation_id);
         peer.paths.insert(path, id);
         peer.down_since = None;
         if peer.keys.is_none() {
@@ -159,7 +168,7 @@ impl Node {
         if first {
             self.events.push_back(NodeEvent::PeerUp {
                 peer: name,
-                incarnation,
+                incarnation: incarnation.unwrap_or(-1),
             });
         }
         Ok(())
@@ -170,10 +179,18 @@ impl Node {
         let Some(p) = self.peers.get_mut(name) else {
             return;
         };
-        if p.paths.remove(&path).is_none() {
+        let Some(link) = p.paths.remove(&path) else {
             return;
-        }
+        };
         let _ = p.session.remove_path(path);
+        if let Some(LinkState::Relay { paths, .. }) =
+            self.links.get_mut(&link).map(|l| &mut l.state)
+        {
+            paths.remove(name);
+        }
+        let Some(p) = self.peers.get_mut(name) else {
+            return;
+        };
         if p.paths.is_empty() {
             p.down_since = Some(now);
             self.events.push_back(NodeEvent::PeerDown {
@@ -213,6 +230,13 @@ impl Node {
         }
         let had_links = !p.paths.is_empty();
         for (_, link) in p.paths {
+            if let Some(LinkState::Relay { paths, .. }) =
+                self.links.get_mut(&link).map(|l| &mut l.state)
+            {
+                // The relay link serves other peers: it stays.
+                paths.remove(name);
+                continue;
+            }
             let reason = LinkCloseReason::local(code, format!("session with {name:?} dropped"));
             if let Some(l) = self.links.get_mut(&link) {
                 // The path is gone with the session; close the link without detaching again.
@@ -295,6 +319,11 @@ impl Node {
                 Event::PathDead { path } => {
                     // The session already removed the path.
                     if let Some(link) = p.paths.get(&path).copied() {
+                        if self.is_relay_link(link) {
+                            // A relayed path died, not the relay link: other peers use it.
+                            self.detach_path(now, name, path);
+                            continue;
+                        }
                         let reason = LinkCloseReason::local(
                             AtbusCloseReason::IdleTimeout,
                             "nothing arrived on the link for the idle timeout",
@@ -303,12 +332,24 @@ impl Node {
                     }
                 }
                 Event::PauseReading { path } => {
-                    if let Some(&link) = p.paths.get(&path) {
+                    // A relay link is never paused for one peer: it would stall the others;
+                    // the relayed path is lossy and the sender retransmits what was refused.
+                    if let Some(link) = p
+                        .paths
+                        .get(&path)
+                        .copied()
+                        .filter(|&l| !self.is_relay_link(l))
+                    {
                         self.actions.push_back(Action::PauseReading { link });
                     }
                 }
                 Event::ResumeReading { path } => {
-                    if let Some(&link) = p.paths.get(&path) {
+                    if let Some(link) = p
+                        .paths
+                        .get(&path)
+                        .copied()
+                        .filter(|&l| !self.is_relay_link(l))
+                    {
                         self.actions.push_back(Action::ResumeReading { link });
                     }
                 }

@@ -27,6 +27,35 @@ impl LinkKind {
     }
 }
 
+/// What an authenticated link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkRole {
+    /// A path of the session with the peer.
+    Session,
+    /// A link to a trusted relay: relayed paths of the sessions with other peers.
+    ToRelay,
+    /// Router mode: the owner routes its frames.
+    Routed,
+}
+
+/// What the handshake established about a link ([`crate::Node::link_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Authenticated peer name.
+    pub peer: String,
+    /// Capability bits the peer announced (router-mode links only; 0 otherwise).
+    pub capabilities: i64,
+    /// Access key id the peer proved (router-mode links only; empty on open links).
+    pub key_id: String,
+    /// Transport kind.
+    pub kind: LinkKind,
+    /// Largest package (byte streams) or datagram payload.
+    pub mtu: usize,
+    /// What the link is for.
+    pub role: LinkRole,
+}
+
 /// Who opened the link: the opener speaks first in the handshake (the "client").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -141,7 +170,8 @@ pub enum NodeEvent {
     PeerUp {
         /// Peer name.
         peer: String,
-        /// The peer's incarnation id.
+        /// The peer's incarnation id; -1 when the session has relayed paths only (the peer's
+        /// incarnation is learned from a direct handshake).
         incarnation: i64,
     },
     /// The last link to `peer` is gone; its unacknowledged messages wait for a reconnect.
@@ -193,5 +223,18 @@ pub enum NodeEvent {
         meta: MessageMeta,
         /// Why.
         reason: UndeliverableReason,
+    },
+    /// A relay could not forward a frame this node sent (`forward_error`).
+    ForwardError {
+        /// The link to the relay it came back on.
+        link: LinkId,
+        /// The relay that reported it.
+        relay: String,
+        /// The destination that could not be reached.
+        destination: String,
+        /// `UNREACHABLE`, `HOP_LIMIT` or `LIMIT_EXCEEDED`.
+        code: AtbusCloseReason,
+        /// Detail from the relay.
+        message: String,
     },
 }
