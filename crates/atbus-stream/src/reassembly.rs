@@ -39,6 +39,15 @@
 //! Stored pieces are slices of the `Bytes` they came in, so they keep that allocation alive until
 //! they are delivered or dropped.
 //!
+//! # In-order arrival
+//!
+//! Pieces that arrive in order (each starting where the received bytes end, with nothing stored
+//! out of order) go to a plain queue instead of the ordered maps: inserting and delivering them
+//! costs no tree operation and no allocation per piece. The first piece that does not fit that
+//! pattern moves the queue into the maps, and the general rules above take over until everything
+//! stored has been delivered. Both representations follow the same rules; equality of two
+//! reassemblers compares what they hold, not how.
+//!
 //! # Inconsistent senders
 //!
 //! The rules assume a sender that always sends the same bytes and boundaries for the same offsets.
@@ -64,7 +73,7 @@
 //! assert_eq!((m.offset, &m.data[..]), (5, &b"world!"[..]));
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use atbus_proto::PacketOptions;
 use bytes::{Bytes, BytesMut};
@@ -271,10 +280,24 @@ struct Plan {
     filled: u64,
 }
 
+/// A piece held in the in-order queue (see the module docs).
+#[derive(Debug, Clone)]
+struct Queued {
+    offset: u64,
+    data: Bytes,
+    ends_message: bool,
+    meta: Option<MessageMeta>,
+}
+
 /// Reassembles one stream from possibly overlapping, duplicated, reordered pieces.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Reassembler {
     max_buffered: usize,
+    /// In-order pieces tiling `[read_offset, contiguous)`; when not empty, `chunks`, `ends` and
+    /// `metas` are empty.
+    queue: VecDeque<Queued>,
+    /// Number of queued pieces that end a message.
+    queue_ends: usize,
     /// Non-overlapping, non-empty ranges at or above `read_offset`, keyed by start offset.
     chunks: BTreeMap<u64, Chunk>,
     /// Message end offsets, all above `read_offset`.
@@ -294,6 +317,8 @@ impl Reassembler {
     pub fn new(max_buffered: usize) -> Self {
         Self {
             max_buffered,
+            queue: VecDeque::new(),
+            queue_ends: 0,
             chunks: BTreeMap::new(),
             ends: BTreeSet::new(),
             metas: BTreeMap::new(),
@@ -336,6 +361,7 @@ impl Reassembler {
                 });
             }
         }
+        self.spill();
         let start = self.first_incomplete();
         if offset <= start {
             return Ok(());
@@ -385,6 +411,18 @@ impl Reassembler {
     /// Next delivery in stream order, if ready: a whole message (the very `Bytes` it arrived in
     /// when it arrived in one piece, concatenated otherwise), or a skipped range.
     pub fn pop(&mut self) -> Option<Delivery> {
+        if !self.queue.is_empty() {
+            if self.queue_ends > 0 {
+                if let Some(message) = self.pop_queued() {
+                    return Some(Delivery::Message(message));
+                }
+            } else if self.next_ready().is_none() {
+                // A message still arriving: keep the queue.
+                return None;
+            }
+            // A finished tail without a message end: the general rules report it.
+            self.spill();
+        }
         let start = self.read_offset;
         match self.next_ready()? {
             Ready::Skip(end) | Ready::Tail(end) => {
@@ -401,7 +439,8 @@ impl Reassembler {
 
     /// Whether [`pop`](Self::pop) would return `Some`.
     pub fn is_readable(&self) -> bool {
-        self.next_ready().is_some()
+        // With pieces queued the maps are empty: `next_ready` then sees only a finished tail.
+        self.queue_ends > 0 || self.next_ready().is_some()
     }
 
     /// Everything below this offset has been delivered or skipped.
@@ -442,6 +481,12 @@ impl Reassembler {
     /// Checks the internal invariants; for tests and fuzzing.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
+        if !self.queue.is_empty() {
+            return self.check_queue();
+        }
+        if self.queue_ends != 0 {
+            return Err(format!("{} message ends counted in an empty queue", self.queue_ends));
+        }
         let mut prev_end = self.read_offset;
         let mut data = 0usize;
         for (&key, chunk) in &self.chunks {
@@ -503,6 +548,148 @@ impl Reassembler {
         Ok(())
     }
 
+    /// [`Self::check_invariants`] while pieces are queued.
+    fn check_queue(&self) -> Result<(), String> {
+        if !self.chunks.is_empty() || !self.ends.is_empty() || !self.metas.is_empty() {
+            return Err("pieces queued while the maps hold ranges".into());
+        }
+        let mut pos = self.read_offset;
+        let (mut data, mut meta, mut ends) = (0usize, 0usize, 0usize);
+        for q in &self.queue {
+            if q.offset != pos {
+                return Err(format!("queued piece at {} where {pos} was expected", q.offset));
+            }
+            if q.data.is_empty() {
+                return Err(format!("empty queued piece at {pos}"));
+            }
+            pos += q.data.len() as u64;
+            data += q.data.len();
+            meta += q.meta.as_ref().map_or(0, MessageMeta::cost);
+            ends += usize::from(q.ends_message);
+        }
+        if pos != self.contiguous {
+            return Err(format!("contiguous {} != queue end {pos}", self.contiguous));
+        }
+        if (data, meta, ends) != (self.data_bytes, self.meta_bytes, self.queue_ends) {
+            return Err(format!(
+                "queue holds {data} data bytes, {meta} metadata bytes, {ends} message ends; \
+                 counted {}, {}, {}",
+                self.data_bytes, self.meta_bytes, self.queue_ends
+            ));
+        }
+        if self.contiguous > self.received_max {
+            return Err("contiguous offset above received max".into());
+        }
+        if let Some(final_size) = self.final_size {
+            if self.received_max > final_size {
+                return Err("data past the final size".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is stored out of order (so a piece at the contiguous offset may queue).
+    fn maps_empty(&self) -> bool {
+        self.chunks.is_empty() && self.ends.is_empty() && self.metas.is_empty()
+    }
+
+    /// Queues a piece that starts exactly where the received bytes end.
+    fn enqueue(&mut self, piece: Piece, end: u64, forced: bool) -> Result<u64, ReassemblyError> {
+        let meta = piece.meta.filter(|meta| !meta.is_default());
+        let meta_cost = meta.as_ref().map_or(0, MessageMeta::cost);
+        let len = end - piece.offset;
+        let charge = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(meta_cost);
+        let buffered = self.buffered_bytes();
+        if !forced && buffered.saturating_add(charge) > self.max_buffered {
+            return Err(ReassemblyError::BufferFull {
+                buffered,
+                limit: self.max_buffered,
+            });
+        }
+        self.data_bytes += piece.data.len();
+        self.meta_bytes += meta_cost;
+        self.queue_ends += usize::from(piece.ends_message);
+        self.queue.push_back(Queued {
+            offset: piece.offset,
+            data: piece.data,
+            ends_message: piece.ends_message,
+            meta,
+        });
+        self.received_max = self.received_max.max(end);
+        self.contiguous = end;
+        Ok(len)
+    }
+
+    /// Moves the queued pieces into the maps, stored as [`Self::append`] would have stored them.
+    fn spill(&mut self) {
+        for q in self.queue.drain(..) {
+            let end = q.offset + q.data.len() as u64;
+            if let Some(meta) = q.meta {
+                self.metas.insert(q.offset, meta);
+            }
+            if q.ends_message {
+                self.ends.insert(end);
+            }
+            self.chunks.insert(q.offset, Chunk::Data(q.data));
+        }
+        self.queue_ends = 0;
+    }
+
+    /// Delivers the message at the front of the queue: the very `Bytes` of its piece when it
+    /// arrived in one, or its pieces concatenated. `None` if no queued piece ends a message.
+    fn pop_queued(&mut self) -> Option<ReceivedMessage> {
+        let last = self.queue.iter().position(|q| q.ends_message)?;
+        let first = self.queue.pop_front()?;
+        let start = first.offset;
+        let meta = match first.meta {
+            Some(meta) => {
+                self.meta_bytes -= meta.cost();
+                meta
+            }
+            None => MessageMeta::default(),
+        };
+        let data = if last == 0 {
+            first.data
+        } else {
+            let total = self
+                .queue
+                .iter()
+                .take(last)
+                .fold(first.data.len(), |acc, q| acc + q.data.len());
+            let mut buf = BytesMut::with_capacity(total);
+            buf.extend_from_slice(&first.data);
+            for q in self.queue.drain(..last) {
+                buf.extend_from_slice(&q.data);
+                // Metadata inside a message (an inconsistent sender) is dropped with it.
+                if let Some(meta) = q.meta {
+                    self.meta_bytes -= meta.cost();
+                }
+            }
+            buf.freeze()
+        };
+        self.queue_ends -= 1;
+        self.data_bytes -= data.len();
+        self.set_read_offset(start + data.len() as u64);
+        Some(ReceivedMessage {
+            offset: start,
+            data,
+            meta,
+        })
+    }
+
+    /// A copy with the queue moved into the maps, for comparisons.
+    fn spilled(&self) -> std::borrow::Cow<'_, Self> {
+        if self.queue.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut copy = self.clone();
+            copy.spill();
+            std::borrow::Cow::Owned(copy)
+        }
+    }
+
     fn insert_inner(&mut self, piece: Piece, forced: bool) -> Result<u64, ReassemblyError> {
         let len = piece.data.len() as u64;
         if len == 0 {
@@ -521,6 +708,12 @@ impl Reassembler {
         if end <= self.read_offset {
             return Ok(0);
         }
+        if piece.offset == self.contiguous.max(self.read_offset)
+            && (!self.queue.is_empty() || self.maps_empty())
+        {
+            return self.enqueue(piece, end, forced);
+        }
+        self.spill();
         // In-order arrival, the common case: the piece starts at or after the end of everything
         // stored (data and skips), so it overlaps nothing and lies in no skipped range.
         let appends = piece.offset >= self.read_offset
@@ -844,5 +1037,22 @@ impl Reassembler {
                 }
             }
         }
+    }
+}
+
+impl PartialEq for Reassembler {
+    /// Compares what the reassemblers hold and their limits, whichever representation holds it.
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.spilled(), other.spilled());
+        a.max_buffered == b.max_buffered
+            && a.chunks == b.chunks
+            && a.ends == b.ends
+            && a.metas == b.metas
+            && a.read_offset == b.read_offset
+            && a.contiguous == b.contiguous
+            && a.received_max == b.received_max
+            && a.data_bytes == b.data_bytes
+            && a.meta_bytes == b.meta_bytes
+            && a.final_size == b.final_size
     }
 }
