@@ -1,0 +1,62 @@
+//! Relay configuration and its limits.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use atbus_node::NodeConfig;
+
+/// Default hop limit: a frame that already crossed this many relays is not forwarded again.
+pub const DEFAULT_HOP_LIMIT: i32 = 16;
+
+/// Everything a relay is configured with; every limit has a documented default.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The relay as a node on the wire: name, namespace, labels, access tokens, links to dial
+    /// (upstream and peer relays), handshake limits. [`crate::Relay::new`] adds the
+    /// `RELAY` capability bit.
+    pub node: NodeConfig,
+    /// Largest hop count a forwarded frame may reach (default [`DEFAULT_HOP_LIMIT`]).
+    pub hop_limit: i32,
+    /// Names of other relays this relay trusts: on links from them `forward_for_*` and
+    /// `hop_count` are kept, and frames may carry any `source` (default: none).
+    pub peer_relays: Vec<String>,
+    /// When not empty, a peer relay must also have proved one of these access key ids in the
+    /// link handshake (a key that plain nodes do not hold) to be trusted (default: empty).
+    pub relay_key_ids: Vec<String>,
+    /// Destination node name → name of the peer relay that reaches it (later filled from
+    /// discovery).
+    pub routes: BTreeMap<String, String>,
+    /// Peer relay that gets every frame with no direct link and no route (default: none).
+    pub upstream: Option<String>,
+    /// Bytes queued per outgoing link before frames are dropped (default 1 MiB).
+    pub max_queue_bytes: usize,
+    /// Frames queued per outgoing link before frames are dropped (default 4096).
+    pub max_queue_frames: usize,
+    /// Most bytes one `poll_transmit` writes for a byte-stream link (default 64 KiB).
+    pub max_transmit_bytes: usize,
+    /// At most one `forward_error` per (incoming link, destination, code) in this interval
+    /// (default 100 ms), so a session retransmitting into a dead end does not flood its source.
+    pub forward_error_interval: Duration,
+    /// Entries of the `forward_error` rate limiter (default 4096); when full, errors are not
+    /// sent until old entries expire.
+    pub max_forward_error_entries: usize,
+}
+
+impl RelayConfig {
+    /// Defaults for a relay called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            node: NodeConfig::new(name),
+            hop_limit: DEFAULT_HOP_LIMIT,
+            peer_relays: Vec::new(),
+            relay_key_ids: Vec::new(),
+            routes: BTreeMap::new(),
+            upstream: None,
+            max_queue_bytes: 1024 * 1024,
+            max_queue_frames: 4096,
+            max_transmit_bytes: 64 * 1024,
+            forward_error_interval: Duration::from_millis(100),
+            max_forward_error_entries: 4096,
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The relay: a router-mode node plus routing, head stamping and bounded per-link queues.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use atbus_frame::FrameLimits;
+use atbus_node::routed::{BodyKind, RoutedFrame, write_package_with_head};
+use atbus_node::{
+    Action, Direction, LinkCloseReason, LinkId, LinkKind, Node, NodeEvent, capabilities,
+};
+use atbus_proto::{AtbusCloseReason, ForwardErrorData, FrameMessage, MessageHead};
+use bytes::Bytes;
+use rand_core::CryptoRng;
+
+use crate::config::RelayConfig;
+use crate::error::{DropReason, RelayError};
+use crate::metrics::{LinkMetrics, RelayMetrics};
+
+/// Something the owner of a relay may log or act on; pulled with [`Relay::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayEvent {
+    /// A link finished its handshake.
+    LinkUp {
+        /// Link.
+        link: LinkId,
+        /// Authenticated peer name.
+        peer: String,
+        /// Whether the peer is a trusted relay.
+        relay: bool,
+    },
+    /// An established link closed; what was queued for it is dropped.
+    LinkDown {
+        /// Link.
+        link: LinkId,
+        /// Peer name.
+        peer: String,
+        /// Why, when known.
+        reason: Option<LinkCloseReason>,
+    },
+    /// A handshake failed; the link is closed.
+    LinkRejected {
+        /// Link.
+        link: LinkId,
+        /// Why.
+        reason: LinkCloseReason,
+    },
+}
+
+/// One authenticated link of the relay.
+#[derive(Debug)]
+struct RelayLink {
+    peer: String,
+    /// A trusted peer relay (its forwarding fields are kept).
+    relay: bool,
+    kind: LinkKind,
+    mtu: usize,
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    blocked: bool,
+    frames_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+    dropped_queue_full: u64,
+}
+
+/// A sans-IO relay: accepts links from nodes and relays (the node's handshake and
+/// authentication), and forwards each frame whose destination is another node, unread.
+///
+/// Drive it like a [`Node`]: push input with `handle_*`, then drain `poll_transmit`,
+/// `poll_action`, `poll_event`, and wake it at `poll_timeout`.
+pub struct Relay {
+    node: Node,
+    config: RelayConfig,
+    frame_limits: FrameLimits,
+    links: BTreeMap<LinkId, RelayLink>,
+    by_name: BTreeMap<String, BTreeSet<LinkId>>,
+    metrics: RelayMetrics,
+    events: VecDeque<RelayEvent>,
+    /// Link served last by `poll_transmit` (round robin).
+    cursor: Option<LinkId>,
+    /// When a `forward_error` last went back per (link, destination, code).
+    error_times: BTreeMap<(LinkId, String, i32), Instant>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("name", &self.node.name())
+            .field("links", &self.links.len())
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay started at `now`; its nonces come from `rng`.
+    pub fn new(
+        mut config: RelayConfig,
+        now: Instant,
+        rng: impl CryptoRng + Send + 'static,
+    ) -> Result<Self, RelayError> {
+        if config.hop_limit < 1 {
+            return Err(RelayError::Limit("hop_limit must be at least 1".into()));
+        }
+        if config.max_queue_frames == 0 || config.max_queue_bytes == 0 {
+            return Err(RelayError::Limit("queue limits must be positive".into()));
+        }
+        config.node.capabilities |= capabilities::RELAY;
+        let frame_limits = FrameLimits {
+            max_frame_length: config.node.limits.max_frame_length,
+        };
+        let node = Node::new(config.node.clone(), now, rng)?;
+        Ok(Self {
+            node,
+            config,
+            frame_limits,
+            links: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            metrics: RelayMetrics::default(),
+            events: VecDeque::new(),
+            cursor: None,
+            error_times: BTreeMap::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// The relay's name.
+    pub fn name(&self) -> &str {
+        self.node.name()
+    }
+
+    /// The router-mode node underneath (links, handshakes).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// Relay-wide counters.
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.metrics
+    }
+
+    /// Counters and queue depth of every authenticated link.
+    pub fn link_metrics(&self) -> Vec<LinkMetrics> {
+        self.links
+            .iter()
+            .map(|(&link, l)| LinkMetrics {
+                link,
+                peer: l.peer.clone(),
+                relay: l.relay,
+                frames_in: l.frames_in,
+                frames_out: l.frames_out,
+                bytes_out: l.bytes_out,
+                queued_frames: l.queue.len(),
+                queued_bytes: l.queued_bytes,
+                dropped_queue_full: l.dropped_queue_full,
+                blocked: l.blocked,
+            })
+            .collect()
+    }
+
+    /// Authenticated links to `peer`.
+    pub fn links_to(&self, peer: &str) -> Vec<LinkId> {
+        self.by_name
+            .get(peer)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A fresh link id for a link the driver opened or accepted.
+    pub fn new_link_id(&mut self) -> LinkId {
+        self.node.new_link_id()
+    }
+
+    // ----- inputs -----
+
+    /// A link is up (see [`Node::handle_link_up`]).
+    pub fn handle_link_up(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        kind: LinkKind,
+        mtu: usize,
+        direction: Direction,
+    ) {
+        self.node.handle_link_up(now, link, kind, mtu, direction);
+        self.process(now);
+    }
+
+    /// Bytes read from a byte-stream link.
+    pub fn handle_link_bytes(&mut self, now: Instant, link: LinkId, bytes: &[u8]) {
+        self.node.handle_link_bytes(now, link, bytes);
+        self.process(now);
+    }
+
+    /// One datagram (or in-process buffer) of whole packages.
+    pub fn handle_datagram(&mut self, now: Instant, link: LinkId, datagram: Bytes) {
+        self.node.handle_datagram(now, link, datagram);
+        self.process(now);
+    }
+
+    /// The transport closed `link`.
+    pub fn handle_link_closed(&mut self, now: Instant, link: LinkId) {
+        self.node.handle_link_closed(now, link);
+        self.process(now);
+        self.remove_link(link);
+    }
+
+    /// The driver could not write on `link`: nothing more is written to it until
+    /// [`Relay::handle_link_writable`]; its queue fills and then drops, other links go on.
+    pub fn handle_link_blocked(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.blocked = true;
+        }
+    }
+
+    /// `link` takes writes again.
+    pub fn handle_link_writable(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.blocked = false;
+        }
+    }
+
+    /// Runs timers due at `now` (handshakes, reconnects); `unix_ms` is the wall clock.
+    pub fn handle_timeout(&mut self, now: Instant, unix_ms: i64) {
+        self.node.handle_timeout(now, unix_ms);
+        self.process(now);
+        let interval = self.config.forward_error_interval;
+        self.error_times.retain(|_, &mut t| t + interval > now);
+    }
+
+    // ----- mutators -----
+
+    /// Frames for `destination` go to peer relay `relay` when no direct link reaches it.
+    pub fn set_route(&mut self, destination: impl Into<String>, relay: impl Into<String>) {
+        self.config.routes.insert(destination.into(), relay.into());
+    }
+
+    /// Removes the route of `destination`.
+    pub fn remove_route(&mut self, destination: &str) {
+        self.config.routes.remove(destination);
+    }
+
+    // ----- outputs -----
+
+    /// Writes the next output into `buf` (cleared first) and says which link it goes on:
+    /// the node's own handshake and close packages first, then queued frames, one link at a
+    /// time in round robin so one busy link never starves the others.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
+        if let Some(out) = self.node.poll_transmit(now, buf) {
+            return Some(out);
+        }
+        buf.clear();
+        let start = self.cursor.map_or(LinkId(0), |c| LinkId(c.0 + 1));
+        let next = self
+            .links
+            .range(start..)
+            .chain(self.links.range(..start))
+            .find(|(_, l)| !l.blocked && !l.queue.is_empty())
+            .map(|(&id, _)| id)?;
+        self.cursor = Some(next);
+        let max = self.config.max_transmit_bytes;
+        let l = self.links.get_mut(&next)?;
+        let limit = if l.kind == LinkKind::Datagram {
+            l.mtu
+        } else {
+            max
+        };
+        while let Some(p) = l.queue.front() {
+            if !buf.is_empty() && buf.len() + p.len() > limit {
+                break;
+            }
+            buf.extend_from_slice(p);
+            l.queued_bytes -= p.len();
+            l.queue.pop_front();
+            l.frames_out += 1;
+            self.metrics.frames_forwarded += 1;
+        }
+        l.bytes_out += buf.len() as u64;
+        self.metrics.bytes_forwarded += buf.len() as u64;
+        Some((next, buf.len()))
+    }
+
+    /// The next action for the driver (connect, close, pause reading).
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.node.poll_action()
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.node.poll_timeout()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    /// Takes in what the node produced: link changes first, then frames to route.
+    fn process(&mut self, now: Instant) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::LinkAccepted { link, peer } => self.add_link(link, peer),
+                NodeEvent::LinkClosed { link, peer, reason } => {
+                    self.remove_link(link);
+                    self.events
+                        .push_back(RelayEvent::LinkDown { link, peer, reason });
+                }
+                NodeEvent::LinkRejected { link, reason } => {
+                    self.events
+                        .push_back(RelayEvent::LinkRejected { link, reason });
+                }
+                _ => {}
+            }
+        }
+        while let Some(frame) = self.node.poll_routed() {
+            self.forward(now, frame);
+        }
+    }
+
+    fn add_link(&mut self, link: LinkId, peer: String) {
+        let Some(info) = self.node.link_info(link) else {
+            return;
+        };
+        let relay = info.capabilities & capabilities::RELAY != 0
+            && self.config.peer_relays.contains(&peer)
+            && (self.config.relay_key_ids.is_empty()
+                || self.config.relay_key_ids.contains(&info.key_id));
+        tracing::debug!(link = link.0, peer = %peer, relay, "relay link up");
+        self.by_name.entry(peer.clone()).or_default().insert(link);
+        self.links.insert(
+            link,
+            RelayLink {
+                peer: peer.clone(),
+                relay,
+                kind: info.kind,
+                mtu: info.mtu,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                blocked: false,
+                frames_in: 0,
+                frames_out: 0,
+                bytes_out: 0,
+                dropped_queue_full: 0,
+            },
+        );
+        self.events
+            .push_back(RelayEvent::LinkUp { link, peer, relay });
+    }
+
+    fn remove_link(&mut self, link: LinkId) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        for _ in 0..l.queue.len() {
+            self.metrics.count_drop(DropReason::LinkClosed);
+        }
+        if let Some(set) = self.by_name.get_mut(&l.peer) {
+            set.remove(&link);
+            if set.is_empty() {
+                self.by_name.remove(&l.peer);
+            }
+        }
+        self.error_times.retain(|(id, _, _), _| *id != link);
+    }
+
+    fn drop_frame(&mut self, reason: DropReason) {
+        tracing::trace!(%reason, "frame dropped");
+        self.metrics.count_drop(reason);
+    }
+
+    /// Routes one frame: check and stamp the head, pick the outgoing link, queue the package.
+    fn forward(&mut self, now: Instant, rf: RoutedFrame) {
+        self.metrics.frames_received += 1;
+        let ingress = rf.link;
+        let Some(in_link) = self.links.get_mut(&ingress) else {
+            // Frames of a link the relay does not know (it closed meanwhile).
+            self.drop_frame(DropReason::LinkClosed);
+            return;
+        };
+        in_link.frames_in += 1;
+        let (in_peer, in_relay) = (in_link.peer.clone(), in_link.relay);
+        let Ok(outline) = rf.outline else {
+            self.drop_frame(DropReason::Malformed);
+            return;
+        };
+        let Some(mut head) = outline.head else {
+            self.drop_frame(DropReason::NoHead);
+            return;
+        };
+        if in_relay {
+            if head.hop_count < 0 || head.forward_for_source.is_empty() {
+                self.drop_frame(DropReason::Malformed);
+                return;
+            }
+        } else {
+            if head.source != in_peer {
+                self.drop_frame(DropReason::ForgedSource);
+                return;
+            }
+            // Whatever a plain node wrote in the forwarding fields is replaced: only relays
+            // write them.
+            head.forward_for_source = in_peer;
+            head.forward_for_connection_id = i64::try_from(ingress.0).unwrap_or(i64::MAX);
+            head.hop_count = 0;
+        }
+        if head.destination.is_empty() || head.destination == self.node.name() {
+            self.drop_frame(DropReason::ToRelay);
+            return;
+        }
+        let is_error = outline.body == BodyKind::ForwardError;
+        if head.hop_count >= self.config.hop_limit {
+            self.drop_frame(DropReason::HopLimit);
+            if !is_error {
+                let message = format!(
+                    "{} relays crossed, the hop limit is {}",
+                    head.hop_count, self.config.hop_limit
+                );
+                self.send_forward_error(now, ingress, &head, AtbusCloseReason::HopLimit, message);
+            }
+            return;
+        }
+        head.hop_count += 1;
+        let egress = match self.route(&head, ingress) {
+            Ok(link) => link,
+            Err(reason) => {
+                self.drop_frame(reason);
+                if !is_error {
+                    let message = format!(
+                        "relay {} has no way to {:?} ({reason})",
+                        self.node.name(),
+                        head.destination
+                    );
+                    self.send_forward_error(
+                        now,
+                        ingress,
+                        &head,
+                        AtbusCloseReason::Unreachable,
+                        message,
+                    );
+                }
+                return;
+            }
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let written = write_package_with_head(&rf.frame, &head, &self.frame_limits, &mut buf);
+        match written {
+            Ok(_) => self.enqueue(egress, &buf),
+            Err(_) => self.drop_frame(DropReason::TooLarge),
+        }
+        self.buf = buf;
+    }
+
+    /// The outgoing link for `head.destination`: a direct link, else the route's relay, else
+    /// the upstream relay; never the link the frame came in on.
+    fn route(&self, head: &MessageHead, ingress: LinkId) -> Result<LinkId, DropReason> {
+        let dest = head.destination.as_str();
+        if dest == head.source {
+            return Err(DropReason::Reflection);
+        }
+        let mut reflected = false;
+        if let Some(links) = self.by_name.get(dest) {
+            if let Some(&l) = links.iter().find(|&&l| l != ingress) {
+                return Ok(l);
+            }
+            reflected = true;
+        }
+        let relays = self
+            .config
+            .routes
+            .get(dest)
+            .into_iter()
+            .chain(self.config.upstream.as_ref());
+        for relay in relays {
+            let Some(links) = self.by_name.get(relay) else {
+                continue;
+            };
+            let mut trusted = links
+                .iter()
+                .filter(|l| self.links.get(l).is_some_and(|x| x.relay));
+            if let Some(&l) = trusted.clone().find(|&&l| l != ingress) {
+                return Ok(l);
+            }
+            if trusted.next().is_some() {
+                reflected = true;
+            }
+        }
+        Err(if reflected {
+            DropReason::Reflection
+        } else {
+            DropReason::Unreachable
+        })
+    }
+
+    fn enqueue(&mut self, link: LinkId, package: &[u8]) {
+        let Some(l) = self.links.get_mut(&link) else {
+            self.drop_frame(DropReason::LinkClosed);
+            return;
+        };
+        let fits = match l.kind {
+            LinkKind::Datagram => package.len() <= l.mtu,
+            _ => package.len() <= self.frame_limits.max_package_len(),
+        };
+        if !fits {
+            self.drop_frame(DropReason::TooLarge);
+            return;
+        }
+        if l.queue.len() >= self.config.max_queue_frames
+            || l.queued_bytes + package.len() > self.config.max_queue_bytes
+        {
+            l.dropped_queue_full += 1;
+            self.drop_frame(DropReason::QueueFull);
+            return;
+        }
+        l.queued_bytes += package.len();
+        l.queue.push_back(Bytes::copy_from_slice(package));
+    }
+
+    /// Queues a `forward_error` for the source of `head` back out the link the frame came in
+    /// on, at most once per interval per (link, destination, code).
+    fn send_forward_error(
+        &mut self,
+        now: Instant,
+        ingress: LinkId,
+        head: &MessageHead,
+        code: AtbusCloseReason,
+        message: String,
+    ) {
+        let key = (ingress, head.destination.clone(), code as i32);
+        let interval = self.config.forward_error_interval;
+        if self
+            .error_times
+            .get(&key)
+            .is_some_and(|&t| t + interval > now)
+        {
+            self.metrics.forward_errors_suppressed += 1;
+            return;
+        }
+        if self.error_times.len() >= self.config.max_forward_error_entries {
+            self.error_times.retain(|_, &mut t| t + interval > now);
+            if self.error_times.len() >= self.config.max_forward_error_entries {
+                self.metrics.forward_errors_suppressed += 1;
+                return;
+            }
+        }
+        self.error_times.insert(key, now);
+        let name = self.node.name().to_owned();
+        let frame = FrameMessage {
+            head: Some(MessageHead {
+                source: name.clone(),
+                destination: head.source.clone(),
+                forward_for_source: name,
+                forward_for_connection_id: 0,
+                hop_count: 1,
+            }),
+            body: Some(atbus_proto::frame_message::Body::ForwardError(
+                ForwardErrorData {
+                    code: code as i32,
+                    destination: head.destination.clone(),
+                    message,
+                },
+            )),
+        };
+        let mut out = Vec::with_capacity(atbus_frame::encoded_len(&frame));
+        if atbus_frame::encode(&frame, &self.frame_limits, &mut out).is_ok() {
+            self.metrics.forward_errors_sent += 1;
+            self.enqueue(ingress, &out);
+        }
+    }
+}
