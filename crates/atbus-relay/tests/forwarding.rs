@@ -1,0 +1,418 @@
+//! Relays in deterministic simulation: delivery through one and two relays with loss, the trust
+//! rules, the hop limit, loops, and bounded queues under a slow destination.
+
+mod common;
+
+use std::time::Duration;
+
+use atbus_frame::FrameLimits;
+use atbus_netsim::for_each_seed;
+use atbus_node::{LinkKind, NodeEvent};
+use atbus_proto::{AtbusCloseReason, FrameMessage, MessageHead, PingData, frame_message::Body};
+use atbus_relay::DropReason;
+use bytes::Bytes;
+use common::*;
+
+/// a → relay → b over lossy datagram links on both sides.
+fn star(seed: u64, loss: f64) -> (World, usize, usize, usize) {
+    let mut w = World::new(seed);
+    let a = w.add_node(node_config("a", &["relay"]));
+    let b = w.add_node(node_config("b", &["relay"]));
+    let r = w.add_relay(relay_config("relay", &[]));
+    w.connect(a, r, LinkKind::Datagram, lossy_link(loss));
+    w.connect(b, r, LinkKind::Datagram, lossy_link(loss));
+    assert!(w.run_until(Duration::from_secs(5), |w| w.links_up(r) == 2
+        && w.links_up(a) == 1
+        && w.links_up(b) == 1));
+    (w, a, b, r)
+}
+
+fn encode(frame: &FrameMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    atbus_frame::encode(frame, &FrameLimits::default(), &mut out).expect("encodes");
+    out
+}
+
+fn ping(head: MessageHead) -> Vec<u8> {
+    encode(&FrameMessage {
+        head: Some(head),
+        body: Some(Body::Ping(PingData {
+            ping_id: 1,
+            timepoint_microseconds: 0,
+        })),
+    })
+}
+
+#[test]
+fn a_relay_delivers_exactly_once_in_order_over_lossy_links() {
+    for_each_seed(4, |seed| {
+        let (mut w, a, b, r) = star(seed, 0.05);
+        w.route(a, "b", "relay");
+        let msgs = messages(seed, 300, 3000);
+        for m in &msgs {
+            w.send(a, "b", 1, m.clone());
+        }
+        assert!(
+            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 1).len()
+                >= msgs.len()),
+            "seed {seed}: got {}",
+            w.got(b, "a", 1).len()
+        );
+        assert_eq!(
+            w.got(b, "a", 1),
+            &msgs[..],
+            "seed {seed}: exactly once, in order"
+        );
+        // Replies travel back the same way: b's session with a was created by the relay path.
+        w.send(b, "a", 2, Bytes::from_static(b"reply"));
+        assert!(w.run_until(Duration::from_secs(10), |w| !w.got(a, "b", 2).is_empty()));
+        assert!(w.violations.is_empty(), "seed {seed}: {:?}", w.violations);
+        let m = w.relay(r).metrics();
+        assert!(m.frames_forwarded > 300, "seed {seed}: {m:?}");
+        assert_eq!(m.drops(DropReason::ForgedSource), 0);
+        // The receiving side sees who the relay authenticated, after one hop.
+        let heads: Vec<_> = w.seen[b]
+            .iter()
+            .filter(|s| matches!(s.body, Some(Body::Packet(_))))
+            .collect();
+        assert!(!heads.is_empty());
+        for s in heads {
+            assert_eq!(s.head.source, "a");
+            assert_eq!(s.head.forward_for_source, "a");
+            assert_eq!(s.head.hop_count, 1);
+        }
+        // The relayed path is lossy: the session has an RTO safety net on it.
+        let session = w.node(a).session("b").expect("session");
+        let path = session.paths().next().expect("a relayed path");
+        assert!(session.path_stats(path).expect("stats").packets_sent > 0);
+    });
+}
+
+#[test]
+fn a_chain_of_two_relays_delivers_and_counts_two_hops() {
+    for_each_seed(3, |seed| {
+        let mut w = World::new(seed);
+        let a = w.add_node(node_config("a", &["r1"]));
+        let b = w.add_node(node_config("b", &["r2"]));
+        let mut c1 = relay_config("r1", &["r2"]);
+        c1.upstream = Some("r2".into());
+        let r1 = w.add_relay(c1);
+        let mut c2 = relay_config("r2", &["r1"]);
+        c2.routes.insert("a".into(), "r1".into());
+        let r2 = w.add_relay(c2);
+        w.connect(a, r1, LinkKind::Datagram, lossy_link(0.03));
+        w.connect(r1, r2, LinkKind::ByteStream, byte_link());
+        w.connect(b, r2, LinkKind::Datagram, lossy_link(0.03));
+        assert!(w.run_until(Duration::from_secs(5), |w| w.links_up(r1) == 2
+            && w.links_up(r2) == 2));
+        w.route(a, "b", "r1");
+        let msgs = messages(seed, 200, 2000);
+        for m in &msgs {
+            w.send(a, "b", 3, m.clone());
+        }
+        assert!(
+            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 3).len()
+                >= msgs.len()),
+            "seed {seed}"
+        );
+        assert_eq!(w.got(b, "a", 3), &msgs[..]);
+        assert!(w.violations.is_empty(), "seed {seed}: {:?}", w.violations);
+        let packets: Vec<_> = w.seen[b]
+            .iter()
+            .filter(|s| matches!(s.body, Some(Body::Packet(_))))
+            .collect();
+        assert!(!packets.is_empty());
+        for s in packets {
+            assert_eq!(s.head.forward_for_source, "a");
+            assert_eq!(s.head.hop_count, 2, "two relays crossed");
+        }
+        // Acks from b travel back through r2 and r1 to a.
+        assert!(w.relay(r2).metrics().frames_forwarded > 0);
+        assert_eq!(w.relay(r1).metrics().drops_total(), 0, "seed {seed}");
+    });
+}
+
+#[test]
+fn a_forged_source_from_a_plain_node_is_dropped() {
+    let (mut w, _a, b, r) = star(7, 0.0);
+    let m = w.add_node(node_config("mallory", &["relay"]));
+    let link = w.connect(m, r, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
+    let forged = ping(MessageHead {
+        source: "a".into(),
+        destination: "b".into(),
+        ..MessageHead::default()
+    });
+    w.inject(link, m, forged);
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(w.relay(r).metrics().drops(DropReason::ForgedSource), 1);
+    assert!(w.node(b).session("a").is_none(), "b never heard of a");
+    assert!(w.seen[b].iter().all(|s| s.head.source != "a"));
+}
+
+#[test]
+fn forwarding_fields_from_a_plain_node_are_replaced() {
+    let (mut w, _a, b, r) = star(8, 0.0);
+    let m = w.add_node(node_config("mallory", &["relay"]));
+    let link = w.connect(m, r, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
+    let relay_side = w.link_id(link, r);
+    w.inject(
+        link,
+        m,
+        ping(MessageHead {
+            source: "mallory".into(),
+            destination: "b".into(),
+            forward_for_source: "a".into(),
+            forward_for_connection_id: 999,
+            hop_count: 7,
+        }),
+    );
+    w.run_for(Duration::from_secs(1));
+    let s = w.seen[b]
+        .iter()
+        .find(|s| s.head.source == "mallory")
+        .expect("the ping was forwarded");
+    assert_eq!(s.head.forward_for_source, "mallory");
+    assert_eq!(s.head.forward_for_connection_id, relay_side.0 as i64);
+    assert_eq!(s.head.hop_count, 1);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn the_hop_limit_sends_a_typed_error_to_the_source() {
+    let mut w = World::new(11);
+    let a = w.add_node(node_config("a", &["r1"]));
+    let b = w.add_node(node_config("b", &["r3"]));
+    let mut c1 = relay_config("r1", &["r2"]);
+    c1.upstream = Some("r2".into());
+    let r1 = w.add_relay(c1);
+    let mut c2 = relay_config("r2", &["r1", "r3"]);
+    c2.upstream = Some("r3".into());
+    c2.routes.insert("a".into(), "r1".into());
+    c2.hop_limit = 1;
+    let r2 = w.add_relay(c2);
+    let r3 = w.add_relay(relay_config("r3", &["r2"]));
+    w.connect(a, r1, LinkKind::ByteStream, byte_link());
+    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
+    w.connect(r2, r3, LinkKind::ByteStream, byte_link());
+    w.connect(b, r3, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r2) == 2
+        && w.links_up(r3) == 2));
+    w.route(a, "b", "r1");
+    w.send(a, "b", 1, Bytes::from_static(b"too far"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.forward_errors(a).is_empty()));
+    let errors = w.forward_errors(a);
+    assert_eq!(
+        errors[0],
+        ("r2".to_owned(), "b".to_owned(), AtbusCloseReason::HopLimit)
+    );
+    assert!(w.relay(r2).metrics().drops(DropReason::HopLimit) >= 1);
+    assert_eq!(
+        w.relay(r3).metrics().frames_forwarded,
+        0,
+        "nothing passed r2"
+    );
+    assert!(w.got(b, "a", 1).is_empty());
+    // Retransmissions do not flood the source: one error per interval.
+    w.run_for(Duration::from_secs(2));
+    let m = w.relay(r2).metrics();
+    assert!(m.forward_errors_sent <= 21, "{m:?}");
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn an_unknown_destination_is_reported_unreachable() {
+    let (mut w, a, _b, r) = star(12, 0.0);
+    w.route(a, "nobody", "relay");
+    w.send(a, "nobody", 1, Bytes::from_static(b"hello?"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.forward_errors(a).is_empty()));
+    assert_eq!(
+        w.forward_errors(a)[0],
+        (
+            "relay".to_owned(),
+            "nobody".to_owned(),
+            AtbusCloseReason::Unreachable
+        )
+    );
+    assert!(w.relay(r).metrics().drops(DropReason::Unreachable) >= 1);
+}
+
+#[test]
+fn a_two_relay_loop_is_broken_at_once() {
+    let mut w = World::new(13);
+    let n = w.add_node(node_config("n", &["ra"]));
+    let mut ca = relay_config("ra", &["rb"]);
+    ca.routes.insert("x".into(), "rb".into());
+    let ra = w.add_relay(ca);
+    let mut cb = relay_config("rb", &["ra"]);
+    cb.routes.insert("x".into(), "ra".into());
+    let rb = w.add_relay(cb);
+    w.connect(n, ra, LinkKind::ByteStream, byte_link());
+    w.connect(ra, rb, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(ra) == 2));
+    w.route(n, "x", "ra");
+    w.send(n, "x", 1, Bytes::from_static(b"loop"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.forward_errors(n).is_empty()));
+    assert_eq!(w.forward_errors(n)[0].2, AtbusCloseReason::Unreachable);
+    let (ma, mb) = (w.relay(ra).metrics().clone(), w.relay(rb).metrics().clone());
+    assert!(mb.drops(DropReason::Reflection) >= 1, "{mb:?}");
+    // Every frame n sent crossed ra → rb once and stopped; only errors came back.
+    assert_eq!(ma.drops_total(), 0, "{ma:?}");
+    assert!(
+        mb.frames_received <= ma.frames_forwarded,
+        "no frame went around: {ma:?} {mb:?}"
+    );
+    assert_eq!(mb.frames_forwarded, mb.forward_errors_sent);
+}
+
+#[test]
+fn a_triangle_loop_ends_at_the_hop_limit() {
+    let mut w = World::new(14);
+    let n = w.add_node(node_config("n", &["ra"]));
+    let mut ca = relay_config("ra", &["rb", "rc"]);
+    ca.routes.insert("x".into(), "rb".into());
+    let ra = w.add_relay(ca);
+    let mut cb = relay_config("rb", &["ra", "rc"]);
+    cb.routes.insert("x".into(), "rc".into());
+    cb.upstream = Some("ra".into());
+    let rb = w.add_relay(cb);
+    let mut cc = relay_config("rc", &["ra", "rb"]);
+    cc.routes.insert("x".into(), "ra".into());
+    cc.upstream = Some("ra".into());
+    let rc = w.add_relay(cc);
+    w.connect(n, ra, LinkKind::ByteStream, byte_link());
+    w.connect(ra, rb, LinkKind::ByteStream, byte_link());
+    w.connect(rb, rc, LinkKind::ByteStream, byte_link());
+    w.connect(rc, ra, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(ra) == 3
+        && w.links_up(rb) == 2
+        && w.links_up(rc) == 2));
+    w.route(n, "x", "ra");
+    w.send(n, "x", 1, Bytes::from_static(b"around"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.forward_errors(n).is_empty()));
+    assert_eq!(w.forward_errors(n)[0].2, AtbusCloseReason::HopLimit);
+    let hop_drops: u64 = [ra, rb, rc]
+        .iter()
+        .map(|&r| w.relay(r).metrics().drops(DropReason::HopLimit))
+        .sum();
+    assert!(hop_drops >= 1);
+    // Each frame n sent was forwarded at most 16 times (plus the errors going back).
+    let received_from_n = w.relay(ra).link_metrics()[0].frames_in;
+    let forwarded: u64 = [ra, rb, rc]
+        .iter()
+        .map(|&r| {
+            let m = w.relay(r).metrics();
+            m.frames_forwarded - m.forward_errors_sent
+        })
+        .sum();
+    assert!(
+        forwarded <= received_from_n * 16 + 16,
+        "{forwarded} forwards for {received_from_n} frames"
+    );
+}
+
+#[test]
+fn a_blocked_destination_drops_its_own_overflow_and_never_stalls_another() {
+    let mut w = World::new(15);
+    let a = w.add_node(node_config("a", &["relay"]));
+    let b = w.add_node(node_config("b", &["relay"]));
+    let c = w.add_node(node_config("c", &["relay"]));
+    let mut rc = relay_config("relay", &[]);
+    rc.max_queue_bytes = 4 * 1024;
+    rc.max_queue_frames = 4;
+    let r = w.add_relay(rc);
+    w.connect(a, r, LinkKind::ByteStream, byte_link());
+    w.connect(b, r, LinkKind::ByteStream, byte_link());
+    let to_c = w.connect(c, r, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
+    let c_link = w.link_id(to_c, r);
+    w.relay_mut(r).handle_link_blocked(c_link);
+    for peer in ["b", "c"] {
+        w.route(a, peer, "relay");
+    }
+    let msgs = messages(15, 400, 4000);
+    for m in &msgs {
+        w.send(a, "b", 1, m.clone());
+        w.send(a, "c", 1, m.clone());
+    }
+    let mut max_depth = 0;
+    assert!(w.run_until(Duration::from_secs(30), |w| {
+        let depth = w
+            .relay(r)
+            .link_metrics()
+            .iter()
+            .map(|l| l.queued_bytes)
+            .max()
+            .unwrap_or(0);
+        max_depth = max_depth.max(depth);
+        w.got(b, "a", 1).len() >= msgs.len()
+    }));
+    assert_eq!(
+        w.got(b, "a", 1),
+        &msgs[..],
+        "b got everything while c was stuck"
+    );
+    assert!(w.got(c, "a", 1).is_empty());
+    assert!(max_depth <= 4 * 1024, "queue depth {max_depth}");
+    let m = w.relay(r).metrics();
+    assert!(m.drops(DropReason::QueueFull) > 0, "{m:?}");
+    let c_metrics = w
+        .relay(r)
+        .link_metrics()
+        .into_iter()
+        .find(|l| l.link == c_link)
+        .expect("c's link");
+    assert!(c_metrics.blocked && c_metrics.queued_frames <= 4);
+    // c's own overflow was dropped (bursts from a may also overflow b's small queue: the
+    // sessions recover those).
+    assert!(c_metrics.dropped_queue_full > 0);
+    assert!(c_metrics.dropped_queue_full <= m.drops(DropReason::QueueFull));
+    // Once c's link drains, the sessions recover what the relay dropped.
+    w.relay_mut(r).handle_link_writable(c_link);
+    assert!(
+        w.run_until(Duration::from_secs(120), |w| w.got(c, "a", 1).len()
+            >= msgs.len()),
+        "c got {}",
+        w.got(c, "a", 1).len()
+    );
+    assert_eq!(w.got(c, "a", 1), &msgs[..]);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn the_relay_never_acknowledges_stream_data() {
+    let (mut w, a, b, r) = star(16, 0.02);
+    w.route(a, "b", "relay");
+    let msgs = messages(16, 100, 2000);
+    for m in &msgs {
+        w.send(a, "b", 1, m.clone());
+    }
+    assert!(
+        w.run_until(Duration::from_secs(30), |w| w.got(b, "a", 1).len()
+            >= msgs.len())
+    );
+    let acked = w.run_until(Duration::from_secs(10), |w| match &w.actors[a] {
+        Actor::Node(n) => n.session("b").is_some_and(|s| s.is_stream_acknowledged(1)),
+        Actor::Relay(_) => false,
+    });
+    assert!(acked, "b's acknowledgements reached a");
+    // Every ack a received came from b (forwarded), none from the relay.
+    let acks: Vec<_> = w.seen[a]
+        .iter()
+        .filter(|s| matches!(s.body, Some(Body::Acknowledge(_))))
+        .collect();
+    assert!(!acks.is_empty());
+    assert!(
+        acks.iter()
+            .all(|s| s.head.source == "b" && s.head.hop_count == 1)
+    );
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    // Until b acknowledged, a's data stayed unacknowledged: the relay has no session.
+    assert!(w.relay(r).node().session("a").is_none());
+    assert!(
+        !w.events[a]
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Undeliverable { .. }))
+    );
+}
