@@ -24,7 +24,7 @@ use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
 
 /// A node or a relay.
 pub enum Actor {
-    Node(Node),
+    Node(Box<Node>),
     Relay(Box<Relay>),
 }
 
@@ -213,7 +213,7 @@ impl World {
     pub fn add_node(&mut self, config: NodeConfig) -> usize {
         let rng = self.rng(1000 + self.actors.len() as u64);
         let node = Node::new(config, self.clock.now(), rng).expect("valid config");
-        self.push(Actor::Node(node))
+        self.push(Actor::Node(Box::new(node)))
     }
 
     pub fn add_relay(&mut self, config: RelayConfig) -> usize {
