@@ -1,8 +1,13 @@
 //! The package encoder.
 
-use atbus_proto::FrameMessage;
+use atbus_proto::frame_message::Body;
+use atbus_proto::packet_content::FragmentType;
+use atbus_proto::{FrameMessage, MessageHead, PacketContent, PacketData};
 use bytes::BufMut;
 use prost::Message;
+use prost::encoding::{
+    WireType, encode_key, encode_varint, encoded_len_varint, int32, int64, key_len,
+};
 
 use crate::{FrameError, FrameLimits, HASH_LEN, PACKAGE_VERSION, package_hash, varint};
 
@@ -53,6 +58,186 @@ pub fn encode<B: FrameBuf>(
     // The room was checked above, so the unchecked encoder cannot run out of space; it skips
     // the second whole-message `encoded_len` pass that `Message::encode` would make.
     frame.encode_raw(buf);
+    finish(buf, start);
+    Ok(total)
+}
+
+/// Field number of `head` in `frame_message`.
+const FRAME_HEAD: u32 = 1;
+/// Field number of the `packet` case of `frame_message.body`.
+const FRAME_PACKET: u32 = 7;
+/// Field number of `content` in `packet_data`.
+const PACKET_CONTENT: u32 = 3;
+
+/// Field number of `fragment` in `packet_content`.
+const CONTENT_FRAGMENT: u32 = 1;
+/// Field numbers of `packet_type`, `data` and `fragment_flag` in `packet_content.fragment_type`.
+const FRAGMENT_TYPE: u32 = 1;
+const FRAGMENT_DATA: u32 = 2;
+const FRAGMENT_FLAG: u32 = 3;
+
+/// Length of a length-delimited field `tag` whose value is `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Whether a fragment has only its scalar fields and data (the common case), which this module
+/// encodes without prost's generic per-field checks.
+fn is_plain(f: &FragmentType) -> bool {
+    f.options.is_none()
+        && f.labels.is_empty()
+        && f.forward_for.is_none()
+        && f.close_reason.is_none()
+}
+
+/// Encoded length of a fragment's fields (what prost's `encoded_len` gives).
+fn fragment_len(f: &FragmentType) -> usize {
+    if !is_plain(f) {
+        return f.encoded_len();
+    }
+    let mut len = 0;
+    if f.packet_type != 0 {
+        len += int32::encoded_len(FRAGMENT_TYPE, &f.packet_type);
+    }
+    if !f.data.is_empty() {
+        len += delimited_len(FRAGMENT_DATA, f.data.len());
+    }
+    if f.fragment_flag != 0 {
+        len += int32::encoded_len(FRAGMENT_FLAG, &f.fragment_flag);
+    }
+    len
+}
+
+/// Encoded length of a `packet_content` (what prost's `encoded_len` gives).
+fn content_len(content: &PacketContent) -> usize {
+    content
+        .fragment
+        .iter()
+        .map(|f| delimited_len(CONTENT_FRAGMENT, fragment_len(f)))
+        .sum()
+}
+
+/// Writes a `packet_content` (what prost's `encode_raw` writes), each fragment's length computed
+/// once.
+fn encode_content<B: BufMut>(content: &PacketContent, buf: &mut B) {
+    for f in &content.fragment {
+        encode_key(CONTENT_FRAGMENT, WireType::LengthDelimited, buf);
+        encode_varint(fragment_len(f) as u64, buf);
+        if !is_plain(f) {
+            f.encode_raw(buf);
+            continue;
+        }
+        if f.packet_type != 0 {
+            int32::encode(FRAGMENT_TYPE, &f.packet_type, buf);
+        }
+        if !f.data.is_empty() {
+            encode_key(FRAGMENT_DATA, WireType::LengthDelimited, buf);
+            encode_varint(f.data.len() as u64, buf);
+            buf.put_slice(&f.data);
+        }
+        if f.fragment_flag != 0 {
+            int32::encode(FRAGMENT_FLAG, &f.fragment_flag, buf);
+        }
+    }
+}
+
+/// Appends one package holding `frame_message { head, body }`: the same bytes as [`encode`] of
+/// that frame, without an owned `FrameMessage` (so a sender keeps one head for every frame).
+pub fn encode_parts<B: FrameBuf>(
+    head: Option<&MessageHead>,
+    body: &Body,
+    limits: &FrameLimits,
+    buf: &mut B,
+) -> Result<usize, FrameError> {
+    let head_len = head.map(Message::encoded_len);
+    let frame_len = head_len.map_or(0, |len| delimited_len(FRAME_HEAD, len)) + body.encoded_len();
+    check_len(frame_len, limits)?;
+    let total = package_len(frame_len);
+    reserve(buf, total)?;
+    let start = buf.as_ref().len();
+    encode_varint(PACKAGE_VERSION, buf);
+    encode_varint(frame_len as u64, buf);
+    if let (Some(head), Some(len)) = (head, head_len) {
+        encode_key(FRAME_HEAD, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        head.encode_raw(buf);
+    }
+    body.encode(buf);
+    finish(buf, start);
+    Ok(total)
+}
+
+/// Appends one package holding `frame_message { head, packet }` whose `packet.content` is
+/// `content`, encoded in place: the same bytes as [`encode`] of that frame with `content` set to
+/// `content.encode_to_vec()`, without encoding the content into a buffer of its own first (one
+/// payload copy fewer). `packet.content` itself is ignored.
+pub fn encode_packet<B: FrameBuf>(
+    head: Option<&MessageHead>,
+    packet: &PacketData,
+    content: &PacketContent,
+    limits: &FrameLimits,
+    buf: &mut B,
+) -> Result<usize, FrameError> {
+    let head_len = head.map(Message::encoded_len);
+    let content_len = content_len(content);
+    // Fields in field-number order, as prost writes them; zero scalars and empty bytes are left
+    // out (proto3 defaults).
+    let before_content = [(1, packet.stream_id), (2, packet.stream_offset)];
+    let after_content_32 = [(4, packet.flags), (5, packet.padding_size)];
+    let after_content_64 = [
+        (6, packet.timepoint_microseconds),
+        (7, packet.packet_number),
+        (8, packet.path_id),
+    ];
+    let len64 = |fields: &[(u32, i64)]| {
+        fields
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(tag, v)| int64::encoded_len(*tag, v))
+            .sum::<usize>()
+    };
+    let packet_len = len64(&before_content)
+        + if content_len > 0 {
+            delimited_len(PACKET_CONTENT, content_len)
+        } else {
+            0
+        }
+        + after_content_32
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(tag, v)| int32::encoded_len(*tag, v))
+            .sum::<usize>()
+        + len64(&after_content_64);
+    let frame_len = head_len.map_or(0, |len| delimited_len(FRAME_HEAD, len))
+        + delimited_len(FRAME_PACKET, packet_len);
+    check_len(frame_len, limits)?;
+    let total = package_len(frame_len);
+    reserve(buf, total)?;
+    let start = buf.as_ref().len();
+    encode_varint(PACKAGE_VERSION, buf);
+    encode_varint(frame_len as u64, buf);
+    if let (Some(head), Some(len)) = (head, head_len) {
+        encode_key(FRAME_HEAD, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        head.encode_raw(buf);
+    }
+    encode_key(FRAME_PACKET, WireType::LengthDelimited, buf);
+    encode_varint(packet_len as u64, buf);
+    let put64 = |fields: &[(u32, i64)], buf: &mut B| {
+        for (tag, v) in fields.iter().filter(|(_, v)| *v != 0) {
+            int64::encode(*tag, v, buf);
+        }
+    };
+    put64(&before_content, buf);
+    if content_len > 0 {
+        encode_key(PACKET_CONTENT, WireType::LengthDelimited, buf);
+        encode_varint(content_len as u64, buf);
+        encode_content(content, buf);
+    }
+    for (tag, v) in after_content_32.iter().filter(|(_, v)| *v != 0) {
+        int32::encode(*tag, v, buf);
+    }
+    put64(&after_content_64, buf);
     finish(buf, start);
     Ok(total)
 }

@@ -39,7 +39,9 @@ mod error;
 mod varint;
 
 pub use decode::{DatagramDecoder, RawPackage, StreamDecoder, decode_frame, parse_package};
-pub use encode::{FrameBuf, encode, encode_raw, encoded_len, package_len};
+pub use encode::{
+    FrameBuf, encode, encode_packet, encode_parts, encode_raw, encoded_len, package_len,
+};
 pub use error::FrameError;
 
 /// The package version this crate reads and writes.

@@ -1,10 +1,10 @@
 //! Known vectors, error paths and properties of the package codec.
 
 use atbus_frame::{
-    DatagramDecoder, FrameError, FrameLimits, StreamDecoder, decode_frame, encode, encode_raw,
-    encoded_len, package_hash, parse_package,
+    DatagramDecoder, FrameError, FrameLimits, StreamDecoder, decode_frame, encode, encode_packet,
+    encode_parts, encode_raw, encoded_len, package_hash, parse_package,
 };
-use atbus_proto::{FrameMessage, PingData, frame_message::Body, strategies};
+use atbus_proto::{FrameMessage, PacketData, PingData, frame_message::Body, strategies};
 use bytes::Bytes;
 use proptest::prelude::*;
 
@@ -259,7 +259,101 @@ fn decoding_from_bytes_shares_the_payload() {
     );
 }
 
+/// `packet` with the fields whose bit is set in `zero` set to 0 (proto3 leaves zeros out).
+fn with_zeros(mut packet: PacketData, zero: u8) -> PacketData {
+    let bit = |i: u8| zero & (1 << i) != 0;
+    if bit(0) {
+        packet.stream_id = 0;
+    }
+    if bit(1) {
+        packet.stream_offset = 0;
+    }
+    if bit(2) {
+        packet.flags = 0;
+    }
+    if bit(3) {
+        packet.padding_size = 0;
+    }
+    if bit(4) {
+        packet.timepoint_microseconds = 0;
+    }
+    if bit(5) {
+        packet.packet_number = 0;
+    }
+    if bit(6) {
+        packet.path_id = 0;
+    }
+    packet
+}
+
+#[test]
+fn encode_packet_refuses_frames_over_the_limit() {
+    let content = atbus_proto::PacketContent {
+        fragment: vec![atbus_proto::packet_content::FragmentType {
+            data: Bytes::from(vec![1u8; 100]),
+            ..Default::default()
+        }],
+    };
+    let limits = FrameLimits {
+        max_frame_length: 64,
+    };
+    let mut out = vec![9u8];
+    let err = encode_packet(None, &PacketData::default(), &content, &limits, &mut out);
+    assert!(
+        matches!(err, Err(FrameError::FrameTooLong { .. })),
+        "{err:?}"
+    );
+    assert_eq!(out, vec![9u8], "nothing written");
+}
+
 proptest! {
+    #[test]
+    fn encode_packet_matches_encode(
+        head in proptest::option::of(strategies::message_head()),
+        packet in strategies::packet_data(0),
+        content in strategies::packet_content(300),
+        zero in any::<u8>(),
+    ) {
+        let packet = with_zeros(packet, zero);
+        // Plain fragments (no labels, type 0) take the encoder's short path; keep both kinds.
+        let mut content = content;
+        for (i, f) in content.fragment.iter_mut().enumerate() {
+            if zero & (1 << (7 - i % 2)) != 0 {
+                f.labels.clear();
+                f.packet_type = 0;
+            }
+        }
+        let frame = FrameMessage {
+            head: head.clone(),
+            body: Some(Body::Packet(PacketData {
+                content: prost::Message::encode_to_vec(&content).into(),
+                ..packet.clone()
+            })),
+        };
+        let expected = wire(&frame);
+        // Appends after what the buffer holds, like `encode`; the packet's own content is ignored.
+        let mut out = vec![0xee; 3];
+        let ignored = PacketData { content: Bytes::from_static(b"ignored"), ..packet };
+        let n = encode_packet(head.as_ref(), &ignored, &content, &FrameLimits::default(), &mut out)
+            .expect("encodes");
+        prop_assert_eq!(n, expected.len());
+        prop_assert_eq!(&out[..3], &[0xee; 3][..]);
+        prop_assert_eq!(&out[3..], &expected[..]);
+    }
+
+    #[test]
+    fn encode_parts_matches_encode(
+        head in proptest::option::of(strategies::message_head()),
+        body in strategies::body(300),
+    ) {
+        let frame = FrameMessage { head: head.clone(), body: Some(body.clone()) };
+        let mut out = Vec::new();
+        let n = encode_parts(head.as_ref(), &body, &FrameLimits::default(), &mut out)
+            .expect("encodes");
+        prop_assert_eq!(n, out.len());
+        prop_assert_eq!(out, wire(&frame));
+    }
+
     #[test]
     fn round_trip(frame in strategies::frame_message(2048)) {
         let bytes = wire(&frame);
