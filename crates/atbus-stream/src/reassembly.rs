@@ -485,7 +485,10 @@ impl Reassembler {
             return self.check_queue();
         }
         if self.queue_ends != 0 {
-            return Err(format!("{} message ends counted in an empty queue", self.queue_ends));
+            return Err(format!(
+                "{} message ends counted in an empty queue",
+                self.queue_ends
+            ));
         }
         let mut prev_end = self.read_offset;
         let mut data = 0usize;
@@ -557,7 +560,10 @@ impl Reassembler {
         let (mut data, mut meta, mut ends) = (0usize, 0usize, 0usize);
         for q in &self.queue {
             if q.offset != pos {
-                return Err(format!("queued piece at {} where {pos} was expected", q.offset));
+                return Err(format!(
+                    "queued piece at {} where {pos} was expected",
+                    q.offset
+                ));
             }
             if q.data.is_empty() {
                 return Err(format!("empty queued piece at {pos}"));

@@ -191,26 +191,30 @@ impl SendStream {
     /// them and where they end. A fragment never spans two messages; metadata rides on a
     /// message's first fragment.
     fn fragments(&self, range: Range<u64>, budget: usize) -> (Vec<FragmentType>, u64) {
-        let mut out = Vec::new();
-        let mut used = 0usize;
         let mut pos = range.start;
         let idx = self.messages.partition_point(|m| m.end() <= pos);
+        // At most one fragment per message, each at least 5 encoded bytes: one allocation.
+        let mut out = Vec::with_capacity((self.messages.len() - idx).min(budget / 5 + 1));
+        let mut used = 0usize;
         for m in self.messages.iter().skip(idx) {
             if pos >= range.end {
                 break;
             }
             let start_in = (pos - m.offset) as usize;
             let mut frag = FragmentType::default();
-            if start_in == 0 {
+            // Encoded length of the metadata fields, which only a message's first fragment has.
+            let mut meta_len = 0;
+            if start_in == 0 && !m.meta.is_default() {
                 frag.packet_type = m.meta.packet_type;
                 frag.labels = m.meta.labels.clone();
                 frag.options = m.meta.options.clone();
+                meta_len = frag.encoded_len();
             }
             let msg_end = m.end().min(range.end);
             let want = (msg_end - pos) as usize;
             // Fixed cost of this fragment: its own fields plus worst-case tags and length
             // varints for the data and the fragment (3 bytes each cover 2 MiB).
-            let fixed = frag.encoded_len() + 2 /* flag */ + 1 + 3 /* data tag+len */ + 1 + 3;
+            let fixed = meta_len + 2 /* flag */ + 1 + 3 /* data tag+len */ + 1 + 3;
             if used + fixed >= budget {
                 break;
             }
@@ -223,7 +227,12 @@ impl SendStream {
             if frag_end < m.end() {
                 frag.fragment_flag = fragment_flags::HAS_MORE;
             }
-            let len = frag.encoded_len();
+            // The fields are independent, so the lengths add up to `frag.encoded_len()`.
+            let mut len = meta_len + 1 + prost::encoding::encoded_len_varint(take as u64) + take;
+            if frag.fragment_flag != 0 {
+                len += prost::encoding::int32::encoded_len(3, &frag.fragment_flag);
+            }
+            debug_assert_eq!(len, frag.encoded_len());
             used += 1 + prost::encoding::encoded_len_varint(len as u64) + len;
             out.push(frag);
             pos = frag_end;

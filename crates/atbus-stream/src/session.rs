@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use atbus_frame::{FrameLimits, encode};
+use atbus_frame::{FrameLimits, encode_packet, encode_parts};
 use atbus_proto::{
     AcknowledgeData, AtbusCloseReason, FrameMessage, MessageHead, PacketContent, PacketData,
     PacketNumberRange, PingData, StreamAcknowledge, frame_message::Body,
@@ -681,12 +681,8 @@ impl Session {
     }
 
     fn push_frame(&self, body: Body, buf: &mut Vec<u8>) -> usize {
-        let frame = FrameMessage {
-            head: Some(self.head.clone()),
-            body: Some(body),
-        };
         // Frames are built to fit the path MTU, far below the frame limit.
-        encode(&frame, &self.limits, buf).unwrap_or(0)
+        encode_parts(Some(&self.head), &body, &self.limits, buf).unwrap_or(0)
     }
 
     /// Fills `buf` with what path `id` should carry now.
@@ -834,14 +830,9 @@ impl Session {
             } else {
                 chunk.range.start
             };
-            let content = if chunk.fragments.is_empty() {
-                Bytes::new()
-            } else {
-                PacketContent {
-                    fragment: chunk.fragments,
-                }
-                .encode_to_vec()
-                .into()
+            // Encoded straight into the package: no buffer of its own, no payload copy.
+            let content = PacketContent {
+                fragment: chunk.fragments,
             };
             let Some(p) = self.paths.get_mut(&id) else {
                 return;
@@ -851,22 +842,17 @@ impl Session {
             let packet = PacketData {
                 stream_id,
                 stream_offset: stream_offset as i64,
-                content,
+                content: Bytes::new(),
                 flags,
                 padding_size: 0,
                 timepoint_microseconds: timepoint,
                 packet_number: pn as i64,
                 path_id: id.0 as i64,
             };
-            let before = buf.len();
-            let frame = FrameMessage {
-                head: Some(self.head.clone()),
-                body: Some(Body::Packet(packet)),
-            };
-            if encode(&frame, &self.limits, buf).is_err() {
+            let Ok(size) = encode_packet(Some(&self.head), &packet, &content, &self.limits, buf)
+            else {
                 return;
-            }
-            let size = buf.len() - before;
+            };
             debug_assert!(
                 size <= package_limit,
                 "package {size} over limit {package_limit}"
