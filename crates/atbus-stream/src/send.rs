@@ -119,10 +119,13 @@ impl SendStream {
     }
 
     /// Takes the next chunk: a skip notice, else lost bytes, else new bytes, at most
-    /// `budget` bytes of encoded content; `session_credit` limits new bytes.
+    /// `budget` bytes of encoded content; `session_credit` limits new bytes. With `whole`
+    /// (the budget of an empty packet), a message that would fit whole in an empty packet is
+    /// never started in this one unless it fits here too, so it arrives in one piece.
     pub fn next_chunk(
         &mut self,
         budget: usize,
+        whole: Option<usize>,
         session_credit: &mut u64,
         avoid_retransmit: bool,
     ) -> Option<Chunk> {
@@ -135,7 +138,7 @@ impl SendStream {
             });
         }
         if let Some(first) = self.retransmit.first().filter(|_| !avoid_retransmit) {
-            let (fragments, end) = self.fragments(first.clone(), budget);
+            let (fragments, end) = self.fragments(first.clone(), budget, whole);
             if end > first.start {
                 self.retransmit.remove(first.start..end);
                 let finish = self.finished && end == self.end;
@@ -158,7 +161,7 @@ impl SendStream {
             .min(self.next_new + *session_credit);
         if self.next_new < limit {
             let start = self.next_new;
-            let (fragments, end) = self.fragments(start..limit, budget);
+            let (fragments, end) = self.fragments(start..limit, budget, whole);
             if end == start {
                 return None;
             }
@@ -189,8 +192,13 @@ impl SendStream {
 
     /// Cuts `range` into fragments fitting `budget` bytes of encoded `packet_content`; returns
     /// them and where they end. A fragment never spans two messages; metadata rides on a
-    /// message's first fragment.
-    fn fragments(&self, range: Range<u64>, budget: usize) -> (Vec<FragmentType>, u64) {
+    /// message's first fragment. See [`Self::next_chunk`] for `whole`.
+    fn fragments(
+        &self,
+        range: Range<u64>,
+        budget: usize,
+        whole: Option<usize>,
+    ) -> (Vec<FragmentType>, u64) {
         let mut pos = range.start;
         let idx = self.messages.partition_point(|m| m.end() <= pos);
         // At most one fragment per message, each at least 5 encoded bytes: one allocation.
@@ -220,6 +228,11 @@ impl SendStream {
             }
             let take = want.min(budget - used - fixed);
             if take == 0 {
+                break;
+            }
+            // Cutting a message that an empty packet would carry whole costs the receiver a
+            // copy to join the pieces; it waits for the next packet instead.
+            if take < want && start_in == 0 && whole.is_some_and(|w| want + fixed <= w) {
                 break;
             }
             frag.data = m.data.slice(start_in..start_in + take);
@@ -356,7 +369,7 @@ mod tests {
     fn fragments_never_span_messages() {
         let mut s = stream_with(&[b"hello", b"world!"]);
         let mut credit = u64::MAX;
-        let c = s.next_chunk(1000, &mut credit, false).expect("chunk");
+        let c = s.next_chunk(1000, None, &mut credit, false).expect("chunk");
         assert_eq!(c.range, 0..11);
         assert_eq!(c.fragments.len(), 2);
         assert_eq!(&c.fragments[0].data[..], b"hello");
@@ -368,7 +381,7 @@ mod tests {
     fn small_budget_cuts_with_has_more() {
         let mut s = stream_with(&[&[7u8; 100]]);
         let mut credit = u64::MAX;
-        let c = s.next_chunk(40, &mut credit, false).expect("chunk");
+        let c = s.next_chunk(40, None, &mut credit, false).expect("chunk");
         assert!(c.range.end < 100);
         assert_eq!(c.fragments[0].fragment_flag, fragment_flags::HAS_MORE);
         let content = atbus_proto::PacketContent {
@@ -378,10 +391,41 @@ mod tests {
     }
 
     #[test]
+    fn messages_that_fit_an_empty_packet_are_not_cut() {
+        let mut s = stream_with(&[&[1u8; 30], &[2u8; 30], &[3u8; 100]]);
+        let mut credit = u64::MAX;
+        // Room for the first message and part of the second; an empty packet holds both.
+        let c = s
+            .next_chunk(60, Some(200), &mut credit, false)
+            .expect("chunk");
+        assert_eq!(
+            c.range,
+            0..30,
+            "the second message waits for the next packet"
+        );
+        let c = s
+            .next_chunk(200, Some(200), &mut credit, false)
+            .expect("chunk");
+        assert_eq!(c.range, 30..160, "both whole");
+        assert!(c.fragments.iter().all(|f| f.fragment_flag == 0));
+        // A message larger than an empty packet is cut as before.
+        let mut s = stream_with(&[&[1u8; 30], &[2u8; 300]]);
+        let c = s
+            .next_chunk(100, Some(200), &mut credit, false)
+            .expect("chunk");
+        assert!(c.range.end > 30, "the large message starts at once");
+        assert_eq!(c.fragments[1].fragment_flag, fragment_flags::HAS_MORE);
+        // Without `whole` (datagram paths), packets are filled.
+        let mut s = stream_with(&[&[1u8; 30], &[2u8; 30]]);
+        let c = s.next_chunk(60, None, &mut credit, false).expect("chunk");
+        assert!(c.range.end > 30);
+    }
+
+    #[test]
     fn lost_then_acked_is_not_resent() {
         let mut s = stream_with(&[b"abcdef"]);
         let mut credit = u64::MAX;
-        s.next_chunk(1000, &mut credit, false);
+        s.next_chunk(1000, None, &mut credit, false);
         s.on_acked(0..3);
         s.on_lost(0..6);
         assert_eq!(s.retransmit.iter().collect::<Vec<_>>(), vec![3..6]);
@@ -395,12 +439,12 @@ mod tests {
         let mut s = SendStream::new(4);
         s.push(Bytes::from_static(b"abcdefgh"), MessageMeta::default());
         let mut credit = u64::MAX;
-        let c = s.next_chunk(1000, &mut credit, false).expect("chunk");
+        let c = s.next_chunk(1000, None, &mut credit, false).expect("chunk");
         assert_eq!(c.range, 0..4);
         assert!(s.credit_blocked());
         let mut small = 2;
         s.max_offset = 100;
-        let c = s.next_chunk(1000, &mut small, false).expect("chunk");
+        let c = s.next_chunk(1000, None, &mut small, false).expect("chunk");
         assert_eq!(c.range, 4..6, "session credit too");
     }
 }

@@ -812,7 +812,11 @@ impl Session {
                 return;
             }
             let budget = room - overhead;
-            let Some((stream_id, chunk)) = self.next_chunk(budget, id, others_usable) else {
+            // On a byte stream, a package may end early at no cost, so messages that fit a
+            // package are not cut (the receiver then delivers them without a copy). Datagram
+            // paths fill each datagram.
+            let whole = config.kind.is_reliable().then(|| package_limit - overhead);
+            let Some((stream_id, chunk)) = self.next_chunk(budget, whole, id, others_usable) else {
                 return;
             };
             let mut flags = 0;
@@ -887,6 +891,7 @@ impl Session {
     fn next_chunk(
         &mut self,
         budget: usize,
+        whole: Option<usize>,
         path: PathId,
         others_usable: bool,
     ) -> Option<(i64, crate::send::Chunk)> {
@@ -907,7 +912,7 @@ impl Session {
             let before = credit;
             let stream = self.send_streams.get_mut(&id)?;
             let avoid = others_usable && stream.last_lost_path == Some(path);
-            if let Some(chunk) = stream.next_chunk(budget, &mut credit, avoid) {
+            if let Some(chunk) = stream.next_chunk(budget, whole, &mut credit, avoid) {
                 self.session_data_sent += before - credit;
                 self.last_stream = id;
                 return Some((id, chunk));
