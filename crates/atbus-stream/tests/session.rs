@@ -515,3 +515,80 @@ fn a_message_of_nearly_the_whole_window_after_small_ones_is_delivered() {
     );
     w.assert_exactly_once();
 }
+
+/// Over a byte stream, every message that fits one package is handed to the reader as a slice of
+/// the very buffer the package was decoded into: no payload copy after the stream decoder.
+#[test]
+fn messages_arriving_in_one_piece_are_not_copied() {
+    use atbus_frame::{FrameLimits, StreamDecoder};
+
+    let mut now = Instant::now();
+    let mut a = Session::new(SessionConfig::new("a", "b"), now);
+    let mut b = Session::new(SessionConfig::new("b", "a"), now);
+    let pa = a
+        .add_path(now, PathConfig::new(PathKind::ByteStream, 65_535))
+        .expect("path");
+    let pb = b
+        .add_path(now, PathConfig::new(PathKind::ByteStream, 65_535))
+        .expect("path");
+    // Sizes that pack several to a package, so some would straddle two packages if cut.
+    let sizes = [64usize, 1000, 60_000, 64, 30_000, 40_000, 7, 65_000];
+    let sent: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 31 + j) as u8).collect::<Vec<_>>()))
+        .collect();
+    for m in &sent {
+        a.send(1, OutgoingMessage::data(m.clone())).expect("room");
+    }
+    let (mut ab, mut ba) = (
+        StreamDecoder::new(FrameLimits::default()),
+        StreamDecoder::new(FrameLimits::default()),
+    );
+    let mut buf = Vec::new();
+    // Every decoded package buffer, kept alive so its address range stays unique.
+    let mut packages: Vec<Bytes> = Vec::new();
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            ab.feed(&buf[..t.size]);
+            while let Some(p) = ab.next_package().expect("valid") {
+                packages.push(p.frame.clone());
+                let wire = p.wire_len;
+                b.handle_frame(now, pb, p.into_frame().expect("frame"), wire)
+                    .expect("ok");
+            }
+        }
+        while let Some(Delivery::Message(m)) = b.read(1) {
+            received.push(m.data);
+        }
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            ba.feed(&buf[..t.size]);
+            while let Some(p) = ba.next_package().expect("valid") {
+                let wire = p.wire_len;
+                a.handle_frame(now, pa, p.into_frame().expect("frame"), wire)
+                    .expect("ok");
+            }
+        }
+        if received.len() == sent.len() {
+            break;
+        }
+        now += Duration::from_millis(20);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+    }
+    assert_eq!(received, sent);
+    assert!(packages.len() >= 3, "the messages needed several packages");
+    for (i, m) in received.iter().enumerate() {
+        let start = m.as_ptr();
+        let end = start.wrapping_add(m.len());
+        assert!(
+            packages.iter().any(|p| {
+                let range = p.as_ptr_range();
+                range.start <= start && end <= range.end
+            }),
+            "message {i} ({} bytes) was copied out of its package",
+            m.len()
+        );
+    }
+}
