@@ -1,4 +1,5 @@
-//! Configuration of the etcd backend and the `etcd://host:port[,host:port…]` spec parser.
+//! Configuration of the etcd backend and the `etcd://host:port[,host:port…]` /
+//! `etcds://host:port[,…]?ca=FILE[&cert=FILE&key=FILE][&domain=NAME]` spec parser.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -74,7 +75,9 @@ impl fmt::Debug for EtcdAuth {
 /// TLS to etcd (needs the crate feature `tls`; endpoints must then be `https://`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EtcdTls {
-    /// PEM file of the CA that signed etcd's certificate (`None`: no custom CA).
+    /// PEM file of the CA that signed etcd's certificate. Required: no system trust roots are
+    /// built in, so `None` makes [`EtcdDiscovery::new`](crate::EtcdDiscovery::new) fail with
+    /// `TlsNoCa`.
     pub ca_pem: Option<PathBuf>,
     /// PEM file of the client certificate, for mutual TLS (needs `key_pem`).
     pub cert_pem: Option<PathBuf>,
@@ -135,9 +138,26 @@ impl EtcdConfig {
         }
     }
 
-    /// Defaults for the endpoints of a discovery spec (see [`parse_spec`]).
+    /// Defaults for a discovery spec: the endpoints as [`parse_spec`] reads them, and for
+    /// `etcds://` the TLS files of its query, `?ca=FILE[&cert=FILE&key=FILE][&domain=NAME]`
+    /// (file names as written, no percent-decoding). `etcds://` without a query still means
+    /// TLS (then [`EtcdDiscovery::new`](crate::EtcdDiscovery::new) asks for the CA).
     pub fn from_spec(spec: &str) -> Result<Self, SpecError> {
-        parse_spec(spec).map(Self::new)
+        let (base, query) = match spec.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (spec, None),
+        };
+        let mut config = Self::new(parse_spec(base)?);
+        let tls = base.starts_with("etcds://");
+        if query.is_some() && !tls {
+            return Err(SpecError::QueryNeedsTls {
+                spec: spec.to_owned(),
+            });
+        }
+        if tls {
+            config.tls = Some(parse_tls_query(query.unwrap_or(""))?);
+        }
+        Ok(config)
     }
 
     /// The prefix without trailing `/`.
@@ -186,6 +206,53 @@ pub enum SpecError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A query (TLS files) was given on a plain `etcd://` spec.
+    #[error("discovery spec {spec:?}: ?ca=…&cert=…&key=… needs etcds:// (TLS)")]
+    QueryNeedsTls {
+        /// The spec given.
+        spec: String,
+    },
+    /// One `key=value` of the query is malformed, unknown or repeated.
+    #[error("spec option {option:?}: {problem}")]
+    Query {
+        /// The option as written.
+        option: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// Reads `ca=FILE&cert=FILE&key=FILE&domain=NAME` (every part optional, none repeated).
+fn parse_tls_query(query: &str) -> Result<EtcdTls, SpecError> {
+    let mut tls = EtcdTls::default();
+    for option in query.split('&').filter(|o| !o.is_empty()) {
+        let bad = |problem| SpecError::Query {
+            option: option.to_owned(),
+            problem,
+        };
+        let Some((key, value)) = option.split_once('=') else {
+            return Err(bad("expected key=value"));
+        };
+        if value.is_empty() {
+            return Err(bad("empty value"));
+        }
+        let slot = match key {
+            "ca" => &mut tls.ca_pem,
+            "cert" => &mut tls.cert_pem,
+            "key" => &mut tls.key_pem,
+            "domain" => {
+                if tls.domain.replace(value.to_owned()).is_some() {
+                    return Err(bad("given twice"));
+                }
+                continue;
+            }
+            _ => return Err(bad("unknown option (expected ca, cert, key or domain)")),
+        };
+        if slot.replace(PathBuf::from(value)).is_some() {
+            return Err(bad("given twice"));
+        }
+    }
+    Ok(tls)
 }
 
 /// Parses `etcd://host:port[,host:port…]` (plain HTTP) or `etcds://…` (TLS) into endpoint URLs
@@ -302,6 +369,45 @@ mod tests {
         ] {
             assert!(parse_spec(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn spec_tls_options() {
+        let c = EtcdConfig::from_spec("etcds://h:1?ca=/p/ca.pem&cert=c.pem&key=k.pem&domain=etcd")
+            .unwrap();
+        assert_eq!(c.endpoints, vec!["https://h:1"]);
+        assert_eq!(
+            c.tls,
+            Some(EtcdTls {
+                ca_pem: Some("/p/ca.pem".into()),
+                cert_pem: Some("c.pem".into()),
+                key_pem: Some("k.pem".into()),
+                domain: Some("etcd".into()),
+            })
+        );
+        let c = EtcdConfig::from_spec("etcds://h").unwrap();
+        assert_eq!(c.tls, Some(EtcdTls::default()));
+        assert_eq!(EtcdConfig::from_spec("etcd://h").unwrap().tls, None);
+        assert!(matches!(
+            EtcdConfig::from_spec("etcd://h?ca=x"),
+            Err(SpecError::QueryNeedsTls { .. })
+        ));
+        for (bad, option) in [
+            ("etcds://h?ca=a&ca=b", "ca=b"),
+            ("etcds://h?domain=a&domain=b", "domain=b"),
+            ("etcds://h?ca=", "ca="),
+            ("etcds://h?ca", "ca"),
+            ("etcds://h?password=x", "password=x"),
+        ] {
+            match EtcdConfig::from_spec(bad) {
+                Err(SpecError::Query { option: o, .. }) => assert_eq!(o, option, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            EtcdConfig::from_spec("etcds://h:x?ca=a"),
+            Err(SpecError::Endpoint { .. })
+        ));
     }
 
     #[test]

@@ -73,9 +73,24 @@ pub enum SetupError {
     /// The event queue capacity is 0.
     #[error("event queue capacity must be at least 1")]
     ZeroQueue,
-    /// TLS is configured but the crate was built without its `tls` feature.
+    /// TLS is configured (or an endpoint is `https://`) but the crate was built without its
+    /// `tls` feature.
     #[error("TLS configured but atbus-discovery-etcd was built without the `tls` feature")]
     TlsNotBuilt,
+    /// An endpoint's scheme disagrees with the TLS setting: `http://` with TLS configured, or
+    /// `https://` without.
+    #[error(
+        "endpoint {endpoint:?} does not match the TLS setting (TLS needs https:// endpoints and an EtcdTls, plain needs http://)"
+    )]
+    TlsScheme {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// TLS is configured without a CA file.
+    #[error(
+        "TLS to etcd needs the CA that signed etcd's certificate (EtcdTls::ca_pem, or ?ca=FILE in an etcds:// spec): no system trust roots are built in"
+    )]
+    TlsNoCa,
     /// A client certificate was given without its key, or the other way round.
     #[error("TLS client certificate and key must be given together")]
     TlsIdentity,
@@ -102,6 +117,24 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, SetupError> {
             .with_user(auth.user.clone(), auth.password.clone())
             .with_auto_token_refresh(true);
     }
+    let tls = config.tls.is_some();
+    let https = |e: &&String| e.starts_with("https://");
+    if !cfg!(feature = "tls") && (tls || config.endpoints.iter().any(|e| https(&e))) {
+        return Err(SetupError::TlsNotBuilt);
+    }
+    // Endpoints without a scheme take the TLS setting; explicit schemes must agree with it.
+    let wrong = |e: &&String| {
+        if tls {
+            e.starts_with("http://")
+        } else {
+            https(e)
+        }
+    };
+    if let Some(endpoint) = config.endpoints.iter().find(wrong) {
+        return Err(SetupError::TlsScheme {
+            endpoint: endpoint.clone(),
+        });
+    }
     match &config.tls {
         Some(tls) => tls_options(options, tls),
         None => Ok(options),
@@ -117,10 +150,10 @@ fn tls_options(options: ConnectOptions, tls: &EtcdTls) -> Result<ConnectOptions,
             source,
         })
     };
-    let mut t = TlsOptions::new();
-    if let Some(ca) = &tls.ca_pem {
-        t = t.ca_certificate(Certificate::from_pem(read(ca)?));
-    }
+    let Some(ca) = &tls.ca_pem else {
+        return Err(SetupError::TlsNoCa);
+    };
+    let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
     match (&tls.cert_pem, &tls.key_pem) {
         (Some(cert), Some(key)) => t = t.identity(Identity::from_pem(read(cert)?, read(key)?)),
         (None, None) => {}
@@ -320,5 +353,65 @@ impl Discovery for EtcdDiscovery {
 impl Drop for EtcdDiscovery {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(endpoint: &str, tls: Option<EtcdTls>) -> Result<ConnectOptions, SetupError> {
+        let mut c = EtcdConfig::new(vec![endpoint.to_owned()]);
+        c.tls = tls;
+        connect_options(&c)
+    }
+
+    #[test]
+    fn plain_endpoints_need_no_tls() {
+        assert!(setup("http://127.0.0.1:2379", None).is_ok());
+        assert!(setup("127.0.0.1:2379", None).is_ok());
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_without_the_feature_is_refused() {
+        let tls = EtcdTls {
+            ca_pem: Some("ca.pem".into()),
+            ..EtcdTls::default()
+        };
+        assert!(matches!(
+            setup("https://127.0.0.1:2379", Some(tls)),
+            Err(SetupError::TlsNotBuilt)
+        ));
+        assert!(matches!(
+            setup("https://127.0.0.1:2379", None),
+            Err(SetupError::TlsNotBuilt)
+        ));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_settings_must_agree_with_the_endpoints() {
+        let tls = EtcdTls {
+            ca_pem: Some("/nonexistent/ca.pem".into()),
+            ..EtcdTls::default()
+        };
+        assert!(matches!(
+            setup("http://127.0.0.1:2379", Some(tls.clone())),
+            Err(SetupError::TlsScheme { .. })
+        ));
+        assert!(matches!(
+            setup("https://127.0.0.1:2379", None),
+            Err(SetupError::TlsScheme { .. })
+        ));
+        assert!(matches!(
+            setup("https://127.0.0.1:2379", Some(EtcdTls::default())),
+            Err(SetupError::TlsNoCa)
+        ));
+        // A scheme-less endpoint takes the TLS setting; the CA file is read at setup.
+        assert!(matches!(
+            setup("127.0.0.1:2379", Some(tls)),
+            Err(SetupError::TlsFile { .. })
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! A real `etcd` process for integration tests (this crate's, the CLI's): free loopback ports, a
-//! temporary data directory, killed on drop. Not part of the supported API.
+//! temporary data directory, killed on drop, optionally serving its clients over TLS. Not part
+//! of the supported API.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,6 +12,21 @@ use std::time::{Duration, Instant};
 pub const MISSING: &str =
     "not found: run `cargo xtask setup` or apt-get install etcd-server etcd-client";
 
+/// TLS of a test etcd's client URL: PEM files the test wrote (peers stay plain HTTP).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The CA that signed `cert`; with `client_cert_auth`, the CA client certificates must
+    /// chain to.
+    pub ca: PathBuf,
+    /// The server certificate. It must name 127.0.0.1 and allow client auth too: etcdctl
+    /// presents it when the harness polls health or runs commands under mutual TLS.
+    pub cert: PathBuf,
+    /// The server certificate's key.
+    pub key: PathBuf,
+    /// Mutual TLS: refuse clients without a certificate signed by `ca`.
+    pub client_cert_auth: bool,
+}
+
 /// A running etcd, killed (and its data directory removed) on drop.
 #[derive(Debug)]
 pub struct EtcdProcess {
@@ -18,6 +34,7 @@ pub struct EtcdProcess {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    tls: Option<ServerTls>,
 }
 
 /// A free loopback TCP port (nothing listens on it once returned).
@@ -41,6 +58,17 @@ impl EtcdProcess {
     /// Starts etcd on free loopback ports (five tries), failing the test clearly if the binary
     /// is missing.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving clients on `https://127.0.0.1:PORT` with `tls` (health is polled
+    /// with etcdctl, so it must be installed).
+    pub fn start_tls(tls: ServerTls) -> Self {
+        require("etcdctl", "version");
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> Self {
         require("etcd", "--version");
         for attempt in 0..5 {
             let (client_port, peer_port) = (free_port(), free_port());
@@ -60,6 +88,7 @@ impl EtcdProcess {
                 dir,
                 client_port,
                 peer_port,
+                tls: tls.clone(),
             };
             if etcd.spawn() {
                 return etcd;
@@ -86,7 +115,19 @@ impl EtcdProcess {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.join("etcd.log"))
             .unwrap_or_else(|e| panic!("etcd log file: {e}"));
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key);
+            if tls.client_cert_auth {
+                cmd.arg("--client-cert-auth")
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.ca);
+            }
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.join("data"))
             .args([
@@ -124,8 +165,14 @@ impl EtcdProcess {
         false
     }
 
-    /// Whether `/health` answers true.
+    /// Whether `/health` answers true (over TLS: whether `etcdctl endpoint health` succeeds).
     pub fn healthy(&self) -> bool {
+        if self.tls.is_some() {
+            return self
+                .etcdctl(&["endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        }
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
             return false;
         };
@@ -138,14 +185,16 @@ impl EtcdProcess {
         body.contains("\"health\":\"true\"")
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// The discovery spec, `etcd://127.0.0.1:PORT`.
+    /// The discovery spec, `etcd://127.0.0.1:PORT` (`etcds://` with TLS, without the files).
     pub fn spec(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The process id.
@@ -184,14 +233,29 @@ impl EtcdProcess {
         assert!(ok, "kill {sig} failed");
     }
 
-    /// Runs `etcdctl` (API v3, bounded by its dial and command timeouts) against this etcd.
-    pub fn ctl(&self, args: &[&str]) {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+    /// An `etcdctl` command (API v3, bounded by its dial and command timeouts) against this
+    /// etcd; over TLS it trusts the test CA and presents the server certificate.
+    fn etcdctl(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
-            .args(["--dial-timeout=3s", "--command-timeout=5s"])
-            .args(args)
-            .stdin(Stdio::null())
+            .args(["--dial-timeout=3s", "--command-timeout=5s"]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
+        }
+        cmd.args(args).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `etcdctl` against this etcd, panicking unless it succeeds; returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self
+            .etcdctl(args)
             .output()
             .unwrap_or_else(|e| panic!("etcdctl {MISSING} ({e})"));
         assert!(
@@ -200,6 +264,7 @@ impl EtcdProcess {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

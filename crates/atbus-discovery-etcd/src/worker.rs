@@ -81,6 +81,17 @@ fn classify(e: &etcd_client::Error) -> Failure {
     }
 }
 
+/// Whether a failure shows a TLS handshake refused by either side (an untrusted server
+/// certificate, or etcd's alert about the client's). Under TLS 1.3 etcd rejects a client
+/// certificate after the client has finished its handshake, so the same refusal often shows
+/// only as "connection closed" or "broken pipe"; [`Ctx::retry`] then reports the clearer
+/// message an earlier attempt saw.
+fn tls_refusal(message: &str) -> bool {
+    message.contains("certificate")
+        || message.contains("Certificate")
+        || message.contains("fatal alert")
+}
+
 /// What a compare-and-put/delete transaction found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -337,13 +348,20 @@ impl Ctx {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut attempt = 0;
+        let mut refusal: Option<String> = None;
         loop {
             match self.attempt(&mut f).await {
                 Err(Failure::Retry(m)) => {
                     self.shared.with(|i| i.stats.retries += 1);
                     let delay = self.config.backoff.delay(attempt, self.random());
                     if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                        return Err(Failure::Retry(m));
+                        return Err(Failure::Retry(match refusal {
+                            Some(r) if !tls_refusal(&m) => format!("{m} (earlier: {r})"),
+                            _ => m,
+                        }));
+                    }
+                    if tls_refusal(&m) {
+                        refusal = Some(m.clone());
                     }
                     debug!(error = %m, ?delay, "etcd call failed; retrying");
                     sleep(delay).await;
