@@ -66,8 +66,6 @@
 
 mod config;
 mod error;
-#[doc(hidden)]
-pub mod fuzz;
 mod metrics;
 mod relay;
 
