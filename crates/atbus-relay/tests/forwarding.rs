@@ -416,3 +416,107 @@ fn the_relay_never_acknowledges_stream_data() {
             .any(|e| matches!(e, NodeEvent::Undeliverable { .. }))
     );
 }
+
+#[test]
+fn a_session_mixes_relayed_and_direct_paths_and_survives_losing_the_direct_one() {
+    for_each_seed(3, |seed| {
+        let (mut w, a, b, r) = star(seed, 0.02);
+        w.route(a, "b", "relay");
+        let msgs = messages(seed, 400, 3000);
+        for m in &msgs[..50] {
+            w.send(a, "b", 1, m.clone());
+        }
+        assert!(w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 50));
+        // Before any direct link, the peer's incarnation is unknown.
+        assert_eq!(w.node(a).peer_incarnation("b"), None);
+        // A direct link joins the same session: no restart is reported.
+        let direct = w.connect(a, b, LinkKind::ByteStream, byte_link().with_rate(1_000_000));
+        assert!(w.run_until(Duration::from_secs(5), |w| w.links_up(a) == 2
+            && w.links_up(b) == 2));
+        let b_incarnation = w.node(b).incarnation();
+        assert_eq!(w.node(a).peer_incarnation("b"), Some(b_incarnation));
+        assert_eq!(w.node(a).session("b").expect("session").paths().count(), 2);
+        for m in &msgs[50..] {
+            w.send(a, "b", 1, m.clone());
+        }
+        w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 100);
+        assert!(
+            w.got(b, "a", 1).len() < msgs.len(),
+            "seed {seed}: already over"
+        );
+        w.kill_link(direct);
+        assert!(
+            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 1).len()
+                >= msgs.len()),
+            "seed {seed}: got {}",
+            w.got(b, "a", 1).len()
+        );
+        assert_eq!(
+            w.got(b, "a", 1),
+            &msgs[..],
+            "seed {seed}: exactly once, in order"
+        );
+        assert!(
+            !w.events[a].iter().any(|e| matches!(
+                e,
+                NodeEvent::Undeliverable { .. } | NodeEvent::PeerDown { .. }
+            )),
+            "seed {seed}"
+        );
+        // The relay link outlived the direct one and still serves the session.
+        assert_eq!(w.node(a).peer_links("b").len(), 1);
+        assert!(w.relay(r).metrics().frames_forwarded > 0);
+    });
+}
+
+#[test]
+fn a_peer_announcing_relay_that_is_not_trusted_is_an_ordinary_peer() {
+    let mut w = World::new(17);
+    // "a" does not list "relay" among its relays.
+    let a = w.add_node(node_config("a", &[]));
+    let r = w.add_relay(relay_config("relay", &[]));
+    w.connect(a, r, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(a) == 1));
+    assert!(
+        w.node(a).session("relay").is_some(),
+        "a session, as with any peer"
+    );
+    let now = w.clock.now();
+    let route = w.node(a).route_via_relay(now, "b", "relay");
+    assert!(matches!(route, Err(atbus_node::NodeError::NotARelay(_))));
+    // Its session frames are addressed to the relay itself: dropped, never answered.
+    w.send(a, "relay", 1, Bytes::from_static(b"hello relay"));
+    w.run_for(Duration::from_secs(1));
+    assert!(w.relay(r).metrics().drops(DropReason::ToRelay) >= 1);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
+fn when_the_relay_link_closes_the_relayed_sessions_wait_and_resume_on_a_new_one() {
+    let (mut w, a, b, r) = star(18, 0.0);
+    w.route(a, "b", "relay");
+    let msgs = messages(18, 200, 2000);
+    for m in &msgs[..100] {
+        w.send(a, "b", 1, m.clone());
+    }
+    assert!(w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 100));
+    w.kill_link(0);
+    w.run_for(Duration::from_millis(100));
+    assert!(
+        w.events[a]
+            .iter()
+            .any(|e| matches!(e, NodeEvent::PeerDown { peer } if peer == "b"))
+    );
+    for m in &msgs[100..] {
+        w.send(a, "b", 1, m.clone());
+    }
+    // A new link to the relay: the route gives the session its path back.
+    w.connect(a, r, LinkKind::Datagram, lossy_link(0.0));
+    assert!(
+        w.run_until(Duration::from_secs(30), |w| w.got(b, "a", 1).len()
+            >= msgs.len()),
+        "got {}",
+        w.got(b, "a", 1).len()
+    );
+    assert_eq!(w.got(b, "a", 1), &msgs[..]);
+}

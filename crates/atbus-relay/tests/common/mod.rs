@@ -296,6 +296,17 @@ impl World {
             .expect("route");
     }
 
+    /// Kills sim link `i` abruptly: both ends learn it closed.
+    pub fn kill_link(&mut self, i: usize) {
+        let now = self.clock.now();
+        let l = &mut self.links[i];
+        l.net.set_up(false);
+        l.closed = [true, true];
+        let (a, b) = (l.a, l.b);
+        self.actors[a.0].closed(now, a.1);
+        self.actors[b.0].closed(now, b.1);
+    }
+
     pub fn send(&mut self, from: usize, to: &str, stream: i64, data: Bytes) -> u64 {
         self.node(from)
             .send(to, stream, OutgoingMessage::data(data))
