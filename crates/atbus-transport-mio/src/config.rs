@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// Default [`TransportConfig::write_queue_limit`]: 4 MiB.
 pub const DEFAULT_WRITE_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
+/// Default [`TransportConfig::coalesce_below`]: 16 KiB.
+const DEFAULT_COALESCE_BELOW: usize = 16 * 1024;
 /// Default [`TransportConfig::udp_max_peers`]: 1024.
 pub const DEFAULT_UDP_MAX_PEERS: usize = 1024;
 /// Default [`TransportConfig::udp_recv_batch`] and [`TransportConfig::accept_batch`]: 64.
@@ -48,6 +50,11 @@ pub struct TransportConfig {
     pub poll_capacity: usize,
     /// Most buffers handed to one `write_vectored` call. Default 64.
     pub max_write_slices: usize,
+    /// Byte-stream sends smaller than this are queued and written together, in one system call
+    /// per link, before [`Transport::poll_events`](crate::Transport::poll_events) next waits
+    /// (or as soon as 64 KiB are queued); larger sends are written at once, together with what is
+    /// queued. Default 16 KiB; 0 writes every send at once.
+    pub coalesce_below: usize,
 }
 
 impl Default for TransportConfig {
@@ -68,6 +75,7 @@ impl Default for TransportConfig {
             close_timeout: Duration::from_secs(5),
             poll_capacity: 1024,
             max_write_slices: 64,
+            coalesce_below: DEFAULT_COALESCE_BELOW,
         }
     }
 }

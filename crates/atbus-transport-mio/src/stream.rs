@@ -105,6 +105,8 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 pub(crate) struct WriteQueue {
     chunks: VecDeque<BytesMut>,
     queued: usize,
+    /// The last write met `WouldBlock`: nothing is tried again until the socket is writable.
+    blocked: bool,
 }
 
 impl WriteQueue {
@@ -114,6 +116,11 @@ impl WriteQueue {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.queued == 0
+    }
+
+    /// Whether the socket refused the last write and writability has not been seen since.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
@@ -134,30 +141,59 @@ impl WriteQueue {
         socket: &mut StreamSocket,
         max_slices: usize,
     ) -> io::Result<usize> {
-        let mut written = 0;
-        while self.queued > 0 {
-            let res = if self.chunks.len() == 1 {
+        self.write_with(socket, &[], max_slices).map(|(n, _)| n)
+    }
+
+    /// Writes the queue, then `extra`, with as few calls as possible (one `write_vectored` for
+    /// both when the socket takes it all). Returns the bytes written in total and how many of
+    /// them came from `extra`; the caller queues the rest of `extra`. Stops at `WouldBlock`
+    /// (and remembers it) or when everything is written.
+    pub(crate) fn write_with(
+        &mut self,
+        socket: &mut StreamSocket,
+        extra: &[u8],
+        max_slices: usize,
+    ) -> io::Result<(usize, usize)> {
+        self.blocked = false;
+        let (mut written, mut taken) = (0, 0);
+        while self.queued > 0 || taken < extra.len() {
+            let rest = &extra[taken..];
+            let res = if self.chunks.is_empty() {
+                socket.write(rest)
+            } else if self.chunks.len() == 1 && rest.is_empty() {
                 socket.write(&self.chunks[0])
             } else {
                 let mut slices = [IoSlice::new(&[]); 64];
-                let count = self.chunks.len().min(max_slices.clamp(1, 64));
-                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(count) {
+                let room = max_slices.clamp(2, 64) - 1;
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(room) {
                     *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                // The extra bytes ride along only once the whole queue is in this call.
+                if count == self.chunks.len() && !rest.is_empty() {
+                    slices[count] = IoSlice::new(rest);
+                    count += 1;
                 }
                 socket.write_vectored(&slices[..count])
             };
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.advance(n);
+                    let from_queue = n.min(self.queued);
+                    self.advance(from_queue);
+                    taken += n - from_queue;
                     written += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(written)
+        Ok((written, taken))
     }
 
     fn advance(&mut self, mut n: usize) {

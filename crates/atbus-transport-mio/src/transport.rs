@@ -2,6 +2,8 @@
 
 mod ready;
 mod sockets;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -31,6 +33,8 @@ use crate::url::Url;
 const WAKER: Token = Token(0);
 /// Inbox messages handled per poll before other sockets get a turn.
 const INBOX_BUDGET: usize = 4096;
+/// Coalesced small sends are written at once when this many bytes wait (one full chunk).
+const COALESCE_FLUSH_AT: usize = 64 * 1024;
 
 /// Distinguishes transports in the process-global `mem://` registry.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -77,6 +81,8 @@ struct Link {
     state: LinkState,
     paused: bool,
     want_writable: bool,
+    /// Small sends wait in the queue; the link is in `Transport::due` until they are written.
+    flush_due: bool,
     io: LinkIo,
     stats: LinkStats,
 }
@@ -119,8 +125,11 @@ pub struct Transport {
     pending_events: VecDeque<TransportEvent>,
     pending_read: Vec<u64>,
     pending_spare: Vec<u64>,
-    ready: Vec<(u64, bool, bool)>,
+    /// Per event of the last poll: token, readable, writable, read side closed.
+    ready: Vec<(u64, bool, bool, bool)>,
     closing: Vec<(Instant, u64)>,
+    /// Links with coalesced small sends to write before the next wait.
+    due: Vec<u64>,
     /// Target of every read system call (initialised once, reused).
     scratch: Vec<u8>,
     /// Backing store of delivered `Bytes`; split per read, reclaimed once they are dropped.
@@ -162,6 +171,7 @@ impl Transport {
             pending_spare: Vec::new(),
             ready: Vec::new(),
             closing: Vec::new(),
+            due: Vec::new(),
             scratch,
             read_buf: BytesMut::with_capacity(config.read_buffer_size),
             config,
@@ -479,6 +489,7 @@ impl Transport {
             state: LinkState::Connecting,
             paused: false,
             want_writable: false,
+            flush_due: false,
             io,
             stats: LinkStats::default(),
         };
@@ -504,9 +515,14 @@ impl Transport {
 
     /// Sends bytes (byte streams), one datagram (UDP) or one chunk (in-process).
     ///
-    /// Byte streams write at once when nothing is queued; what the socket does not take is
-    /// queued and written, with as few `write_vectored` calls as possible, when it becomes
-    /// writable. If the queue already holds data and this would take it past
+    /// Byte streams: a send smaller than [`TransportConfig::coalesce_below`] (16 KiB) is
+    /// queued ([`SendStatus::Queued`]) and the queue goes out before the next
+    /// [`poll_events`](Self::poll_events) waits, so the small packages of one turn (a message
+    /// and an acknowledgement, say) leave in one system call; 64 KiB queued are written at
+    /// once. A larger send is written at once, behind what is queued, in one `write_vectored`
+    /// ([`SendStatus::Sent`] when the socket took it all). What the socket does not take is
+    /// written, with as few `write_vectored` calls as possible, when it becomes writable. If the
+    /// queue already holds data and this would take it past
     /// [`TransportConfig::write_queue_limit`], nothing is accepted and the answer is
     /// [`SendStatus::Blocked`]: wait for [`TransportEvent::Writable`] (sent once the queue has
     /// drained to half the limit). In-process links count bytes the peer has not yet delivered
@@ -529,6 +545,8 @@ impl Transport {
     ) -> Result<SendStatus> {
         let id = link_id.0;
         let limit = self.config.write_queue_limit;
+        let coalesce_below = self.config.coalesce_below;
+        let max_slices = self.config.max_write_slices;
         let link = self
             .links
             .get_mut(&id)
@@ -542,33 +560,42 @@ impl Transport {
         }
         let failure: io::Error = match &mut link.io {
             LinkIo::Resolving { .. } => return Err(TransportError::NotConnected(link_id)),
-            LinkIo::Stream { socket, queue } => {
-                if !queue.is_empty() {
-                    if queue.len().saturating_add(data.len()) > limit {
-                        link.want_writable = true;
-                        return Ok(SendStatus::Blocked);
+            LinkIo::Stream { socket, queue } => 'stream: {
+                let over = |queue: &WriteQueue| {
+                    !queue.is_empty() && queue.len().saturating_add(data.len()) > limit
+                };
+                if over(queue) && !queue.is_blocked() {
+                    // Only coalesced bytes wait: write them before judging the limit.
+                    match queue.flush(socket, max_slices) {
+                        Ok(n) => link.stats.bytes_sent += n as u64,
+                        Err(e) => break 'stream e,
                     }
+                }
+                if over(queue) {
+                    link.want_writable = true;
+                    return Ok(SendStatus::Blocked);
+                }
+                if queue.is_blocked() {
                     queue.push(data);
                     return Ok(SendStatus::Queued);
                 }
-                let mut written = 0;
-                let outcome = loop {
-                    if written == data.len() {
-                        break Ok(());
+                // Small sends wait for the end of the driver's turn (the next `poll_events`),
+                // so the packages of one turn leave in one system call.
+                if data.len() < coalesce_below && queue.len() + data.len() < COALESCE_FLUSH_AT {
+                    queue.push(data);
+                    if !link.flush_due {
+                        link.flush_due = true;
+                        self.due.push(id);
                     }
-                    match socket.write(&data[written..]) {
-                        Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => written += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                link.stats.bytes_sent += written as u64;
-                match outcome {
-                    Ok(()) if written == data.len() => return Ok(SendStatus::Sent),
-                    Ok(()) => {
-                        queue.push(&data[written..]);
+                    return Ok(SendStatus::Queued);
+                }
+                match queue.write_with(socket, data, max_slices) {
+                    Ok((written, taken)) => {
+                        link.stats.bytes_sent += written as u64;
+                        if taken == data.len() {
+                            return Ok(SendStatus::Sent);
+                        }
+                        queue.push(&data[taken..]);
                         return Ok(SendStatus::Queued);
                     }
                     Err(e) => e,
@@ -707,6 +734,7 @@ impl Transport {
         timeout: Option<Duration>,
         out: &mut Vec<TransportEvent>,
     ) -> Result<()> {
+        self.flush_due();
         let now = Instant::now();
         let timeout = if !self.pending_events.is_empty()
             || !self.pending_read.is_empty()
@@ -730,24 +758,28 @@ impl Transport {
         for ev in self.events.iter() {
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            self.ready.push((ev.token().0 as u64, readable, writable));
+            let closed = ev.is_read_closed() || ev.is_error();
+            self.ready
+                .push((ev.token().0 as u64, readable, writable, closed));
         }
         let woken = self.drain_inbox();
         self.run_pending_reads();
         let mut ready = std::mem::take(&mut self.ready);
-        for &(token, readable, writable) in &ready {
+        for &(token, readable, writable, closed) in &ready {
             if token == WAKER.0 as u64 {
                 continue;
             }
             if self.listeners.contains_key(&token) {
                 self.listener_ready(token);
             } else if self.links.contains_key(&token) {
-                self.link_ready(token, readable, writable);
+                self.link_ready(token, readable, writable, closed);
             }
         }
         ready.clear();
         self.ready = ready;
         self.check_deadlines(Instant::now());
+        // Sends made while handling (commands posted by handles) leave now, not after a wait.
+        self.flush_due();
         if woken {
             self.pending_events.push_back(TransportEvent::Woken);
         }
@@ -845,6 +877,8 @@ fn udp_send_error(stats: &mut LinkStats, e: io::Error) -> Result<Option<SendStat
 
 impl Drop for Transport {
     fn drop(&mut self) {
+        // Coalesced sends were accepted: give them to the kernel before the sockets close.
+        self.flush_due();
         for (id, l) in &self.listeners {
             match &l.io {
                 ListenerIo::Mem(name) => self.unregister_mem(name, *id),

@@ -124,6 +124,7 @@ impl Transport {
             state: LinkState::Connecting,
             paused: false,
             want_writable: false,
+            flush_due: false,
             io: LinkIo::Mem(MemLink {
                 peer: Some(from.clone()),
                 tx_flow: down,
@@ -211,14 +212,22 @@ impl Transport {
             if self.listeners.contains_key(&id) {
                 self.listener_ready(id);
             } else if self.links.contains_key(&id) {
-                self.read_link(id);
+                self.read_link(id, true);
             }
         }
         ids.clear();
         self.pending_spare = ids;
     }
 
-    pub(super) fn link_ready(&mut self, id: u64, readable: bool, writable: bool) {
+    /// Handles readiness of a link; `read_closed` (the peer finished or the socket failed) makes
+    /// a byte stream read until end of stream rather than stop at a short read.
+    pub(super) fn link_ready(
+        &mut self,
+        id: u64,
+        readable: bool,
+        writable: bool,
+        read_closed: bool,
+    ) {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
@@ -254,7 +263,32 @@ impl Transport {
             self.flush_link(id);
         }
         if readable {
-            self.read_link(id);
+            self.read_link(id, read_closed);
+        }
+    }
+
+    /// Writes what small sends left in the queues of links during this turn.
+    pub(super) fn flush_due(&mut self) {
+        if self.due.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        for &id in &due {
+            let Some(link) = self.links.get_mut(&id) else {
+                continue;
+            };
+            link.flush_due = false;
+            // A socket that refused the last write is retried when it reports writability.
+            if let LinkIo::Stream { queue, .. } = &link.io {
+                if queue.is_blocked() {
+                    continue;
+                }
+            }
+            self.flush_link(id);
+        }
+        due.clear();
+        if self.due.is_empty() {
+            self.due = due;
         }
     }
 
@@ -298,19 +332,24 @@ impl Transport {
         }
     }
 
-    fn read_link(&mut self, id: u64) {
+    /// Reads what a link has; a byte stream stops at a short read unless `drain` is set.
+    fn read_link(&mut self, id: u64, drain: bool) {
         let Some(link) = self.links.get(&id) else {
             return;
         };
         match link.io {
-            LinkIo::Stream { .. } => self.read_stream(id),
+            LinkIo::Stream { .. } => self.read_stream(id, drain),
             LinkIo::UdpOwn { .. } => self.read_udp_own(id),
             LinkIo::Mem(_) => self.drain_mem_pending(id),
             LinkIo::Resolving { .. } | LinkIo::UdpServed { .. } => {}
         }
     }
 
-    fn read_stream(&mut self, id: u64) {
+    /// Reads a byte stream until `WouldBlock`, end of stream, the per-link budget, or (without
+    /// `drain`) a read shorter than the buffer: the socket was empty then, and data arriving
+    /// later raises a new readiness edge, so the extra `read` that would only say `WouldBlock`
+    /// is saved.
+    fn read_stream(&mut self, id: u64, drain: bool) {
         let budget = self.config.read_budget_per_link;
         let block = self.config.read_buffer_size;
         let Some(link) = self.links.get_mut(&id) else {
@@ -341,6 +380,9 @@ impl Transport {
                     }
                     if total >= budget {
                         self.pending_read.push(id);
+                        break ReadEnd::Open;
+                    }
+                    if !drain && n < self.scratch.len() {
                         break ReadEnd::Open;
                     }
                 }
@@ -497,6 +539,7 @@ impl Transport {
                 state: LinkState::Connecting,
                 paused: false,
                 want_writable: false,
+                flush_due: false,
                 io: LinkIo::Stream {
                     socket,
                     queue: WriteQueue::default(),
@@ -550,6 +593,7 @@ impl Transport {
                         state: LinkState::Up,
                         paused: false,
                         want_writable: false,
+                        flush_due: false,
                         io: LinkIo::UdpServed {
                             listener: lid,
                             addr,
