@@ -391,6 +391,10 @@ impl Node {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
+        if link.keepalive.is_some() {
+            self.link_keepalive(now, id);
+            return;
+        }
         if link.state.in_handshake() && now >= link.handshake_deadline {
             let reason = reject(
                 AtbusCloseReason::IdleTimeout,

@@ -91,6 +91,19 @@ pub(crate) struct Link {
     pub handshake_deadline: Instant,
     /// Configured URL this outbound link was opened for (reconnect bookkeeping).
     pub url: Option<usize>,
+    /// When a package last arrived.
+    pub last_received: Instant,
+    /// Link-level liveness of relay and router-mode links (no session pings them).
+    pub keepalive: Option<Keepalive>,
+}
+
+/// Link-level keepalive: a ping every `interval`, the link closes after `idle` of silence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keepalive {
+    pub next_ping: Instant,
+    pub interval: Duration,
+    pub idle: Duration,
+    pub ping_id: i64,
 }
 
 impl Link {
@@ -109,6 +122,9 @@ impl Link {
                 )
             }
             LinkState::AwaitHello | LinkState::ReplySent { .. } => Some(self.handshake_deadline),
+            LinkState::Relay { .. } | LinkState::Routed { .. } => self
+                .keepalive
+                .map(|k| k.next_ping.min(self.last_received + k.idle)),
             _ => None,
         }
     }

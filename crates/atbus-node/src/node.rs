@@ -14,7 +14,7 @@ use crate::config::{NodeConfig, capabilities};
 use crate::error::{ConfigError, NodeError};
 use crate::link::{Link, LinkState};
 use crate::peer::{Peer, Reconnect};
-use crate::routed::{RoutedFrame, inspect_frame};
+use crate::routed::{BodyKind, RoutedFrame, inspect_frame};
 use crate::types::{
     Action, Direction, LinkCloseReason, LinkId, LinkInfo, LinkKind, LinkRole, NodeEvent,
 };
@@ -229,6 +229,8 @@ impl Node {
                 control: VecDeque::new(),
                 handshake_deadline: now + self.config.handshake_timeout,
                 url,
+                last_received: now,
+                keepalive: None,
             },
         );
         if in_flight >= self.config.limits.max_handshakes_in_flight {
@@ -526,13 +528,18 @@ impl Node {
 
     /// Encodes a link-level frame (no head) as a whole package.
     pub(crate) fn control_package(&self, body: Body) -> Vec<u8> {
-        let frame = FrameMessage {
+        self.frame_package(&FrameMessage {
             head: None,
             body: Some(body),
-        };
+        })
+    }
+
+    /// Encodes a frame the node writes itself as a whole package.
+    pub(crate) fn frame_package(&self, frame: &FrameMessage) -> Vec<u8> {
         let mut out = Vec::new();
-        // Handshake frames are a few hundred bytes at most: far below any frame limit.
-        let _ = atbus_frame::encode(&frame, &FrameLimits::default(), &mut out);
+        // Handshake, close and ping frames are a few hundred bytes at most: far below any
+        // frame limit.
+        let _ = atbus_frame::encode(frame, &FrameLimits::default(), &mut out);
         out
     }
 
@@ -561,13 +568,22 @@ impl Node {
         link: LinkId,
         package: RawPackage,
     ) -> Result<(), FrameError> {
-        let Some(l) = self.links.get(&link) else {
+        let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
+        l.last_received = l.last_received.max(now);
         let relay_link = matches!(l.state, LinkState::Relay { .. });
         if matches!(l.state, LinkState::Routed { .. }) {
             let outline = inspect_frame(&package.frame);
-            if !outline.as_ref().is_ok_and(|o| o.body.is_link_level()) {
+            let name = &self.config.name;
+            // Link-level frames, and pings and pongs addressed to this node (link liveness),
+            // are the node's own.
+            let own = outline.as_ref().is_ok_and(|o| {
+                o.body.is_link_level()
+                    || (matches!(o.body, BodyKind::Ping | BodyKind::Pong)
+                        && o.head.as_ref().is_some_and(|h| h.destination == *name))
+            });
+            if !own {
                 self.routed.push_back(RoutedFrame {
                     link,
                     outline,
@@ -628,8 +644,8 @@ impl Node {
                         }
                     }
                     LinkState::Relay { .. } => self.on_relayed_frame(now, link, frame, wire_len),
-                    // Router mode hands these over before decoding; nothing reaches here.
-                    LinkState::Routed { .. } => {}
+                    // Router mode hands the rest over before decoding.
+                    LinkState::Routed { .. } => self.on_link_ping(link, &frame),
                     // The accept was lost or is late; the session sends again.
                     LinkState::ConfirmSent { .. } | LinkState::Closed => {}
                     _ => {

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use atbus_proto::{AtbusCloseReason, FrameMessage, HandshakeHello, frame_message::Body};
+use atbus_proto::{
+    AtbusCloseReason, FrameMessage, HandshakeHello, MessageHead, PingData, frame_message::Body,
+};
 use atbus_stream::{PathConfig, PathId, PathKind, Session, SessionConfig};
 
 use crate::config::check_name;
 use crate::error::NodeError;
-use crate::link::LinkState;
+use crate::link::{Keepalive, LinkState};
 use crate::node::Node;
 use crate::peer::Peer;
 use crate::types::{LinkCloseReason, LinkId, NodeEvent};
@@ -42,6 +44,7 @@ impl Node {
             ));
         }
         self.set_established(
+            self.last_now,
             id,
             LinkState::Routed {
                 peer: hello.node_name.clone(),
@@ -60,6 +63,7 @@ impl Node {
         relay: String,
     ) -> Result<(), LinkCloseReason> {
         self.set_established(
+            now,
             id,
             LinkState::Relay {
                 relay: relay.clone(),
@@ -80,10 +84,19 @@ impl Node {
         Ok(())
     }
 
-    fn set_established(&mut self, id: LinkId, state: LinkState) {
+    fn set_established(&mut self, now: Instant, id: LinkId, state: LinkState) {
+        let interval = self.config.session.keepalive_interval;
+        let idle = self.config.session.path_idle_timeout;
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
+        link.last_received = link.last_received.max(now);
+        link.keepalive = Some(Keepalive {
+            next_ping: now + interval,
+            interval,
+            idle,
+            ping_id: 0,
+        });
         let peer = match &state {
             LinkState::Routed { peer, .. } | LinkState::Relay { relay: peer, .. } => peer.clone(),
             _ => String::new(),
@@ -260,6 +273,14 @@ impl Node {
             tracing::debug!(link = link.0, "relayed frame without head dropped");
             return;
         };
+        let from_relay = match self.links.get(&link).map(|l| &l.state) {
+            Some(LinkState::Relay { relay, .. }) => head.source == *relay,
+            _ => false,
+        };
+        if from_relay && matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_))) {
+            self.on_link_ping(link, &frame);
+            return;
+        }
         // Relays stamp every frame they forward: forward_for_source is the source the first
         // relay authenticated, and at least one hop was counted.
         if head.destination != self.config.name
@@ -308,5 +329,66 @@ impl Node {
             // A protocol error closes that session only; its Closed event drops the peer.
             let _ = p.session.handle_frame(now, path, frame, wire_len);
         }
+    }
+
+    /// A link-level ping or pong on a relay or router-mode link: a ping addressed to this node
+    /// is answered on the same link; arriving at all kept the link alive.
+    pub(crate) fn on_link_ping(&mut self, link: LinkId, frame: &FrameMessage) {
+        let (Some(head), Some(Body::Ping(ping))) = (&frame.head, &frame.body) else {
+            return;
+        };
+        if head.destination != self.config.name {
+            return;
+        }
+        let pong = FrameMessage {
+            head: Some(MessageHead {
+                source: self.config.name.clone(),
+                destination: head.source.clone(),
+                ..MessageHead::default()
+            }),
+            body: Some(Body::Pong(*ping)),
+        };
+        let package = self.frame_package(&pong);
+        self.queue_control(link, package);
+    }
+
+    /// Keepalive timers of a relay or router-mode link: ping when due, close when silent.
+    pub(crate) fn link_keepalive(&mut self, now: Instant, id: LinkId) {
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        let Some(k) = link.keepalive.as_mut() else {
+            return;
+        };
+        let peer = match &link.state {
+            LinkState::Relay { relay: peer, .. } | LinkState::Routed { peer, .. } => peer.clone(),
+            _ => return,
+        };
+        if now >= link.last_received + k.idle {
+            let reason = LinkCloseReason::local(
+                AtbusCloseReason::IdleTimeout,
+                format!("nothing arrived on the link for {:?}", k.idle),
+            );
+            self.close_link(now, id, reason, true, true);
+            return;
+        }
+        if now < k.next_ping {
+            return;
+        }
+        k.next_ping = now + k.interval;
+        k.ping_id += 1;
+        let ping = FrameMessage {
+            head: Some(MessageHead {
+                source: self.config.name.clone(),
+                destination: peer,
+                ..MessageHead::default()
+            }),
+            body: Some(Body::Ping(PingData {
+                ping_id: k.ping_id,
+                timepoint_microseconds: 0,
+            })),
+        };
+        let package = self.frame_package(&ping);
+        self.queue_control(id, package);
     }
 }

@@ -520,3 +520,35 @@ fn when_the_relay_link_closes_the_relayed_sessions_wait_and_resume_on_a_new_one(
     );
     assert_eq!(w.got(b, "a", 1), &msgs[..]);
 }
+
+#[test]
+fn relay_links_stay_up_while_idle_and_close_when_the_peer_falls_silent() {
+    let (mut w, a, _b, r) = star(19, 0.0);
+    // No traffic for a while: link keepalives hold both relay links up.
+    w.run_for(Duration::from_secs(40));
+    assert!(
+        !w.events[a]
+            .iter()
+            .any(|e| matches!(e, NodeEvent::LinkClosed { .. }))
+    );
+    assert_eq!(w.relay(r).link_metrics().len(), 2);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    // The datagram link to a goes dark without either side being told.
+    w.links[0].net.set_up(false);
+    // The harness's idle timeout is 30 s.
+    w.run_for(Duration::from_secs(35));
+    let closed = w.events[a].iter().find_map(|e| match e {
+        NodeEvent::LinkClosed { peer, reason, .. } if peer == "relay" => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        closed.map(|r| r.code),
+        Some(AtbusCloseReason::IdleTimeout),
+        "a closed its silent relay link"
+    );
+    assert!(w.relay_events[r].iter().any(|e| matches!(
+        e,
+        atbus_relay::RelayEvent::LinkDown { peer, .. } if peer == "a"
+    )));
+    assert_eq!(w.relay(r).link_metrics().len(), 1, "only b's link is left");
+}

@@ -347,8 +347,12 @@ impl World {
                 self.sent_bodies.insert(body_hash(&frame));
                 continue;
             }
+            let link_level = head.hop_count == 0
+                && head.forward_for_source.is_empty()
+                && matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
             if head.source == name {
-                if !matches!(frame.body, Some(Body::ForwardError(_))) {
+                // Besides forward_error, a relay writes only link keepalives of its own.
+                if !matches!(frame.body, Some(Body::ForwardError(_))) && !link_level {
                     self.violations
                         .push(format!("{name} originated {:?}", frame.body));
                 }
