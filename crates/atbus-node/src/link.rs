@@ -61,6 +61,8 @@ pub(crate) enum LinkState {
         peer: String,
         capabilities: i64,
         key_id: String,
+        /// Largest package the peer accepts (its hello's `max_package_size`).
+        max_package: usize,
     },
     /// Closed: only queued control packages (a `link_close`) remain to go out.
     Closed,

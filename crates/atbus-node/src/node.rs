@@ -144,14 +144,21 @@ impl Node {
     /// and access key id (router mode), and the link's kind and MTU.
     pub fn link_info(&self, link: LinkId) -> Option<LinkInfo> {
         let l = self.links.get(&link)?;
-        let (peer, capabilities, key_id, role) = match &l.state {
-            LinkState::Established { peer, .. } => (peer, 0, "", LinkRole::Session),
-            LinkState::Relay { relay, .. } => (relay, 0, "", LinkRole::ToRelay),
+        let (peer, capabilities, key_id, role, peer_max_package) = match &l.state {
+            LinkState::Established { peer, .. } => (peer, 0, "", LinkRole::Session, l.mtu),
+            LinkState::Relay { relay, .. } => (relay, 0, "", LinkRole::ToRelay, l.mtu),
             LinkState::Routed {
                 peer,
                 capabilities,
                 key_id,
-            } => (peer, *capabilities, key_id.as_str(), LinkRole::Routed),
+                max_package,
+            } => (
+                peer,
+                *capabilities,
+                key_id.as_str(),
+                LinkRole::Routed,
+                *max_package,
+            ),
             _ => return None,
         };
         Some(LinkInfo {
@@ -160,6 +167,7 @@ impl Node {
             key_id: key_id.to_owned(),
             kind: l.kind,
             mtu: l.mtu,
+            peer_max_package,
             role,
         })
     }

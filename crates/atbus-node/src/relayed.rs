@@ -50,6 +50,11 @@ impl Node {
                 peer: hello.node_name.clone(),
                 capabilities: hello.capabilities,
                 key_id: hello.key_id.clone(),
+                // 0: the peer did not say; its frame limit still applies on its side.
+                max_package: usize::try_from(hello.max_package_size)
+                    .ok()
+                    .filter(|&m| m > 0)
+                    .unwrap_or(usize::MAX),
             },
         );
         Ok(())

@@ -50,8 +50,10 @@ pub struct LinkInfo {
     pub key_id: String,
     /// Transport kind.
     pub kind: LinkKind,
-    /// Largest package (byte streams) or datagram payload.
+    /// Largest package (byte streams) or datagram payload this side's transport carries.
     pub mtu: usize,
+    /// Largest package the peer said it accepts (router-mode links; otherwise `mtu`).
+    pub peer_max_package: usize,
     /// What the link is for.
     pub role: LinkRole,
 }

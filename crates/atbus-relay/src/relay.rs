@@ -54,7 +54,9 @@ struct RelayLink {
     /// A trusted peer relay (its forwarding fields are kept).
     relay: bool,
     kind: LinkKind,
-    mtu: usize,
+    /// Largest package the link takes: its MTU (datagrams) or frame limit, and what the peer
+    /// accepts.
+    max_package: usize,
     queue: VecDeque<Bytes>,
     queued_bytes: usize,
     blocked: bool,
@@ -270,7 +272,7 @@ impl Relay {
         let max = self.config.max_transmit_bytes;
         let l = self.links.get_mut(&next)?;
         let limit = if l.kind == LinkKind::Datagram {
-            l.mtu
+            l.max_package
         } else {
             max
         };
@@ -344,7 +346,13 @@ impl Relay {
                 peer: peer.clone(),
                 relay,
                 kind: info.kind,
-                mtu: info.mtu,
+                max_package: info
+                    .peer_max_package
+                    .min(if info.kind == LinkKind::Datagram {
+                        info.mtu
+                    } else {
+                        self.frame_limits.max_package_len()
+                    }),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 blocked: false,
@@ -508,11 +516,9 @@ impl Relay {
             self.drop_frame(DropReason::LinkClosed);
             return;
         };
-        let fits = match l.kind {
-            LinkKind::Datagram => package.len() <= l.mtu,
-            _ => package.len() <= self.frame_limits.max_package_len(),
-        };
-        if !fits {
+        // A package the peer would refuse could close its link (a frame over its limit ends a
+        // byte stream): such a frame is dropped here instead.
+        if package.len() > l.max_package {
             self.drop_frame(DropReason::TooLarge);
             return;
         }

@@ -552,3 +552,32 @@ fn relay_links_stay_up_while_idle_and_close_when_the_peer_falls_silent() {
     )));
     assert_eq!(w.relay(r).link_metrics().len(), 1, "only b's link is left");
 }
+
+#[test]
+fn a_package_over_the_destinations_limit_is_dropped_not_delivered_to_close_its_link() {
+    let mut w = World::new(20);
+    let mut ca = node_config("a", &["relay"]);
+    ca.relayed_path_mtu = 16 * 1024;
+    let a = w.add_node(ca);
+    let mut cb = node_config("b", &["relay"]);
+    cb.limits.max_frame_length = 2000;
+    let b = w.add_node(cb);
+    let r = w.add_relay(relay_config("relay", &[]));
+    w.connect(a, r, LinkKind::ByteStream, byte_link());
+    w.connect(b, r, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 2));
+    w.route(a, "b", "relay");
+    // Small messages fit b's limit; a large one is cut into packages b would refuse.
+    w.send(a, "b", 1, Bytes::from_static(b"small"));
+    w.send(a, "b", 2, Bytes::from(vec![7u8; 12_000]));
+    w.run_for(Duration::from_secs(3));
+    assert_eq!(w.got(b, "a", 1).len(), 1);
+    assert!(w.got(b, "a", 2).is_empty());
+    assert!(w.relay(r).metrics().drops(DropReason::TooLarge) >= 1);
+    assert!(
+        !w.events[b]
+            .iter()
+            .any(|e| matches!(e, NodeEvent::LinkClosed { .. })),
+        "b's relay link stays up"
+    );
+}
