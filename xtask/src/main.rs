@@ -1,7 +1,8 @@
 //! Project automation for libatbus-rs, run as `cargo xtask <command>`.
 //!
 //! - `cargo xtask demo`: the main job (builds and runs `atbus demo`).
-//! - `cargo xtask test`: the whole test suite, installing what it needs first.
+//! - `cargo xtask test`: the whole test suite, installing what it needs first (the etcd
+//!   backend's TLS tests run with it, as `tls` is a default feature).
 //! - `cargo xtask gen-proto`: regenerates `crates/atbus-proto/src/generated/` from `proto/`.
 //! - `cargo xtask setup`: installs the system packages the tests need (protoc, etcd).
 
@@ -130,6 +131,20 @@ fn test(extra: &[String]) -> Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    // The etcd backend's TLS (a default feature) is cfg-gated: lint the build without it too,
+    // so that a plain-HTTP-only build stays warning-free.
+    let mut clippy_plain = cargo();
+    clippy_plain.args([
+        "clippy",
+        "-p",
+        "atbus-discovery-etcd",
+        "--no-default-features",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy_plain)?;
     let mut tests = cargo();
     tests.args(["test", "--workspace"]);
     tests.args(extra);

@@ -12,6 +12,12 @@
 //! watch (list at revision R, watch from R+1, re-list and diff after compaction). Dropping the
 //! handle (or [`EtcdDiscovery::shutdown`]) revokes the lease. See `docs/discovery.md`.
 //!
+//! TLS (crate feature `tls`, on by default; rustls with ring): set [`EtcdConfig::tls`] to the
+//! CA file that signed etcd's certificate, plus a client certificate and key for mutual TLS,
+//! and use `https://` endpoints (`etcds://host:port?ca=FILE&cert=FILE&key=FILE` as a spec).
+//! Settings that cannot work fail in [`EtcdDiscovery::new`]; a certificate etcd or the client
+//! refuses fails each request with `Unavailable` naming the TLS error, after its retries.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use atbus_discovery::{Discovery, DiscoveryEvent, NodeRecord, Selector};
