@@ -55,6 +55,13 @@
 //!   reported as [`NodeEvent::Undeliverable`]: nothing is resumed mid-stream into a new process.
 //! - No token on either side means open links; a token on one side only is refused with
 //!   `AUTH_FAILED` on both sides.
+//! - Relays: a link to a peer that announces [`capabilities::RELAY`] and is listed in
+//!   [`NodeConfig::relays`] carries relayed paths of other peers' sessions
+//!   ([`Node::route_via_relay`]); frames on it are handed to the session of their `source` once
+//!   the relay's stamp is checked, and `forward_error` frames become
+//!   [`NodeEvent::ForwardError`]. A node that announces `RELAY` itself runs in router mode: it
+//!   runs no sessions and hands every frame to its owner unread ([`Node::poll_routed`]); the
+//!   relay core (`atbus-relay`) is that owner. `docs/relay.md` has the rules.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
