@@ -84,8 +84,8 @@ pub enum TokenError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The key id is empty, longer than 64 bytes or has a byte outside printable ASCII.
-    #[error("key id {0:?} must be 1 to 64 printable ASCII characters (no space)")]
+    /// The key id is empty, longer than 64 bytes or has a character outside `[A-Za-z0-9._:-]`.
+    #[error("key id {0:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")]
     BadKeyId(String),
     /// The secret is shorter than the minimum.
     #[error("secret of key id {key_id:?} is {len} bytes, at least {min} are required")]

@@ -43,7 +43,7 @@ pub struct TokenKey {
 }
 
 impl TokenKey {
-    /// A key; `key_id` is 1–64 printable ASCII characters, `secret` at least
+    /// A key; `key_id` is 1–64 characters of `[A-Za-z0-9._:-]`, `secret` at least
     /// [`MIN_SECRET_LEN`] bytes (32 random bytes recommended).
     pub fn new(key_id: impl Into<String>, secret: impl Into<Vec<u8>>) -> Result<Self, KeyError> {
         let key_id = key_id.into();

@@ -5,7 +5,7 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 1 | format version, `0x01` |
-//! | 1 + k | key id length `k` (1–64), key id (printable ASCII, no space) |
+//! | 1 + k | key id length `k` (1–64), key id (`A-Z a-z 0-9 . _ : -`) |
 //! | 1 + n | namespace length `n` (0–63), namespace (`a-z`, `0-9`, `-`) |
 //! | 1 + m | name length `m` (1–253), node name (`a-z`, `0-9`, `-`, `.`) |
 //! | 8 | issued-at, Unix seconds |
@@ -80,13 +80,17 @@ fn check_key_id(key_id: &str) -> Result<(), &'static str> {
     if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN {
         return Err("must be 1 to 64 bytes");
     }
-    if !key_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be printable ASCII without spaces");
+    // The characters discovery records allow for key ids, so every key id can be published.
+    if !key_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err("only A-Z, a-z, 0-9, '.', '_', ':' and '-' are allowed");
     }
     Ok(())
 }
 
-/// Checks a key id: 1–64 printable ASCII characters, no space.
+/// Checks a key id: 1–64 characters of `[A-Za-z0-9._:-]`.
 pub(crate) fn valid_key_id(key_id: &str) -> bool {
     check_key_id(key_id).is_ok()
 }

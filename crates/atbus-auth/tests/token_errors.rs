@@ -486,3 +486,41 @@ fn decode_exposes_unverified_fields() {
     assert_eq!(u.claims, claims());
     assert_eq!(u.signed_len + TAG_LEN, good().len());
 }
+
+#[test]
+fn the_documented_example_layout() {
+    // docs/security.md §3.1: key id k1, namespace prod, name svc-a, streams 1-4.
+    let mut r = TokenKeyring::new();
+    r.insert(TokenKey::new("k1", SECRET_A).unwrap()).unwrap();
+    let c = TokenClaims {
+        name: "svc-a".into(),
+        namespace: "prod".into(),
+        streams: StreamSet::parse("1-4").unwrap(),
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_003_600,
+        nonce: [0xee; 16],
+    };
+    let b = r.issue(&c).unwrap().bytes;
+    let mut want = vec![0x01, 0x02, b'k', b'1', 0x04, b'p', b'r', b'o', b'd'];
+    want.extend_from_slice(&[0x05, b's', b'v', b'c', b'-', b'a']);
+    want.extend_from_slice(&[0, 0, 0, 0, 0x6b, 0x49, 0xd2, 0x00]);
+    want.extend_from_slice(&[0, 0, 0, 0, 0x6b, 0x49, 0xe0, 0x10]);
+    want.extend_from_slice(&[0xee; 16]);
+    want.push(0x01);
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.extend_from_slice(&4u64.to_be_bytes());
+    assert_eq!(&b[..b.len() - TAG_LEN], &want[..]);
+    assert_eq!(b.len(), want.len() + TAG_LEN);
+    assert_eq!(token::MAX_TEXT_LEN, 1375);
+    // The largest token: every field at its maximum.
+    let max = TokenClaims {
+        name: "n".repeat(253),
+        namespace: "s".repeat(63),
+        streams: StreamSet::from_ranges((0..32u64).map(|i| i * 4..=i * 4 + 1)).unwrap(),
+        ..c
+    };
+    let mut r = TokenKeyring::new();
+    r.insert(TokenKey::new("k".repeat(64), SECRET_A).unwrap())
+        .unwrap();
+    assert_eq!(r.issue(&max).unwrap().bytes.len(), 961);
+}
