@@ -100,13 +100,23 @@ impl StreamSocket {
 /// the socket is full leave in one `write_vectored` slice each 64 KiB.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
+/// One queued buffer.
+struct Chunk {
+    buf: BytesMut,
+    /// Built for small sends (at most `COALESCE_LIMIT` long): worth keeping for reuse.
+    small: bool,
+}
+
 /// Bytes accepted by `send` but not yet taken by the kernel.
 #[derive(Default)]
 pub(crate) struct WriteQueue {
-    chunks: VecDeque<BytesMut>,
+    chunks: VecDeque<Chunk>,
     queued: usize,
     /// The last write met `WouldBlock`: nothing is tried again until the socket is writable.
     blocked: bool,
+    /// A written-out small chunk kept for the next push, so a queue that fills and drains every
+    /// turn does not allocate every turn.
+    spare: Option<BytesMut>,
 }
 
 impl WriteQueue {
@@ -127,11 +137,24 @@ impl WriteQueue {
         if data.is_empty() {
             return;
         }
-        match self.chunks.back_mut() {
-            Some(tail) if tail.len() + data.len() <= COALESCE_LIMIT => tail.extend_from_slice(data),
-            _ => self.chunks.push_back(BytesMut::from(data)),
-        }
         self.queued += data.len();
+        if let Some(tail) = self.chunks.back_mut() {
+            if tail.small && tail.buf.len() + data.len() <= COALESCE_LIMIT {
+                tail.buf.extend_from_slice(data);
+                return;
+            }
+        }
+        let small = data.len() <= COALESCE_LIMIT;
+        let buf = match self.spare.take() {
+            Some(mut spare) if small => {
+                // Empty and unshared, so this reuses the whole allocation without copying.
+                spare.reserve(data.len());
+                spare.extend_from_slice(data);
+                spare
+            }
+            _ => BytesMut::from(data),
+        };
+        self.chunks.push_back(Chunk { buf, small });
     }
 
     /// Writes as much as the socket takes in as few calls as possible; `Ok(written)` when the
@@ -161,13 +184,13 @@ impl WriteQueue {
             let res = if self.chunks.is_empty() {
                 socket.write(rest)
             } else if self.chunks.len() == 1 && rest.is_empty() {
-                socket.write(&self.chunks[0])
+                socket.write(&self.chunks[0].buf)
             } else {
                 let mut slices = [IoSlice::new(&[]); 64];
                 let room = max_slices.clamp(2, 64) - 1;
                 let mut count = 0;
                 for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(room) {
-                    *slot = IoSlice::new(chunk);
+                    *slot = IoSlice::new(&chunk.buf);
                     count += 1;
                 }
                 // The extra bytes ride along only once the whole queue is in this call.
@@ -202,13 +225,58 @@ impl WriteQueue {
             let Some(front) = self.chunks.front_mut() else {
                 return;
             };
-            if front.len() <= n {
-                n -= front.len();
-                self.chunks.pop_front();
+            if front.buf.len() <= n {
+                n -= front.buf.len();
+                if let Some(done) = self.chunks.pop_front() {
+                    if done.small && self.spare.is_none() {
+                        let mut buf = done.buf;
+                        buf.clear();
+                        self.spare = Some(buf);
+                    }
+                }
             } else {
-                front.advance(n);
+                front.buf.advance(n);
                 n = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_coalesce_into_small_chunks_and_big_ones_stand_alone() {
+        let mut q = WriteQueue::default();
+        q.push(&[1; 1000]);
+        q.push(&[2; 1000]);
+        assert_eq!(q.chunks.len(), 1, "small pushes share a chunk");
+        q.push(&[3; COALESCE_LIMIT + 1]);
+        assert_eq!(q.chunks.len(), 2);
+        assert!(!q.chunks[1].small);
+        q.push(&[4; 10]);
+        assert_eq!(q.chunks.len(), 3, "nothing is appended to a big chunk");
+        assert_eq!(q.len(), 2010 + COALESCE_LIMIT + 1);
+    }
+
+    #[test]
+    fn a_drained_small_chunk_is_reused() {
+        let mut q = WriteQueue::default();
+        q.push(&[1; 3000]);
+        let first = q.chunks[0].buf.as_ptr();
+        q.advance(1000);
+        q.advance(2000);
+        assert!(q.is_empty());
+        assert!(q.spare.is_some());
+        q.push(&[2; 500]);
+        // Same allocation (possibly further in, where the written bytes were).
+        let at = q.chunks[0].buf.as_ptr() as usize;
+        let first = first as usize;
+        assert!(
+            (first..first + 3000).contains(&at),
+            "the allocation was not reused"
+        );
+        assert_eq!(&q.chunks[0].buf[..], &[2; 500][..]);
     }
 }

@@ -6,6 +6,7 @@ mod sockets;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,30 @@ const COALESCE_FLUSH_AT: usize = 64 * 1024;
 
 /// Distinguishes transports in the process-global `mem://` registry.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Hashes the transport's own sequential link and listener ids with one multiply instead of
+/// SipHash: they are looked up several times per event and are never chosen by a peer (maps
+/// keyed by peer addresses keep the default hasher).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
@@ -120,8 +145,8 @@ pub struct Transport {
     inbox_backlog: bool,
     instance: u64,
     next_id: u64,
-    links: HashMap<u64, Link>,
-    listeners: HashMap<u64, Listener>,
+    links: IdMap<Link>,
+    listeners: IdMap<Listener>,
     pending_events: VecDeque<TransportEvent>,
     pending_read: Vec<u64>,
     pending_spare: Vec<u64>,
@@ -164,8 +189,8 @@ impl Transport {
             inbox_backlog: false,
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             next_id: 1,
-            links: HashMap::new(),
-            listeners: HashMap::new(),
+            links: IdMap::default(),
+            listeners: IdMap::default(),
             pending_events: VecDeque::new(),
             pending_read: Vec::new(),
             pending_spare: Vec::new(),
