@@ -26,9 +26,11 @@ pub const HOLDER_SECRET_LEN: usize = 32;
 
 /// HMAC-SHA256 keyed with `secret`, started with the length-prefixed domain `label`.
 pub(crate) fn labelled_mac(secret: &[u8], label: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this never fails; the fallback keeps it panic-free.
-    let mut m = HmacSha256::new_from_slice(secret)
-        .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        // HMAC accepts keys of any length: this arm is unreachable, whatever the input.
+        Err(_) => unreachable!("HMAC-SHA256 refused a key"),
+    };
     m.update(&(label.len() as u32).to_be_bytes());
     m.update(label);
     m

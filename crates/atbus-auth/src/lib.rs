@@ -52,11 +52,11 @@
 //! };
 //! let now_ms = (now + 60) * 1000;
 //! let proof = EarlyProof::sign(&issued.holder_secret.0, &ctx, now_ms, [9; 32])?;
-//! // ...the server checks it, then asks its guard (started a minute earlier).
-//! proof.verify(&token.holder_secret.0, &ctx)?;
+//! // ...the server's guard (started a minute earlier) checks the proof, then freshness.
 //! let mut guard = AntiReplay::new(AntiReplayConfig::default(), now * 1000);
-//! assert_eq!(guard.check(now_ms, &proof), EarlyOutcome::Accepted);
-//! assert_eq!(guard.check(now_ms + 5, &proof), EarlyOutcome::Replayed);
+//! let secret = &token.holder_secret.0;
+//! assert_eq!(guard.admit(now_ms, &proof, secret, &ctx)?, EarlyOutcome::Accepted);
+//! assert_eq!(guard.admit(now_ms + 5, &proof, secret, &ctx)?, EarlyOutcome::Replayed);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]

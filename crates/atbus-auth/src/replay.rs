@@ -14,7 +14,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::early::{EARLY_NONCE_LEN, EarlyProof};
+use crate::early::{EARLY_NONCE_LEN, EarlyContext, EarlyProof};
+use crate::error::EarlyProofError;
 
 /// Default freshness window: ±10 s.
 pub const DEFAULT_WINDOW_MS: u64 = 10_000;
@@ -158,6 +159,19 @@ impl AntiReplay {
         };
         *counter += 1;
         outcome
+    }
+
+    /// Verifies `proof` against `secret` and `ctx` (constant time), then, only if it verified,
+    /// runs [`AntiReplay::check`]. A forged proof is an error and never touches the cache.
+    pub fn admit(
+        &mut self,
+        now_unix_ms: u64,
+        proof: &EarlyProof,
+        secret: &[u8],
+        ctx: &EarlyContext<'_>,
+    ) -> Result<EarlyOutcome, EarlyProofError> {
+        proof.verify(secret, ctx)?;
+        Ok(self.check(now_unix_ms, proof))
     }
 
     fn decide(&mut self, now: u64, proof: &EarlyProof) -> EarlyOutcome {
@@ -345,6 +359,35 @@ mod tests {
             g.check(t, &proof(t, 5)),
             EarlyOutcome::Stale { .. }
         ));
+    }
+
+    #[test]
+    fn admit_verifies_before_touching_the_cache() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let ctx = EarlyContext {
+            key_id: "k",
+            client_name: "c",
+            namespace: "",
+            server_name: "s",
+            first_flight: b"hello",
+        };
+        let mut g = guard();
+        let good = EarlyProof::sign(secret, &ctx, WARM, [1; 32]).unwrap();
+        let mut forged = good.clone();
+        forged.tag[0] ^= 1;
+        assert_eq!(
+            g.admit(WARM, &forged, secret, &ctx),
+            Err(EarlyProofError::BadMac)
+        );
+        assert!(g.is_empty(), "a forged flight must not use the cache");
+        assert_eq!(
+            g.admit(WARM, &good, secret, &ctx),
+            Ok(EarlyOutcome::Accepted)
+        );
+        assert_eq!(
+            g.admit(WARM, &good, secret, &ctx),
+            Ok(EarlyOutcome::Replayed)
+        );
     }
 
     #[test]
