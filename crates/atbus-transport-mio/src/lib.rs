@@ -146,6 +146,7 @@ mod event;
 mod handle;
 mod mem;
 pub mod node_driver;
+pub mod node_thread;
 mod stream;
 mod transport;
 mod url;
@@ -159,6 +160,7 @@ pub use event::{
     TransportEvent,
 };
 pub use handle::{Command, TransportHandle};
-pub use node_driver::{LinkFailure, NodeDriver, NodeDriverError};
+pub use node_driver::{DriverLinkInfo, LinkFailure, NodeDriver, NodeDriverError};
+pub use node_thread::{HandleError, NodeHandle, NodeOutput, NodeThread, NodeThreadConfig};
 pub use transport::Transport;
 pub use url::{Url, UrlError};

@@ -37,7 +37,9 @@ use rand_core::SeedableRng;
 
 use crate::TransportConfig;
 use crate::error::TransportError;
-use crate::event::{CloseReason, Direction, LinkId, LinkKind, SendStatus, TransportEvent};
+use crate::event::{
+    CloseReason, Direction, LinkId, LinkKind, LinkStats, SendStatus, TransportEvent,
+};
 use crate::transport::Transport;
 use crate::url::Url;
 
@@ -65,6 +67,27 @@ pub struct LinkFailure {
     pub reason: CloseReason,
 }
 
+/// What the driver knows of one open transport link, from [`NodeDriver::links`].
+#[derive(Debug, Clone)]
+pub struct DriverLinkInfo {
+    /// The transport's id of the link.
+    pub transport_link: LinkId,
+    /// The node's id of the link (none once the node closed it).
+    pub node_link: Option<atbus_node::LinkId>,
+    /// Outbound: the URL it was opened for.
+    pub url: Option<Url>,
+    /// Byte stream, datagram or in-process (none until it is up).
+    pub kind: Option<LinkKind>,
+    /// Who opened it (none until it is up).
+    pub direction: Option<Direction>,
+    /// Our end, as the transport reported it when the link came up.
+    pub local: Option<Url>,
+    /// The authenticated peer the link belongs to, once its handshake is done.
+    pub peer: Option<String>,
+    /// The transport's counters of the link.
+    pub stats: LinkStats,
+}
+
 /// Per transport link state of the driver.
 #[derive(Debug, Default)]
 struct DriverLink {
@@ -72,6 +95,10 @@ struct DriverLink {
     node: Option<atbus_node::LinkId>,
     /// Outbound: the URL it was opened for.
     url: Option<Url>,
+    /// Kind and direction, once up.
+    up_as: Option<(LinkKind, Direction)>,
+    /// Our end, once up.
+    local: Option<Url>,
     /// Whether the node has heard `handle_link_up`.
     up: bool,
     /// Buffers the transport refused (`Blocked`), oldest first; sent before anything else.
@@ -194,6 +221,39 @@ impl NodeDriver {
         self.node.send(peer, stream_id, OutgoingMessage::data(data))
     }
 
+    /// Queues `message` (with its metadata) to `peer` on `stream_id`; returns its stream offset.
+    pub fn send_message(
+        &mut self,
+        peer: &str,
+        stream_id: i64,
+        message: OutgoingMessage,
+    ) -> Result<u64, NodeError> {
+        self.node.send(peer, stream_id, message)
+    }
+
+    /// The open transport links, ordered by transport id, with their peer and counters.
+    pub fn links(&self) -> Vec<DriverLinkInfo> {
+        let mut links: Vec<DriverLinkInfo> = self
+            .links
+            .iter()
+            .map(|(&tid, l)| DriverLinkInfo {
+                transport_link: tid,
+                node_link: l.node,
+                url: l.url.clone(),
+                kind: l.up_as.map(|(k, _)| k),
+                direction: l.up_as.map(|(_, d)| d),
+                local: l.local.clone(),
+                peer: l
+                    .node
+                    .and_then(|id| self.node.link_peer(id))
+                    .map(str::to_owned),
+                stats: self.transport.link_stats(tid).unwrap_or_default(),
+            })
+            .collect();
+        links.sort_by_key(|l| l.transport_link);
+        links
+    }
+
     /// Reads the next message (or skipped range) from `peer` on `stream_id`.
     pub fn read(&mut self, peer: &str, stream_id: i64) -> Option<Delivery> {
         self.node.read(peer, stream_id)
@@ -275,9 +335,12 @@ impl NodeDriver {
                 kind,
                 direction,
                 mtu,
+                local,
                 ..
             } => {
                 let entry = self.links.entry(link).or_default();
+                entry.up_as = Some((kind, direction));
+                entry.local = Some(local);
                 let id = match entry.node {
                     Some(id) => id,
                     None => {
