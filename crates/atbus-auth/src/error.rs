@@ -6,7 +6,8 @@ use thiserror::Error;
 /// Why a token was refused (at decoding, verification or issue).
 ///
 /// The variants are checked in this order: size, text form, version, layout and fields, key id,
-/// MAC, then (only for a token whose MAC verified) audience, lifetime and validity period. An
+/// MAC, then (only for a token whose MAC verified) audience, lifetime, validity period and
+/// revocation. An
 /// attacker therefore learns nothing about claims before proving knowledge of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -78,6 +79,9 @@ pub enum TokenError {
         /// Clock-skew allowance applied, seconds.
         skew: u64,
     },
+    /// The token was revoked (by key id and nonce) before its expiry.
+    #[error("token was revoked")]
+    Revoked,
 }
 
 /// Why a key or key ring operation was refused.
@@ -106,6 +110,9 @@ pub enum KeyError {
     /// No key with this id is in the key ring.
     #[error("key id {0:?} is not in the key ring")]
     UnknownKeyId(String),
+    /// The key ring already remembers its maximum of revoked tokens.
+    #[error("the key ring already holds {0} revoked tokens; remove the signing key instead")]
+    TooManyRevocations(usize),
     /// The key ring has no key to issue tokens with.
     #[error("the key ring has no issuing key")]
     NoIssuingKey,

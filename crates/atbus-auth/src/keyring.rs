@@ -8,7 +8,8 @@ use sha2::Sha256;
 
 use crate::error::{KeyError, TokenError, Violation};
 use crate::token::{
-    self, TAG_LEN, TOKEN_LABEL, TokenClaims, UnverifiedToken, check_claims, encode_signed,
+    self, TAG_LEN, TOKEN_LABEL, TOKEN_NONCE_LEN, TokenClaims, UnverifiedToken, check_claims,
+    encode_signed,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -17,6 +18,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MIN_SECRET_LEN: usize = 16;
 /// Most keys a key ring holds.
 pub const MAX_KEYS: usize = 64;
+/// Most revoked tokens a key ring remembers (until they expire).
+pub const MAX_REVOKED: usize = 4096;
 /// Default clock-skew allowance of [`VerifyPolicy`], seconds.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 /// Domain label of the holder secret derived from a token.
@@ -158,6 +161,8 @@ pub struct TokenKeyring {
     keys: BTreeMap<String, TokenKey>,
     issuing: Option<String>,
     policy: VerifyPolicy,
+    /// Revoked tokens by (key id, nonce), with their expiry.
+    revoked: BTreeMap<(String, [u8; TOKEN_NONCE_LEN]), u64>,
 }
 
 impl TokenKeyring {
@@ -231,6 +236,38 @@ impl TokenKeyring {
         self.keys.keys().map(String::as_str)
     }
 
+    /// Revokes one token, named by its key id and nonce, until its expiry (`expires_at`, Unix
+    /// seconds) plus the clock-skew allowance; after that it is refused as expired anyway.
+    /// Refuses when [`MAX_REVOKED`] tokens are already revoked and none can be forgotten at
+    /// `now_unix`: remove the signing key instead, which revokes all its tokens.
+    pub fn revoke(
+        &mut self,
+        key_id: &str,
+        nonce: [u8; TOKEN_NONCE_LEN],
+        expires_at: u64,
+        now_unix: u64,
+    ) -> Result<(), KeyError> {
+        self.forget_expired_revocations(now_unix);
+        let entry = (key_id.to_owned(), nonce);
+        if !self.revoked.contains_key(&entry) && self.revoked.len() >= MAX_REVOKED {
+            return Err(KeyError::TooManyRevocations(MAX_REVOKED));
+        }
+        self.revoked.insert(entry, expires_at);
+        Ok(())
+    }
+
+    /// Drops revocations of tokens that are expired at `now_unix` (skew included).
+    pub fn forget_expired_revocations(&mut self, now_unix: u64) {
+        let skew = self.policy.clock_skew_secs;
+        self.revoked
+            .retain(|_, &mut expires_at| now_unix < expires_at.saturating_add(skew));
+    }
+
+    /// Tokens revoked and remembered now.
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.len()
+    }
+
     /// Signs `claims` with the issuing key.
     pub fn issue(&self, claims: &TokenClaims) -> Result<IssuedToken, IssueError> {
         let key = self
@@ -243,8 +280,8 @@ impl TokenKeyring {
 
     /// Verifies a binary token for the namespace `audience` at Unix time `now_unix` (seconds).
     ///
-    /// Order: size and layout, key id, MAC (constant time), then audience, lifetime and
-    /// validity period; see [`TokenError`].
+    /// Order: size and layout, key id, MAC (constant time), then audience, lifetime, validity
+    /// period and revocation; see [`TokenError`].
     pub fn verify(
         &self,
         bytes: &[u8],
@@ -286,6 +323,9 @@ impl TokenKeyring {
                 now: now_unix,
                 skew,
             });
+        }
+        if self.revoked.contains_key(&(t.key_id.clone(), c.nonce)) {
+            return Err(TokenError::Revoked);
         }
         Ok(VerifiedToken {
             holder_secret: Secret(key.holder_secret(&t.tag)),

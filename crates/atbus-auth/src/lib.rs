@@ -78,7 +78,8 @@ pub use error::{EarlyProofError, KeyError, TokenError, Violation};
 pub use fuzz::fuzz_auth_token;
 pub use keyring::{
     DEFAULT_CLOCK_SKEW_SECS, HOLDER_SECRET_LABEL, HOLDER_SECRET_LEN, IssueError, IssuedToken,
-    MAX_KEYS, MIN_SECRET_LEN, Secret, TokenKey, TokenKeyring, VerifiedToken, VerifyPolicy,
+    MAX_KEYS, MAX_REVOKED, MIN_SECRET_LEN, Secret, TokenKey, TokenKeyring, VerifiedToken,
+    VerifyPolicy,
 };
 pub use replay::{
     AntiReplay, AntiReplayConfig, AntiReplayStats, DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_MS,

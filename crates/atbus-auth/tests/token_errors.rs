@@ -524,3 +524,52 @@ fn the_documented_example_layout() {
         .unwrap();
     assert_eq!(r.issue(&max).unwrap().bytes.len(), 961);
 }
+
+#[test]
+fn revoked_tokens_are_refused_until_they_expire() {
+    let mut r = ring();
+    let t = good();
+    let other = r
+        .issue(&TokenClaims {
+            nonce: [0x22; 16],
+            ..claims()
+        })
+        .unwrap()
+        .bytes;
+    r.revoke("a", claims().nonce, NOW + 600, NOW).unwrap();
+    assert_eq!(r.verify(&t, "prod", NOW), Err(TokenError::Revoked));
+    assert!(r.verify(&other, "prod", NOW).is_ok(), "only that token");
+    // Revoking it under another key id does not touch it.
+    let mut r2 = ring();
+    r2.revoke("b", claims().nonce, NOW + 600, NOW).unwrap();
+    assert!(r2.verify(&t, "prod", NOW).is_ok());
+    // Once the token is expired (skew included) the entry is forgotten and it stays refused.
+    r.forget_expired_revocations(NOW + 600 + 29);
+    assert_eq!(r.revoked_len(), 1);
+    r.forget_expired_revocations(NOW + 600 + 30);
+    assert_eq!(r.revoked_len(), 0);
+    assert!(matches!(
+        r.verify(&t, "prod", NOW + 630),
+        Err(TokenError::Expired { .. })
+    ));
+}
+
+#[test]
+fn the_revocation_list_is_bounded() {
+    let mut r = ring();
+    for i in 0..atbus_auth::MAX_REVOKED as u64 {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&i.to_be_bytes());
+        r.revoke("a", nonce, NOW + 10 + i % 2, NOW).unwrap();
+    }
+    assert_eq!(
+        r.revoke("a", [0xff; 16], NOW + 100, NOW),
+        Err(KeyError::TooManyRevocations(atbus_auth::MAX_REVOKED))
+    );
+    // Revoking one already listed is fine; so is a new one once some have expired.
+    let mut first = [0u8; 16];
+    first[..8].copy_from_slice(&0u64.to_be_bytes());
+    assert_eq!(r.revoke("a", first, NOW + 10, NOW), Ok(()));
+    assert_eq!(r.revoke("a", [0xff; 16], NOW + 100, NOW + 40), Ok(()));
+    assert_eq!(r.revoked_len(), atbus_auth::MAX_REVOKED / 2 + 1);
+}
