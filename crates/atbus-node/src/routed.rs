@@ -8,6 +8,8 @@
 
 use atbus_frame::{FrameLimits, PACKAGE_VERSION, package_hash, package_len};
 use atbus_proto::MessageHead;
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes};
 use prost::Message;
 
@@ -80,6 +82,8 @@ pub enum RawFrameError {
 pub struct FrameOutline {
     /// The decoded head, if present.
     pub head: Option<MessageHead>,
+    /// Where the head field (key, length and value) lies in the frame bytes.
+    pub head_span: Option<Range<usize>>,
     /// The last body field present (protobuf: the last member of a oneof wins).
     pub body: BodyKind,
 }
@@ -160,12 +164,14 @@ fn walk(
 /// never looks into the body.
 pub fn inspect_frame(frame: &[u8]) -> Result<FrameOutline, RawFrameError> {
     let mut head = None;
+    let mut head_span = None;
     let mut body = BodyKind::None;
-    walk(frame, |number, _, value_start, end| {
+    walk(frame, |number, start, value_start, end| {
         if number == 1 {
             if head.is_some() {
                 return Err(RawFrameError::DuplicateHead);
             }
+            head_span = Some(start..end);
             let bytes = frame.get(value_start..end).unwrap_or_default();
             head = Some(
                 MessageHead::decode(bytes).map_err(|e| RawFrameError::BadHead(e.to_string()))?,
@@ -175,25 +181,31 @@ pub fn inspect_frame(frame: &[u8]) -> Result<FrameOutline, RawFrameError> {
         }
         Ok(())
     })?;
-    Ok(FrameOutline { head, body })
+    Ok(FrameOutline {
+        head,
+        head_span,
+        body,
+    })
 }
 
 /// Size of the package [`write_package_with_head`] writes.
 pub fn package_len_with_head(frame: &[u8], head: &MessageHead) -> Result<usize, RawFrameError> {
-    Ok(package_len(frame_len_with_head(frame, head)?))
+    let outline = inspect_frame(frame)?;
+    Ok(package_len(frame_len_replacing(
+        frame.len(),
+        outline.head_span.as_ref(),
+        head,
+    )))
 }
 
-fn frame_len_with_head(frame: &[u8], head: &MessageHead) -> Result<usize, RawFrameError> {
-    let mut old_head = 0;
-    walk(frame, |number, start, _, end| {
-        if number == 1 {
-            old_head += end - start;
-        }
-        Ok(())
-    })?;
+/// Length of `frame` with the field at `span` left out and `head` written as field 1.
+fn frame_len_replacing(frame_len: usize, span: Option<&Range<usize>>, head: &MessageHead) -> usize {
+    let old = span.map_or(0, |s| s.end.saturating_sub(s.start));
     let head_len = head.encoded_len();
-    let head_field = 1 + prost::encoding::encoded_len_varint(head_len as u64) + head_len;
-    Ok(frame.len() - old_head + head_field)
+    frame_len.saturating_sub(old)
+        + 1
+        + prost::encoding::encoded_len_varint(head_len as u64)
+        + head_len
 }
 
 /// Why a package could not be written with a new head.
@@ -221,7 +233,21 @@ pub fn write_package_with_head(
     limits: &FrameLimits,
     out: &mut Vec<u8>,
 ) -> Result<usize, RewriteError> {
-    let frame_len = frame_len_with_head(frame, head)?;
+    let outline = inspect_frame(frame)?;
+    write_package_replacing_head(frame, outline.head_span, head, limits, out)
+}
+
+/// As [`write_package_with_head`], with the old head's place known from [`inspect_frame`]
+/// (`FrameOutline::head_span`), so the frame is not walked again: the relay's per-frame path.
+pub fn write_package_replacing_head(
+    frame: &[u8],
+    head_span: Option<Range<usize>>,
+    head: &MessageHead,
+    limits: &FrameLimits,
+    out: &mut Vec<u8>,
+) -> Result<usize, RewriteError> {
+    let span = head_span.filter(|s| s.start <= s.end && s.end <= frame.len());
+    let frame_len = frame_len_replacing(frame.len(), span.as_ref(), head);
     if frame_len > limits.max_frame_length {
         return Err(RewriteError::TooLong {
             length: frame_len,
@@ -236,12 +262,13 @@ pub fn write_package_with_head(
     prost::encoding::encode_varint(0x0a, out);
     prost::encoding::encode_varint(head.encoded_len() as u64, out);
     head.encode_raw(out);
-    walk(frame, |number, start, _, end| {
-        if number != 1 {
-            out.extend_from_slice(frame.get(start..end).unwrap_or_default());
+    match span {
+        Some(s) => {
+            out.extend_from_slice(&frame[..s.start]);
+            out.extend_from_slice(&frame[s.end..]);
         }
-        Ok(())
-    })?;
+        None => out.extend_from_slice(frame),
+    }
     let hash = package_hash(&out[start..]);
     out.put_u32_le(hash);
     debug_assert_eq!(out.len() - start, total);

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use atbus_frame::FrameLimits;
-use atbus_node::routed::{BodyKind, RoutedFrame, write_package_with_head};
+use atbus_node::routed::{BodyKind, RoutedFrame, write_package_replacing_head};
 use atbus_node::{
     Action, Direction, LinkCloseReason, LinkId, LinkKind, Node, NodeEvent, capabilities,
 };
@@ -83,7 +83,6 @@ pub struct Relay {
     cursor: Option<LinkId>,
     /// When a `forward_error` last went back per (link, destination, code).
     error_times: BTreeMap<(LinkId, String, i32), Instant>,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -124,7 +123,6 @@ impl Relay {
             events: VecDeque::new(),
             cursor: None,
             error_times: BTreeMap::new(),
-            buf: Vec::new(),
         })
     }
 
@@ -460,14 +458,19 @@ impl Relay {
                 return;
             }
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let written = write_package_with_head(&rf.frame, &head, &self.frame_limits, &mut buf);
+        // Written once into its own buffer, which the queue then owns: no copy.
+        let mut package = Vec::new();
+        let written = write_package_replacing_head(
+            &rf.frame,
+            outline.head_span,
+            &head,
+            &self.frame_limits,
+            &mut package,
+        );
         match written {
-            Ok(_) => self.enqueue(egress, &buf),
+            Ok(_) => self.enqueue(egress, Bytes::from(package)),
             Err(_) => self.drop_frame(DropReason::TooLarge),
         }
-        self.buf = buf;
     }
 
     /// The outgoing link for `head.destination`: a direct link, else the route's relay, else
@@ -511,7 +514,7 @@ impl Relay {
         })
     }
 
-    fn enqueue(&mut self, link: LinkId, package: &[u8]) {
+    fn enqueue(&mut self, link: LinkId, package: Bytes) {
         let Some(l) = self.links.get_mut(&link) else {
             self.drop_frame(DropReason::LinkClosed);
             return;
@@ -530,7 +533,7 @@ impl Relay {
             return;
         }
         l.queued_bytes += package.len();
-        l.queue.push_back(Bytes::copy_from_slice(package));
+        l.queue.push_back(package);
     }
 
     /// Queues a `forward_error` for the source of `head` back out the link the frame came in
@@ -581,7 +584,7 @@ impl Relay {
         let mut out = Vec::with_capacity(atbus_frame::encoded_len(&frame));
         if atbus_frame::encode(&frame, &self.frame_limits, &mut out).is_ok() {
             self.metrics.forward_errors_sent += 1;
-            self.enqueue(ingress, &out);
+            self.enqueue(ingress, Bytes::from(out));
         }
     }
 }
