@@ -83,6 +83,8 @@ pub struct Relay {
     cursor: Option<LinkId>,
     /// When a `forward_error` last went back per (link, destination, code).
     error_times: BTreeMap<(LinkId, String, i32), Instant>,
+    /// Routes learned from discovery records (destination → relay); configured routes win.
+    discovered: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -123,6 +125,7 @@ impl Relay {
             events: VecDeque::new(),
             cursor: None,
             error_times: BTreeMap::new(),
+            discovered: BTreeMap::new(),
         })
     }
 
@@ -247,6 +250,36 @@ impl Relay {
     /// Removes the route of `destination`.
     pub fn remove_route(&mut self, destination: &str) {
         self.config.routes.remove(destination);
+    }
+
+    /// Replaces the routes learned from discovery with those `records` give: a node whose
+    /// record advertises a relay other than this one (`advertise_relay` with a name) is reached
+    /// through that relay. Nodes that advertise this relay link to it directly and need no
+    /// route; relays referred to by metadata only are skipped (resolve them first). Configured
+    /// routes ([`RelayConfig::routes`], [`Relay::set_route`]) take precedence.
+    pub fn set_discovered_routes<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a atbus_discovery::NodeRecord>,
+    ) {
+        let own = self.node.name().to_owned();
+        self.discovered = records
+            .into_iter()
+            .filter(|r| r.name != own)
+            .filter_map(|r| {
+                let relay = r.advertise_relay.as_ref()?.name.as_ref()?;
+                (*relay != own && *relay != r.name).then(|| (r.name.clone(), relay.clone()))
+            })
+            .collect();
+    }
+
+    /// The relay that frames for `destination` go to when no direct link reaches it.
+    pub fn route_of(&self, destination: &str) -> Option<&str> {
+        self.config
+            .routes
+            .get(destination)
+            .or_else(|| self.discovered.get(destination))
+            .or(self.config.upstream.as_ref())
+            .map(String::as_str)
     }
 
     // ----- outputs -----
@@ -491,6 +524,7 @@ impl Relay {
             .config
             .routes
             .get(dest)
+            .or_else(|| self.discovered.get(dest))
             .into_iter()
             .chain(self.config.upstream.as_ref());
         for relay in relays {

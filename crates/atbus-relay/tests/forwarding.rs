@@ -581,3 +581,43 @@ fn a_package_over_the_destinations_limit_is_dropped_not_delivered_to_close_its_l
         "b's relay link stays up"
     );
 }
+
+#[test]
+fn routes_learned_from_discovery_records_reach_a_node_behind_another_relay() {
+    use atbus_discovery::{NodeRecord, RelayRef};
+    let mut w = World::new(21);
+    let a = w.add_node(node_config("a", &["r1"]));
+    let b = w.add_node(node_config("b", &["r2"]));
+    let r1 = w.add_relay(relay_config("r1", &["r2"]));
+    let r2 = w.add_relay(relay_config("r2", &["r1"]));
+    w.connect(a, r1, LinkKind::ByteStream, byte_link());
+    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
+    w.connect(b, r2, LinkKind::ByteStream, byte_link());
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
+        && w.links_up(r2) == 2));
+    let advertising = |name: &str, relay: &str| {
+        let mut r = NodeRecord::new(name);
+        r.advertise_relay = Some(RelayRef {
+            name: Some(relay.into()),
+            metadata: None,
+        });
+        r
+    };
+    let records = [advertising("a", "r1"), advertising("b", "r2")];
+    for r in [r1, r2] {
+        w.relay_mut(r).set_discovered_routes(&records);
+    }
+    assert_eq!(w.relay(r1).route_of("b"), Some("r2"));
+    assert_eq!(w.relay(r1).route_of("a"), None, "a advertises r1 itself");
+    assert_eq!(w.relay(r2).route_of("a"), Some("r1"));
+    w.route(a, "b", "r1");
+    w.send(a, "b", 1, Bytes::from_static(b"found through discovery"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.got(b, "a", 1).is_empty()));
+    // An explicit route wins over a discovered one; records that vanish take their routes.
+    w.relay_mut(r1).set_route("b", "elsewhere");
+    assert_eq!(w.relay(r1).route_of("b"), Some("elsewhere"));
+    w.relay_mut(r1).remove_route("b");
+    w.relay_mut(r1).set_discovered_routes(&[]);
+    assert_eq!(w.relay(r1).route_of("b"), None);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
