@@ -243,13 +243,21 @@ impl RawPair {
             });
             let total = count * frame_len;
             let mut got = 0;
-            let mut checked_first = false;
+            // Offset in the current frame: every echoed byte is checked, as the atbus side
+            // checks every echoed message.
+            let mut at = 0;
             while got < total {
                 let n = self.client.read(&mut self.read_buf).expect("raw read");
                 assert!(n > 0, "raw echo ended early");
-                if !checked_first && n >= frame_len {
-                    assert_eq!(&self.read_buf[..frame_len], &self.frame[..]);
-                    checked_first = true;
+                let mut rest = &self.read_buf[..n];
+                while !rest.is_empty() {
+                    let take = rest.len().min(frame_len - at);
+                    assert!(
+                        rest[..take] == self.frame[at..at + take],
+                        "raw echo differs"
+                    );
+                    at = (at + take) % frame_len;
+                    rest = &rest[take..];
                 }
                 got += n;
             }
