@@ -51,6 +51,7 @@
 
 mod config;
 mod congestion;
+mod content;
 mod path;
 pub mod ranges;
 mod rtt;

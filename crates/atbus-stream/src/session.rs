@@ -15,6 +15,7 @@ use prost::Message;
 use crate::config::{
     CloseReason, Event, PathConfig, PathError, PathId, ProtocolError, SendError, SessionConfig,
 };
+use crate::content::{ReceivedFragment, decode_fragments};
 use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
 use crate::reassembly::{Delivery, MessageMeta, Piece, Reassembler, ReassemblyError};
 use crate::send::SendStream;
@@ -140,6 +141,8 @@ pub struct Session {
     state: State,
     last_path: Option<PathId>,
     last_stream: i64,
+    /// Decoded fragments of the packet being handled (kept to reuse its allocation).
+    fragments: Vec<ReceivedFragment>,
 }
 
 impl Session {
@@ -175,6 +178,7 @@ impl Session {
             state: State::Open,
             last_path: None,
             last_stream: -1,
+            fragments: Vec::new(),
             config,
         }
     }
@@ -1007,13 +1011,9 @@ impl Session {
         if packet.flags & packet_flags::ENCRYPTED != 0 {
             return Err(ProtocolError::NoKeys);
         }
-        let content = if packet.content.is_empty() {
-            PacketContent::default()
-        } else {
-            PacketContent::decode(packet.content.clone())
-                .map_err(|e| ProtocolError::BadContent(e.to_string()))?
-        };
         if packet.flags & packet_flags::CLOSE_SESSION != 0 {
+            let content = PacketContent::decode(packet.content.clone())
+                .map_err(|e| ProtocolError::BadContent(e.to_string()))?;
             let reason = content
                 .fragment
                 .iter()
@@ -1029,10 +1029,18 @@ impl Session {
             self.close_with(reason, true);
             return Ok(());
         }
+        let mut fragments = std::mem::take(&mut self.fragments);
+        if let Err(e) = decode_fragments(&packet.content, &mut fragments) {
+            return Err(ProtocolError::BadContent(e.to_string()));
+        }
         if self.is_closed() {
             return Ok(());
         }
-        let accepted = self.on_stream_data(path, &packet, content)?;
+        let accepted = self.on_stream_data(path, &packet, &mut fragments);
+        // The vector is kept for the next packet; its fragments are moved out or dropped.
+        fragments.clear();
+        self.fragments = fragments;
+        let accepted = accepted?;
         if !accepted {
             // Dropped for lack of buffer: not acknowledged, so the peer sends it again.
             return Ok(());
@@ -1070,7 +1078,7 @@ impl Session {
         &mut self,
         path: PathId,
         packet: &PacketData,
-        content: PacketContent,
+        fragments: &mut Vec<ReceivedFragment>,
     ) -> Result<bool, ProtocolError> {
         let stream_id = packet.stream_id;
         if self.closed_recv.contains(&stream_id) {
@@ -1094,7 +1102,7 @@ impl Session {
                 },
             );
         }
-        let incoming: usize = content.fragment.iter().map(|f| f.data.len()).sum();
+        let incoming: usize = fragments.iter().map(|f| f.data.len()).sum();
         let session_full = incoming > 0
             && self.receive_buffered() + incoming > self.config.session_receive_window as usize;
         let reliable = self
@@ -1110,25 +1118,17 @@ impl Session {
             stream.reasm.skip_to(offset).map_err(reasm_err)?;
         }
         let mut pos = offset;
-        let mut pieces = Vec::with_capacity(content.fragment.len());
-        for f in content.fragment {
+        let mut pieces = Vec::with_capacity(fragments.len());
+        for f in fragments.drain(..) {
             if f.data.is_empty() {
                 continue;
             }
             let len = f.data.len() as u64;
-            let meta =
-                (f.packet_type != 0 || !f.labels.is_empty() || f.options.is_some()).then(|| {
-                    MessageMeta {
-                        packet_type: f.packet_type,
-                        labels: f.labels,
-                        options: f.options,
-                    }
-                });
             pieces.push(Piece {
                 offset: pos,
                 data: f.data,
-                ends_message: f.fragment_flag & atbus_proto::fragment_flags::HAS_MORE == 0,
-                meta,
+                ends_message: !f.has_more,
+                meta: f.meta,
             });
             pos = pos
                 .checked_add(len)
