@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p atbus-transport-mio --example loopback_rtt -- [--rounds 5]
 //!     [--pings 2000] [--family tcp|unix|both] [--only rtt|64B|64KiB] [--atbus-only]
+//!     [--small-count 100000] [--large-count 1024] [--session-window BYTES]
 //! ```
 //!
 //! - `rtt`: `--window 1` ping-pong of 64 B messages; p50 and p99 per round. The raw baseline is
@@ -14,6 +15,8 @@
 //! - `64KiB`: bytes per second of 64 KiB messages.
 //!
 //! `--atbus-only` runs only the atbus side (for profiling under callgrind).
+//! `--session-window BYTES` sets both nodes' per-stream receive window and per-path in-flight
+//! window (1 MiB by default) to see how far flow control bounds the 64 KiB throughput.
 
 #[path = "../benches/common/loopback.rs"]
 mod loopback;
@@ -30,6 +33,7 @@ struct Options {
     atbus_only: bool,
     small_count: usize,
     large_count: usize,
+    session_window: Option<u64>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -41,6 +45,7 @@ fn parse() -> Result<Options, String> {
         atbus_only: false,
         small_count: 100_000,
         large_count: 1024,
+        session_window: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +72,12 @@ fn parse() -> Result<Options, String> {
                 }
             }
             "--only" => o.only = Some(value()?),
+            "--session-window" => {
+                let w = value()?
+                    .parse()
+                    .map_err(|e| format!("--session-window: {e}"))?;
+                o.session_window = Some(w);
+            }
             "--atbus-only" => o.atbus_only = true,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -98,7 +109,7 @@ fn us(d: Duration) -> f64 {
 fn rtt(o: &Options, family: Family, rows: &mut Vec<Row>) {
     let data = payload(64);
     let warm = (o.pings / 10).max(10);
-    let mut atbus = AtbusPair::new(family);
+    let mut atbus = AtbusPair::with_window(family, o.session_window);
     let mut raw = (!o.atbus_only).then(|| RawPair::new(family, RawEchoMode::PerMessage));
     let (mut a50, mut a99, mut r50, mut r99) = (vec![], vec![], vec![], vec![]);
     for round in 0..o.rounds {
@@ -141,7 +152,7 @@ fn rate(count: usize, took: Duration) -> f64 {
 fn small(o: &Options, family: Family, rows: &mut Vec<Row>) {
     let data = payload(64);
     let n = o.small_count;
-    let mut atbus = AtbusPair::new(family);
+    let mut atbus = AtbusPair::with_window(family, o.session_window);
     let mut per_write = (!o.atbus_only).then(|| RawPair::new(family, RawEchoMode::PerMessage));
     let mut batched = (!o.atbus_only).then(|| RawPair::new(family, RawEchoMode::Batched));
     atbus.stream(&data, n / 10, 1000);
@@ -175,7 +186,7 @@ fn small(o: &Options, family: Family, rows: &mut Vec<Row>) {
 fn large(o: &Options, family: Family, rows: &mut Vec<Row>) {
     let data = payload(64 * 1024);
     let n = o.large_count;
-    let mut atbus = AtbusPair::new(family);
+    let mut atbus = AtbusPair::with_window(family, o.session_window);
     let mut raw = (!o.atbus_only).then(|| RawPair::new(family, RawEchoMode::PerMessage));
     atbus.stream(&data, n / 10, 1000);
     let (mut a, mut r) = (vec![], vec![]);

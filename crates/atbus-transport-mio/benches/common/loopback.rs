@@ -321,6 +321,22 @@ impl AtbusPair {
     /// Starts the echo node on a fresh loopback listener and waits until the client's session
     /// with it is up.
     pub fn new(family: Family) -> AtbusPair {
+        AtbusPair::with_window(family, None)
+    }
+
+    /// Like [`new`](Self::new); `window` (bytes), when given, replaces on both nodes the
+    /// session's per-stream receive window and per-path in-flight window (both 1 MiB by
+    /// default), to see how far flow control bounds the throughput.
+    pub fn with_window(family: Family, window: Option<u64>) -> AtbusPair {
+        let config = move |name: &str| {
+            let mut c = NodeConfig::new(name);
+            if let Some(w) = window {
+                c.session.stream_receive_window = w;
+                c.session.session_receive_window = c.session.session_receive_window.max(w * 4);
+                c.session.byte_stream_path_window = usize::try_from(w).unwrap_or(usize::MAX);
+            }
+            c
+        };
         let (url, path) = match family {
             Family::Tcp => ("tcp://127.0.0.1:0".to_string(), None),
             Family::Unix => {
@@ -332,15 +348,15 @@ impl AtbusPair {
         let (tx, rx) = mpsc::channel();
         let echo_stop = Arc::clone(&stop);
         let echo = thread::spawn(move || {
-            let mut d = NodeDriver::new(NodeConfig::new("echo"), TransportConfig::default())
-                .expect("echo node");
+            let mut d =
+                NodeDriver::new(config("echo"), TransportConfig::default()).expect("echo node");
             let bound = d.listen(&url.parse::<Url>().expect("url")).expect("listen");
             tx.send(bound).expect("report bound url");
             echo_loop(d, &echo_stop);
         });
         let bound = rx.recv().expect("echo node started");
-        let mut client = NodeDriver::new(NodeConfig::new("client"), TransportConfig::default())
-            .expect("client node");
+        let mut client =
+            NodeDriver::new(config("client"), TransportConfig::default()).expect("client node");
         client.connect(&bound).expect("connect");
         let deadline = Instant::now() + TIMEOUT;
         'up: loop {
