@@ -107,16 +107,21 @@
 //!   thread (one per connect; the first address is used); `listen` resolves on the calling thread.
 //!   Every link id ends with exactly one `LinkClosed`. Sending before `LinkUp` is
 //!   [`TransportError::NotConnected`].
-//! - **Writes.** `send` writes at once when the link's queue is empty; the rest is queued and
-//!   goes out on writability with `write_vectored` (up to 64 slices; small sends are coalesced
-//!   into 64 KiB chunks). The queue is bounded by [`TransportConfig::write_queue_limit`]
-//!   (default 4 MiB): past it `send` answers [`SendStatus::Blocked`] and accepts nothing, and
-//!   [`TransportEvent::Writable`] follows once the queue is down to half. TCP_NODELAY is on for
-//!   every TCP link. Nothing waits to build a batch.
+//! - **Writes.** Byte-stream sends under [`TransportConfig::coalesce_below`] (16 KiB) are queued
+//!   and written together, one system call per link, before `poll_events` next waits (or once
+//!   64 KiB wait), so what one turn of the loop produced leaves at once; larger sends are written
+//!   at once behind the queue in one `write_vectored`. What the socket does not take goes out on
+//!   writability with `write_vectored` (up to 64 slices). The queue is bounded by
+//!   [`TransportConfig::write_queue_limit`] (default 4 MiB): past it `send` answers
+//!   [`SendStatus::Blocked`] and accepts nothing, and [`TransportEvent::Writable`] follows once
+//!   the queue is down to half. TCP_NODELAY is on for every TCP link. Nothing waits to build a
+//!   batch beyond the current turn.
 //! - **Reads.** Every read lands in one reusable buffer and is handed out as `Bytes` sliced from a
-//!   shared block (default 64 KiB) that is reused once the previous slices are dropped. A link
+//!   shared block (default 64 KiB) that is reused once the previous slices are dropped. A short
+//!   byte-stream read ends the link's round (new data raises a new readiness edge). A link
 //!   reads at most 1 MiB per round, a listener accepts at most 64 connections and a UDP socket
 //!   receives at most 64 datagrams per round, so one busy socket cannot starve the others.
+//!   `docs/transport.md` has the details and the loopback benchmarks.
 //! - **Backpressure.** `pause_reading` removes read interest from byte streams (the kernel buffer
 //!   fills and the peer's sender blocks); in-process chunks stay unreleased so the peer's `send`
 //!   answers `Blocked`; UDP datagrams that arrive while paused are dropped and counted.
