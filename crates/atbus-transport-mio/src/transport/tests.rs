@@ -1,4 +1,4 @@
-//! Write coalescing on byte streams, against a std socket peer.
+//! Write coalescing and the short-read rule on byte streams, against std socket peers.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +14,13 @@ fn linked(config: TransportConfig) -> (Transport, LinkId, TcpStream) {
         .connect(&Url::tcp(listener.local_addr().expect("addr")))
         .expect("connect");
     let (peer, _) = listener.accept().expect("accept");
+    wait_up(&mut t, link);
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    (t, link, peer)
+}
+
+fn wait_up(t: &mut Transport, link: LinkId) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut events = Vec::new();
     loop {
@@ -27,9 +34,6 @@ fn linked(config: TransportConfig) -> (Transport, LinkId, TcpStream) {
             break;
         }
     }
-    peer.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    (t, link, peer)
 }
 
 fn sent(t: &Transport, link: LinkId) -> u64 {
@@ -119,4 +123,83 @@ fn dropping_the_transport_writes_what_small_sends_queued() {
     let mut got = Vec::new();
     peer.read_to_end(&mut got).expect("read");
     assert_eq!(got, b"last words");
+}
+
+/// Polls until `done` says so with everything received so far; returns the bytes and whether
+/// the link closed because the peer finished.
+fn receive_until(
+    t: &mut Transport,
+    link: LinkId,
+    mut done: impl FnMut(&[u8], bool) -> bool,
+) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut got, mut closed) = (Vec::new(), false);
+    let mut events = Vec::new();
+    while !done(&got, closed) {
+        assert!(
+            Instant::now() < deadline,
+            "stuck with {} bytes, closed: {closed}",
+            got.len()
+        );
+        t.poll_events(Some(Duration::from_millis(20)), &mut events)
+            .expect("poll");
+        for e in events.drain(..) {
+            match e {
+                TransportEvent::Bytes { link: l, data } if l == link => {
+                    got.extend_from_slice(&data)
+                }
+                TransportEvent::LinkClosed { link: l, reason } if l == link => {
+                    assert!(
+                        matches!(reason, crate::CloseReason::PeerClosed),
+                        "{reason:?}"
+                    );
+                    closed = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    (got, closed)
+}
+
+#[test]
+fn data_arriving_after_a_short_read_is_read_in_a_later_round() {
+    use std::io::Write;
+    let (mut t, link, mut peer) = linked(TransportConfig::default());
+    for burst in 0..20u8 {
+        peer.write_all(&[burst; 100]).expect("write");
+        let (got, _) = receive_until(&mut t, link, |got, _| got.len() >= 100);
+        assert_eq!(got, vec![burst; 100]);
+    }
+}
+
+#[test]
+fn data_followed_by_end_of_stream_is_delivered_before_the_close() {
+    use std::io::Write;
+    let (mut t, link, mut peer) = linked(TransportConfig::default());
+    peer.write_all(&[9u8; 300]).expect("write");
+    peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let (got, closed) = receive_until(&mut t, link, |_, closed| closed);
+    assert!(closed);
+    assert_eq!(got, vec![9u8; 300]);
+}
+
+#[test]
+fn unix_data_followed_by_end_of_stream_is_delivered_before_the_close() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    let path = std::env::temp_dir().join(format!("atbus-short-read-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).expect("bind");
+    let mut t = Transport::new(TransportConfig::default()).expect("transport");
+    let url: Url = format!("unix://{}", path.display()).parse().expect("url");
+    let link = t.connect(&url).expect("connect");
+    let (mut peer, _) = listener.accept().expect("accept");
+    wait_up(&mut t, link);
+    peer.write_all(&[5u8; 300]).expect("write");
+    peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let (got, closed) = receive_until(&mut t, link, |_, closed| closed);
+    let _ = std::fs::remove_file(&path);
+    assert!(closed);
+    assert_eq!(got, vec![5u8; 300]);
 }
