@@ -1,6 +1,8 @@
 //! Session throughput in memory: messages pushed through two sessions over one byte-stream
 //! path with no simulated delay, beside the bare package codec doing the same bytes and a memcpy
-//! plus two XXH3 passes of them, so the cost of the session layer reads as a ratio.
+//! plus two XXH3 passes of them, so the cost of the session layer reads as a ratio. The group
+//! `session_cpu` runs the session and the bound again measured in CPU time of the benchmark thread
+//! (messages or bytes per CPU second: "per core", steady on a loaded machine).
 //!
 //! `cargo bench -p atbus-stream --bench session`
 
@@ -12,9 +14,12 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/pair.rs"]
 mod pair;
 
+use cpu::ThreadCpuTime;
 use pair::{BATCH, Pair};
 
 /// The package codec alone over the same bytes: one packet per message, encoded and decoded.
@@ -89,5 +94,32 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The session and the bound in thread CPU time: 64 B in messages per CPU second, 64 KiB in bytes.
+fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    let mut group = c.benchmark_group("session_cpu");
+    for size in [64usize, 64 * 1024 - 512] {
+        let payload = Bytes::from(vec![0x5a; size]);
+        group.throughput(if size == 64 {
+            Throughput::Elements(BATCH as u64)
+        } else {
+            Throughput::Bytes((BATCH * size) as u64)
+        });
+        let mut pair = Pair::new();
+        group.bench_with_input(BenchmarkId::new("session", size), &payload, |b, p| {
+            b.iter(|| black_box(pair.round(p)))
+        });
+        let mut scratch = Vec::new();
+        group.bench_with_input(BenchmarkId::new("memcpy_xxh3x2", size), &payload, |b, p| {
+            b.iter(|| black_box(memcpy_and_hash(p, &mut scratch)))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = cpu_time;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = bench_cpu
+}
+criterion_main!(benches, cpu_time);
