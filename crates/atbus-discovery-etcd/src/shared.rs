@@ -1,11 +1,11 @@
 //! State shared between the handle (the node's thread) and the worker (the tokio thread): the
 //! bounded event queue, the open watches and the record cache they are served from.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use atbus_discovery::{DiscoveryEvent, NodeRecord, RequestId, Selector};
+use atbus_discovery::{DiscoveryEvent, EventQueue, NodeRecord, RequestId, Selector, watch_events};
 
 /// Counters of one handle, for observability and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,10 +43,7 @@ pub(crate) struct Cached {
 }
 
 pub(crate) struct Inner {
-    capacity: usize,
-    queue: VecDeque<DiscoveryEvent>,
-    dropped: u64,
-    cancelled: Vec<RequestId>,
+    queue: EventQueue,
     pub watches: BTreeMap<RequestId, Selector>,
     pub cache: BTreeMap<String, Cached>,
     synced: bool,
@@ -55,34 +52,15 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Queues an event with the memory backend's overflow rule: once full, later events are
-    /// counted, every watch is cancelled, and `Overflow` comes after what was queued.
+    /// Queues an event with the shared overflow rule ([`EventQueue`]): once full, later
+    /// events are counted, every watch is cancelled, and `Overflow` comes after what was
+    /// queued.
     pub fn push(&mut self, event: DiscoveryEvent) {
-        if self.dropped > 0 || self.queue.len() >= self.capacity {
-            if self.dropped == 0 {
-                self.cancelled = std::mem::take(&mut self.watches).into_keys().collect();
-            }
-            self.dropped += 1;
-            return;
-        }
-        self.queue.push_back(event);
-    }
-
-    fn pop(&mut self) -> Option<DiscoveryEvent> {
-        if let Some(e) = self.queue.pop_front() {
-            return Some(e);
-        }
-        if self.dropped > 0 {
-            return Some(DiscoveryEvent::Overflow {
-                dropped: std::mem::take(&mut self.dropped),
-                cancelled_watches: std::mem::take(&mut self.cancelled),
-            });
-        }
-        None
+        self.queue.push(event, &mut self.watches);
     }
 
     fn pending(&self) -> (usize, u64) {
-        (self.queue.len(), self.dropped)
+        (self.queue.len(), self.queue.dropped())
     }
 
     /// Tells every watch that `name` changed from `old` to `new`; returns the events queued.
@@ -92,24 +70,7 @@ impl Inner {
         old: Option<&NodeRecord>,
         new: Option<&NodeRecord>,
     ) -> u64 {
-        let events: Vec<DiscoveryEvent> = self
-            .watches
-            .iter()
-            .filter_map(|(&watch, sel)| {
-                let was = old.is_some_and(|r| sel.matches(r));
-                match new.filter(|r| sel.matches(r)) {
-                    Some(r) => Some(DiscoveryEvent::Put {
-                        watch,
-                        record: Box::new(r.clone()),
-                    }),
-                    None if was => Some(DiscoveryEvent::Delete {
-                        watch,
-                        name: name.to_owned(),
-                    }),
-                    None => None,
-                }
-            })
-            .collect();
+        let events = watch_events(&self.watches, name, old, new);
         let n = events.len() as u64;
         for e in events {
             self.push(e);
@@ -183,10 +144,7 @@ impl Shared {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                capacity,
-                queue: VecDeque::new(),
-                dropped: 0,
-                cancelled: Vec::new(),
+                queue: EventQueue::new(capacity),
                 watches: BTreeMap::new(),
                 cache: BTreeMap::new(),
                 synced: false,
@@ -233,14 +191,14 @@ impl Shared {
     }
 
     pub fn pop(&self) -> Option<DiscoveryEvent> {
-        self.lock().pop()
+        self.lock().queue.pop()
     }
 
     pub fn wait_pop(&self, timeout: Duration) -> Option<DiscoveryEvent> {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
         loop {
-            if let Some(e) = inner.pop() {
+            if let Some(e) = inner.queue.pop() {
                 return Some(e);
             }
             let left = deadline.checked_duration_since(Instant::now())?;

@@ -44,6 +44,7 @@ pub mod address;
 pub mod discovery;
 pub mod memory;
 pub mod plan;
+pub mod queue;
 pub mod record;
 pub mod selector;
 pub mod static_file;
@@ -53,6 +54,7 @@ pub use address::{AddressError, GatewayAddress, Scheme};
 pub use discovery::{Discovery, DiscoveryError, DiscoveryEvent, RefuseReason, RequestId};
 pub use memory::{HandleConfig, MemoryDiscovery, MemoryRegistry};
 pub use plan::{Candidate, PlanPolicy, Reason, RelayPreference, Route, plan_connection};
+pub use queue::{EventQueue, watch_events};
 pub use record::{
     Gateway, GatewayMatch, Host, HostMatch, KEY_AREA_DISTRICT, KEY_AREA_REGION, KEY_AREA_ZONE_ID,
     Metadata, MetadataMatch, NodeRecord, RecordError, RecordLimits, RelayRef, same_machine,

@@ -5,10 +5,11 @@
 //! queue. Everything happens inside the calling thread: a request changes the store and queues
 //! the answers (and the watch events of every handle) before it returns.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::discovery::{Discovery, DiscoveryEvent, RefuseReason, RequestId};
+use crate::queue::{EventQueue, watch_events};
 use crate::record::NodeRecord;
 use crate::selector::Selector;
 use crate::validate::ValidationErrors;
@@ -47,37 +48,13 @@ struct Entry {
 #[derive(Debug)]
 struct HandleState {
     config: HandleConfig,
-    queue: VecDeque<DiscoveryEvent>,
-    dropped: u64,
-    cancelled: Vec<RequestId>,
+    queue: EventQueue,
     watches: BTreeMap<RequestId, Selector>,
 }
 
 impl HandleState {
     fn push(&mut self, event: DiscoveryEvent) {
-        if self.dropped > 0 || self.queue.len() >= self.config.queue_capacity {
-            if self.dropped == 0 {
-                // From here on this handle misses changes, so its watches cannot be trusted.
-                self.cancelled = std::mem::take(&mut self.watches).into_keys().collect();
-            }
-            self.dropped += 1;
-            return;
-        }
-        self.queue.push_back(event);
-    }
-
-    fn pop(&mut self) -> Option<DiscoveryEvent> {
-        if let Some(e) = self.queue.pop_front() {
-            return Some(e);
-        }
-        if self.dropped > 0 {
-            let dropped = std::mem::take(&mut self.dropped);
-            return Some(DiscoveryEvent::Overflow {
-                dropped,
-                cancelled_watches: std::mem::take(&mut self.cancelled),
-            });
-        }
-        None
+        self.queue.push(event, &mut self.watches);
     }
 }
 
@@ -92,25 +69,7 @@ impl State {
     /// Tells every watch about a change of `name` from `old` to `new`.
     fn notify(&mut self, name: &str, old: Option<&NodeRecord>, new: Option<&NodeRecord>) {
         for h in self.handles.values_mut() {
-            let events: Vec<DiscoveryEvent> = h
-                .watches
-                .iter()
-                .filter_map(|(&watch, sel)| {
-                    let was = old.is_some_and(|r| sel.matches(r));
-                    match new.filter(|r| sel.matches(r)) {
-                        Some(r) => Some(DiscoveryEvent::Put {
-                            watch,
-                            record: Box::new(r.clone()),
-                        }),
-                        None if was => Some(DiscoveryEvent::Delete {
-                            watch,
-                            name: name.to_owned(),
-                        }),
-                        None => None,
-                    }
-                })
-                .collect();
-            for e in events {
+            for e in watch_events(&h.watches, name, old, new) {
                 h.push(e);
             }
         }
@@ -178,9 +137,7 @@ impl MemoryRegistry {
             id,
             HandleState {
                 config,
-                queue: VecDeque::new(),
-                dropped: 0,
-                cancelled: Vec::new(),
+                queue: EventQueue::new(config.queue_capacity),
                 watches: BTreeMap::new(),
             },
         );
@@ -367,7 +324,7 @@ impl Discovery for MemoryDiscovery {
     }
 
     fn poll_event(&mut self) -> Option<DiscoveryEvent> {
-        self.registry.lock().handles.get_mut(&self.id)?.pop()
+        self.registry.lock().handles.get_mut(&self.id)?.queue.pop()
     }
 }
 
