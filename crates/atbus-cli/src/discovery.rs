@@ -3,8 +3,11 @@
 //!
 //! Specs:
 //!
-//! - `etcd://host:port[,host:port…]` (or `etcds://…`): the etcd backend
-//!   ([`atbus_discovery_etcd`]), shared by every process pointing at the same cluster;
+//! - `etcd://host:port[,host:port…]`: the etcd backend ([`atbus_discovery_etcd`]), shared by
+//!   every process pointing at the same cluster;
+//! - `etcds://host:port[,…]?ca=FILE[&cert=FILE&key=FILE][&domain=NAME]`: the same over TLS,
+//!   trusting the CA in `ca` (required), presenting `cert`/`key` to an etcd that demands
+//!   client certificates, checking `domain` instead of the host name when given;
 //! - `static:FILE`: a TOML file of `[[node]]` tables loaded into an in-process registry;
 //! - `embedded` (or no `--discovery` at all): an empty in-process registry, local to the
 //!   process.
@@ -14,6 +17,7 @@
 //!
 //! assert!(matches!(Spec::parse("static:nodes.toml")?, Spec::Static(_)));
 //! assert!(matches!(Spec::parse("etcd://127.0.0.1:2379")?, Spec::Etcd(_)));
+//! assert!(matches!(Spec::parse("etcds://127.0.0.1:2379?ca=ca.pem")?, Spec::Etcd(_)));
 //! assert!(Spec::parse("zookeeper://x").is_err());
 //! # Ok::<(), atbus_cli::discovery::SpecError>(())
 //! ```
@@ -47,11 +51,13 @@ pub enum Spec {
 #[non_exhaustive]
 pub enum SpecError {
     /// The spec is empty.
-    #[error("discovery spec is empty (expected etcd://HOST:PORT[,…], static:FILE or embedded)")]
+    #[error(
+        "discovery spec is empty (expected etcd://HOST:PORT[,…], etcds://HOST:PORT[,…]?ca=FILE, static:FILE or embedded)"
+    )]
     Empty,
     /// The spec names no known backend.
     #[error(
-        "discovery spec {spec:?}: unknown backend {scheme:?} (expected etcd://HOST:PORT[,…], static:FILE or embedded)"
+        "discovery spec {spec:?}: unknown backend {scheme:?} (expected etcd://HOST:PORT[,…], etcds://HOST:PORT[,…]?ca=FILE, static:FILE or embedded)"
     )]
     UnknownBackend {
         /// The spec given.
@@ -169,7 +175,14 @@ impl fmt::Display for Spec {
         match self {
             Spec::Embedded => f.write_str("embedded"),
             Spec::Static(path) => write!(f, "static:{}", path.display()),
-            Spec::Etcd(config) => write!(f, "etcd {}", config.endpoints.join(",")),
+            Spec::Etcd(config) => {
+                write!(f, "etcd {}", config.endpoints.join(","))?;
+                match &config.tls {
+                    Some(tls) if tls.cert_pem.is_some() => f.write_str(" (mutual TLS)"),
+                    Some(_) => f.write_str(" (TLS)"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -565,6 +578,23 @@ mod tests {
             Err(SpecError::NoFile { .. })
         ));
         assert!(matches!(Spec::parse(""), Err(SpecError::Empty)));
+        match Spec::parse("etcds://10.0.0.1:2379?ca=ca.pem&cert=c.pem&key=k.pem") {
+            Ok(Spec::Etcd(c)) => {
+                assert_eq!(c.endpoints, ["https://10.0.0.1:2379"]);
+                let tls = c.tls.as_ref().expect("TLS");
+                assert_eq!(tls.ca_pem.as_deref(), Some(std::path::Path::new("ca.pem")));
+                assert_eq!(tls.key_pem.as_deref(), Some(std::path::Path::new("k.pem")));
+                assert_eq!(
+                    Spec::Etcd(c.clone()).to_string(),
+                    "etcd https://10.0.0.1:2379 (mutual TLS)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Spec::parse("etcd://h?ca=x").unwrap_err().to_string();
+        assert!(err.contains("etcds://"), "{err}");
+        let err = Spec::parse("etcds://h?pass=x").unwrap_err().to_string();
+        assert!(err.contains("pass=x"), "{err}");
         let err = Spec::parse("consul://x").unwrap_err().to_string();
         assert!(err.contains("\"consul\""), "{err}");
     }

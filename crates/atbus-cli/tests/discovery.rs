@@ -1,6 +1,7 @@
 //! `atbus discovery list` over a static file, spec and selector errors, and `atbus node
-//! --discovery etcd://…` against a real `etcd` process (Debian package `etcd-server`) started on
-//! free loopback ports with a temporary data dir. A missing `etcd` binary fails the etcd tests.
+//! --discovery etcd://…` (and `etcds://…` with mutual TLS, certificates generated at test
+//! time) against a real `etcd` process (Debian package `etcd-server`) started on free loopback
+//! ports with a temporary data dir. A missing `etcd` binary fails the etcd tests.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -466,5 +467,103 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA, an etcd server pair (127.0.0.1, client use too: the harness's etcdctl presents it)
+/// and a client pair, generated into `dir` at test time.
+struct Pki {
+    ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> Self {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "atbus CLI test CA");
+        let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |names: &[&str], uses| {
+            let key = KeyPair::generate().expect("key");
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).expect("params");
+            params.extended_key_usages = uses;
+            let cert = params.signed_by(&key, &issuer).expect("certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(&["127.0.0.1"], vec![ServerAuth, ClientAuth]);
+        let (client_cert, client_key) = leaf(&[], vec![ClientAuth]);
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_pem),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client-key.pem", &client_key),
+        }
+    }
+}
+
+#[test]
+fn node_registers_over_mutual_tls_and_tls_spec_errors_are_clear() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let etcd = Etcd::start_tls(atbus_discovery_etcd::testing::ServerTls {
+        ca: pki.ca.clone(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_cert_auth: true,
+    });
+    let spec = format!(
+        "{}?ca={}&cert={}&key={}",
+        etcd.spec(),
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    assert!(spec.starts_with("etcds://127.0.0.1:"), "{spec}");
+    let mut node = Node::start(&[
+        "--name",
+        "tls-1",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--discovery",
+        &spec,
+    ]);
+    let records = poll_until(&spec, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.name == "tls-1")
+    });
+    let r = records.iter().find(|r| r.name == "tls-1").expect("listed");
+    assert_eq!(r.host.pid, node.child.id());
+    let status = node.terminate();
+    assert!(status.success(), "node exit status {status}");
+    poll_until(&spec, Duration::from_secs(5), |r| r.is_empty());
+
+    // Settings that cannot work stop before any request, with exit code 2.
+    let no_ca = etcd.spec();
+    let missing = format!(
+        "{}?ca={}",
+        etcd.spec(),
+        dir.path().join("nope.pem").display()
+    );
+    for (spec, says) in [
+        (no_ca.as_str(), "needs the CA"),
+        (missing.as_str(), "nope.pem"),
+    ] {
+        let o = atbus(&["discovery", "list", "--discovery", spec]);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{spec}: {}", stderr(&o));
     }
 }
