@@ -447,6 +447,22 @@ impl Node {
         Ok(p.session.finish(stream_id)?)
     }
 
+    /// Closes `link` on this side: a `link_close` with `code` and `message` goes out first (drain
+    /// `poll_transmit`), then `Action::Close`. A session path on it is detached as if the
+    /// transport had closed it.
+    pub fn close_link_with(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        code: AtbusCloseReason,
+        message: impl Into<String>,
+    ) {
+        self.last_now = self.last_now.max(now);
+        let reason = LinkCloseReason::local(code, message);
+        self.close_link(now, link, reason, true, true);
+        self.drain_all_sessions(now);
+    }
+
     /// Resets a stream to `peer`; returns the unacknowledged range dropped.
     pub fn reset(
         &mut self,

@@ -282,6 +282,22 @@ impl Relay {
             .map(String::as_str)
     }
 
+    /// Closes every link with `SHUTDOWN` (a `link_close` goes out on each before its
+    /// `Action::Close`); queued frames are dropped. New links are still accepted: stop
+    /// listening first.
+    pub fn shutdown(&mut self, now: Instant) {
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.node.close_link_with(
+                now,
+                link,
+                AtbusCloseReason::Shutdown,
+                "the relay is shutting down",
+            );
+        }
+        self.process(now);
+    }
+
     // ----- outputs -----
 
     /// Writes the next output into `buf` (cleared first) and says which link it goes on:

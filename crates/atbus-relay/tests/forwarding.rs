@@ -621,3 +621,24 @@ fn routes_learned_from_discovery_records_reach_a_node_behind_another_relay() {
     assert_eq!(w.relay(r1).route_of("b"), None);
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
+
+#[test]
+fn a_relay_shutting_down_tells_every_peer_why() {
+    let (mut w, a, b, r) = star(22, 0.0);
+    w.route(a, "b", "relay");
+    w.send(a, "b", 1, Bytes::from_static(b"before"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.got(b, "a", 1).is_empty()));
+    let now = w.clock.now();
+    w.relay_mut(r).shutdown(now);
+    w.run_for(Duration::from_millis(200));
+    for n in [a, b] {
+        let reason = w.events[n].iter().find_map(|e| match e {
+            NodeEvent::LinkClosed { peer, reason, .. } if peer == "relay" => reason.clone(),
+            _ => None,
+        });
+        let reason = reason.expect("the relay link closed");
+        assert_eq!(reason.code, AtbusCloseReason::Shutdown);
+        assert!(reason.by_peer);
+    }
+    assert!(w.relay(r).link_metrics().is_empty());
+}
