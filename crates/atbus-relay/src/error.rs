@@ -12,6 +12,9 @@ pub enum RelayError {
     /// A relay limit is out of range.
     #[error("invalid relay limit: {0}")]
     Limit(String),
+    /// The configuration file does not parse (syntax, unknown key, wrong type).
+    #[error("relay configuration file: {0}")]
+    File(String),
 }
 
 /// Why the relay dropped a frame; each has a counter in [`crate::RelayMetrics`].

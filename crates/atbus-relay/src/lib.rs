@@ -66,6 +66,7 @@
 
 mod config;
 mod error;
+mod file;
 mod metrics;
 mod relay;
 
