@@ -642,3 +642,51 @@ fn a_relay_shutting_down_tells_every_peer_why() {
     }
     assert!(w.relay(r).link_metrics().is_empty());
 }
+
+#[test]
+fn a_peer_relay_is_trusted_only_with_a_relay_key_when_relay_keys_are_set() {
+    use atbus_node::AccessToken;
+    let nodes_key = AccessToken::new("nodes", b"a-secret-all-nodes-hold".to_vec());
+    let relays_key = AccessToken::new("relays", b"a-secret-only-relays-hold".to_vec());
+    for (r1_key, trusted) in [(nodes_key.clone(), false), (relays_key.clone(), true)] {
+        let mut w = World::new(23);
+        let mut ca = node_config("a", &["r1"]);
+        ca.tokens = vec![nodes_key.clone()];
+        let a = w.add_node(ca);
+        let mut cb = node_config("b", &["r2"]);
+        cb.tokens = vec![nodes_key.clone()];
+        let b = w.add_node(cb);
+        let mut c1 = relay_config("r1", &["r2"]);
+        c1.upstream = Some("r2".into());
+        // r1 dials r2 with its first token; it accepts nodes with the shared one.
+        c1.node.tokens = if r1_key == nodes_key {
+            vec![nodes_key.clone()]
+        } else {
+            vec![r1_key.clone(), nodes_key.clone()]
+        };
+        let r1 = w.add_relay(c1);
+        let mut c2 = relay_config("r2", &["r1"]);
+        c2.relay_key_ids = vec!["relays".into()];
+        c2.node.tokens = vec![nodes_key.clone(), relays_key.clone()];
+        let r2 = w.add_relay(c2);
+        w.connect(a, r1, LinkKind::ByteStream, byte_link());
+        w.connect(r1, r2, LinkKind::ByteStream, byte_link());
+        w.connect(b, r2, LinkKind::ByteStream, byte_link());
+        assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
+            && w.links_up(r2) == 2));
+        let r1_trusted_at_r2 = w
+            .relay(r2)
+            .link_metrics()
+            .iter()
+            .any(|l| l.peer == "r1" && l.relay);
+        assert_eq!(r1_trusted_at_r2, trusted);
+        w.route(a, "b", "r1");
+        w.send(a, "b", 1, Bytes::from_static(b"through two relays"));
+        let delivered = w.run_until(Duration::from_secs(3), |w| !w.got(b, "a", 1).is_empty());
+        assert_eq!(delivered, trusted, "key {}", r1_key.key_id());
+        if !trusted {
+            // Untrusted, r1 is a plain node to r2: frames it forwards for a carry a's name.
+            assert!(w.relay(r2).metrics().drops(DropReason::ForgedSource) >= 1);
+        }
+    }
+}
