@@ -1,8 +1,7 @@
-//! The second part of `atbus demo`: a guided dissection of the sample capture.
+//! The last part of `atbus demo --tour`: a guided dissection of the sample capture.
 //!
-//! Later versions run several nodes and a relay; today the demo explains the wire format and
-//! runs `inspect` over the capture embedded in the binary, printing a human-readable summary
-//! line before each package's JSON.
+//! It explains the wire format and runs `inspect` over the capture embedded in the binary,
+//! printing a human-readable summary line before each package's JSON.
 
 use std::io::Write;
 
@@ -15,8 +14,6 @@ use crate::inspect::{self, InspectError, Options, Record, Stats};
 
 /// What the demo prints before the dissection.
 pub const INTRO: &str = "\
-(Later versions of this demo run nodes over real sockets and a relay.)
-
 Every frame on an atbus link travels in a package:
   varint version | varint length | frame_message (length bytes) | 4-byte XXH3 hash
 This demo dissects the sample capture built into the binary (samples/capture.bin): a link

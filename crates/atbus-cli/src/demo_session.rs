@@ -1,9 +1,8 @@
-//! The first part of `atbus demo`: two sessions exchanging traffic over three simulated paths
+//! The second part of `atbus demo`: two sessions exchanging traffic over three simulated paths
 //! at once, one of which dies mid-transfer.
 //!
-//! Everything runs in virtual time over `atbus-netsim` links with a fixed seed, so the demo
-//! prints the same figures on every machine; the real-socket demo comes with the node and
-//! transport layers.
+//! Everything runs in virtual time over `atbus-netsim` links with a fixed seed, so this part
+//! prints the same figures on every machine (the real-socket part is [`crate::demo_nodes`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -139,7 +138,7 @@ pub fn run<W: Write>(out: &mut W) -> io::Result<SessionDemoReport> {
     ];
     writeln!(
         out,
-        "Part 1: one session, three paths at once (simulated links, seed {DEMO_SEED})"
+        "Part 2: one session, three paths at once (simulated links, seed {DEMO_SEED})"
     )?;
     writeln!(out)?;
     for (i, (label, kind, mtu, link)) in paths.iter().enumerate() {

@@ -1,7 +1,8 @@
 //! The `atbus` command of libatbus-rs: `node` (a node on real sockets, optionally echoing),
 //! `send` (verified echo traffic with throughput and round-trip figures), `inspect` (a dissector
-//! of captured packages, which with `--reassemble` follows their streams) and a provisional
-//! `demo`, and `discovery list` (the records of a discovery backend); later `relay` and `token`.
+//! of captured packages, which with `--reassemble` follows their streams), `demo` (nodes over
+//! every transport in one process, a simulated multi-path session, and with `--tour` a
+//! dissection), and `discovery list` (the records of a discovery backend); later `relay` and `token`.
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -22,6 +23,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod demo;
+pub mod demo_nodes;
 pub mod demo_session;
 pub mod discovery;
 pub mod inspect;

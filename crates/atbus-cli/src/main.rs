@@ -4,8 +4,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use atbus_cli::discovery::{GatewayArg, Spec, SpecError};
@@ -32,8 +30,9 @@ enum Command {
     /// Dissect captured atbus packages and print one JSON object per package (JSON Lines)
     #[command(after_long_help = INSPECT_HELP)]
     Inspect(InspectArgs),
-    /// Provisional demo: explains the package format and dissects the built-in sample capture
-    Demo,
+    /// Runs nodes over mem://, unix://, tcp:// and udp:// in this process, checks every echo and
+    /// prints throughput, round trips and the links used; then a simulated multi-path session
+    Demo(DemoArgs),
     /// Run a node on real sockets until SIGINT/SIGTERM; prints `listening on URL` per listener
     #[command(after_long_help = NODE_HELP)]
     Node(NodeArgs),
@@ -42,6 +41,13 @@ enum Command {
     Send(SendArgs),
     /// Service discovery: list the registered node records
     Discovery(DiscoveryArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Also walk through the wire format: dissect the built-in sample capture package by package
+    #[arg(long)]
+    tour: bool,
 }
 
 /// Token options shared by `node` and `send`.
@@ -303,22 +309,55 @@ Examples:
   atbus inspect - < stream.bin
   atbus inspect --reassemble path1.bin path2.bin";
 
-/// `atbus demo`: the session over simulated paths, then the dissection tour.
-fn run_demo() -> Result<Stats, InspectError> {
+/// `atbus demo`: nodes on real sockets, the session over simulated paths, and with `--tour` the
+/// dissection. Any message not verified makes it fail (status 1).
+fn run_demo(args: &DemoArgs) -> Result<Stats, InspectError> {
+    init_tracing("warn");
+    let failed = Stats {
+        errors: 1,
+        ..Stats::default()
+    };
     let mut out = BufWriter::new(io::stdout().lock());
+    let nodes = match atbus_cli::demo_nodes::run(&mut out) {
+        Ok(report) => report,
+        Err(err) => {
+            let _ = out.flush();
+            eprintln!("atbus: error: the nodes demo failed: {err:#}");
+            return Ok(failed);
+        }
+    };
     let report = atbus_cli::demo_session::run(&mut out).map_err(InspectError::Write)?;
+    let mut ok = true;
+    if !nodes.all_verified() {
+        ok = false;
+        let _ = out.flush();
+        eprintln!(
+            "atbus: error: only {} of {} messages came back intact over the sockets",
+            nodes.verified, nodes.sent
+        );
+    }
     if report.verified != report.sent {
+        ok = false;
         let _ = out.flush();
         eprintln!(
             "atbus: error: only {} of {} messages were delivered intact",
             report.verified, report.sent
         );
-        return Ok(Stats {
-            errors: 1,
-            ..Stats::default()
-        });
     }
-    writeln!(out, "Part 2: what it looks like on the wire").map_err(InspectError::Write)?;
+    if !ok {
+        return Ok(failed);
+    }
+    if !args.tour {
+        writeln!(
+            out,
+            "Everything verified. `atbus demo --tour` also dissects a capture package by package;\n\
+             run nodes yourself with `atbus node` and `atbus send` (see the README)."
+        )
+        .and_then(|()| out.flush())
+        .map_err(InspectError::Write)?;
+        return Ok(Stats::default());
+    }
+    writeln!(out, "Part 3: what it looks like on the wire").map_err(InspectError::Write)?;
     writeln!(out).map_err(InspectError::Write)?;
     atbus_cli::demo::run(SAMPLE_CAPTURE, out)
 }
@@ -341,15 +380,35 @@ fn tokens(args: &TokenArgs) -> Result<Vec<atbus_node::AccessToken>, ExitCode> {
     })
 }
 
+/// SIGINT or SIGTERM asks the node to stop (its loop wakes at once); a second one ends the
+/// process without waiting for the graceful shutdown.
+fn watch_signals(stop: atbus_cli::node::StopSignal) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("atbus-signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                tracing::info!("stop requested");
+                stop.request();
+            }
+            if let Some(signal) = signals.next() {
+                eprintln!("atbus: second signal, exiting at once");
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
 fn run_node(args: NodeArgs) -> ExitCode {
     init_tracing("info");
     let tokens = match tokens(&args.tokens) {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    if let Err(err) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
+    let stop = atbus_cli::node::StopSignal::new();
+    if let Err(err) = watch_signals(stop.clone()) {
         eprintln!("atbus: error: cannot install the signal handler: {err}");
         return ExitCode::from(2);
     }
@@ -474,7 +533,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => run_inspect(args),
-        Command::Demo => run_demo(),
+        Command::Demo(args) => run_demo(&args),
         Command::Node(args) => return run_node(args),
         Command::Send(args) => return run_send(args),
         Command::Discovery(DiscoveryArgs {

@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
 use atbus_stream::SendError;
-use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
+use atbus_transport_mio::{NodeDriver, TransportConfig, TransportHandle, Url};
 use bytes::Bytes;
 
 use crate::discovery::{Backend, RecordParts, Spec};
@@ -35,6 +36,54 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
     /// Gateways published besides the listen addresses.
     pub gateways: Vec<crate::discovery::GatewayArg>,
+}
+
+/// A request to stop a running node, which wakes its loop at once (from a signal-watching
+/// thread, for instance). Clones share the request.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Debug, Default)]
+struct StopInner {
+    requested: AtomicBool,
+    /// The running loop's waker, once it runs.
+    waker: Mutex<Option<TransportHandle>>,
+}
+
+impl StopSignal {
+    /// A signal nobody requested yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the node to stop and wakes its loop.
+    pub fn request(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        let waker = self
+            .inner
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = waker.as_ref() {
+            let _ = handle.wake();
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Lets [`request`](Self::request) wake the loop behind `handle`.
+    fn attach(&self, handle: TransportHandle) {
+        *self
+            .inner
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    }
 }
 
 /// Echoes messages, reading a stream only while the previous echoes were accepted, so a slow
@@ -123,14 +172,15 @@ fn register(options: &Options, spec: &Spec, bound: &[String]) -> anyhow::Result<
     Ok(backend)
 }
 
-/// Runs the node until `stop` is set; prints `listening on URL` for every bound address to
+/// Runs the node until `stop` is requested (which wakes the loop at once); prints `listening on URL` for every bound address to
 /// `out`. With `options.discovery`, registers the node's record once the listeners are bound
 /// (failing when the name is taken) and deregisters it on the way out.
-pub fn run(options: &Options, stop: &AtomicBool, out: &mut impl Write) -> anyhow::Result<()> {
+pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.namespace = options.namespace.clone();
     config.connect = options.connect.iter().map(Url::to_string).collect();
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    stop.attach(driver.transport().handle());
     let mut bound_urls = Vec::new();
     for url in &options.listen {
         let bound = driver
@@ -146,7 +196,7 @@ pub fn run(options: &Options, stop: &AtomicBool, out: &mut impl Write) -> anyhow
         None => None,
     };
     let mut echo = Echo::default();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_requested() {
         driver.run_once(Some(Duration::from_millis(100)))?;
         while let Some(failure) = driver.poll_link_failure() {
             tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");

@@ -125,6 +125,15 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
     driver.connect(&options.connect)?;
+    let report = exchange(&mut driver, options);
+    // Acknowledgements both ways go out before the links close.
+    let _ = driver.shutdown(Duration::from_secs(1));
+    report
+}
+
+/// Runs the exchange on a driver that is connecting (or already connected) to `options.to`;
+/// `options.name`, `connect` and `tokens` are not used. Leaves the links open.
+pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Report> {
     let streams = options.streams.max(1);
     let pattern = pattern(options.size);
     // Per stream: (seq, send time) of messages in flight, oldest first.
@@ -132,9 +141,9 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let mut rtts: Vec<u64> = Vec::with_capacity(options.count.min(1 << 24) as usize);
     let (mut sent, mut received, mut corrupted) = (0u64, 0u64, 0u64);
     let mut error: Option<String> = None;
-    let mut up = false;
+    let mut up = !driver.node().peer_links(&options.to).is_empty();
     let deadline = Instant::now() + options.timeout;
-    let mut started: Option<Instant> = None;
+    let mut started: Option<Instant> = up.then(Instant::now);
     let mut finished: Option<Instant> = None;
     let bar = if options.progress {
         let bar = indicatif::ProgressBar::new(options.count);
@@ -226,8 +235,6 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
     }
     bar.finish_and_clear();
-    // Acknowledgements both ways go out before the links close.
-    let _ = driver.shutdown(Duration::from_secs(1));
     let elapsed = match (started, finished) {
         (Some(s), Some(f)) => f.duration_since(s).as_secs_f64(),
         _ => 0.0,

@@ -427,8 +427,8 @@ fn help_describes_everything() {
 }
 
 #[test]
-fn demo_summarises_the_embedded_sample() {
-    let out = atbus(&["demo"], b"");
+fn demo_tour_summarises_the_embedded_sample() {
+    let out = atbus(&["demo", "--tour"], b"");
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     assert!(out.stdout.contains("varint version | varint length"));
     assert!(
