@@ -3,12 +3,19 @@
 //! `atbus-compare lossy` runs KCP and atbus sessions over identical `atbus-netsim` links (same
 //! configuration, same seeds) and prints a Markdown report; `--write-docs` also puts it into
 //! `docs/stream.md` under `## Benchmarks against KCP`.
+//!
+//! `atbus-compare loopback [--quick]` runs raw blocking sockets, atbus `NodeDriver`s and ZeroMQ
+//! over loopback TCP and Unix sockets in alternation and prints a Markdown report with the
+//! issue's goals marked met or not met (`cargo xtask bench-compare` puts it into
+//! `docs/benchmarks.md`).
 
 mod atbus_peer;
 mod kcp_peer;
+mod loopback;
 mod net;
 mod report;
 mod workload;
+mod zmq_peer;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -25,7 +32,7 @@ use crate::workload::{Bulk, BulkResult, Latency, LatencyResult};
 #[derive(Parser)]
 #[command(
     name = "atbus-compare",
-    about = "libatbus-rs beside other protocols, in virtual time"
+    about = "libatbus-rs beside other protocols: simulated lossy links and real loopback sockets"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +43,8 @@ struct Cli {
 enum Command {
     /// KCP vs atbus sessions over lossy 10 Mbit/s, 40 ms RTT links; atbus over two paths vs one.
     Lossy(LossyArgs),
+    /// Raw sockets, atbus and ZeroMQ over loopback TCP and Unix sockets, in real time.
+    Loopback(loopback::LoopbackArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -275,5 +284,6 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Lossy(args) => lossy(&args),
+        Command::Loopback(args) => loopback::run(&args),
     }
 }
