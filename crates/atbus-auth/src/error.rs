@@ -162,3 +162,123 @@ pub enum EarlyProofError {
     #[error("0-RTT proof MAC does not verify")]
     BadMac,
 }
+
+/// Why packet content could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ProtectError {
+    /// A direction secret is not 32 bytes.
+    #[error("content protection secret is {0} bytes, it must be 32")]
+    BadSecretLength(usize),
+    /// The packet's flags lack `ENCRYPTED` (sealed content must say so, and only it is opened).
+    #[error("packet flags lack ENCRYPTED")]
+    NotFlaggedEncrypted,
+    /// The sealed content is shorter than the key phase byte and the tag.
+    #[error("sealed content is {len} bytes, at least {min} are required")]
+    Truncated {
+        /// Length given.
+        len: usize,
+        /// Key phase byte plus tag.
+        min: usize,
+    },
+    /// The plaintext is larger than the cap.
+    #[error("content is {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// Length given.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The path id does not fit the nonce (negative or above 2^32 - 1).
+    #[error("path id {0} is outside 0..=4294967295")]
+    PathIdOutOfRange(i64),
+    /// The packet number is negative.
+    #[error("packet number {0} is negative")]
+    NegativePacketNumber(i64),
+    /// The packet number is above 2^62 - 1: the path's numbers are used up, open a new path.
+    #[error("packet number {0} is above 2^62 - 1: the path must be replaced")]
+    PacketNumberExhausted(i64),
+    /// The send key sealed its maximum of packets: update the key before sealing more.
+    #[error("the send key sealed {sealed} packets, its limit: a key update is needed")]
+    KeyUpdateNeeded {
+        /// Packets sealed under the key.
+        sealed: u64,
+    },
+    /// The receive key saw its maximum of forgeries: the session must close.
+    #[error("{failed} packets failed to open under this key, its limit: close the session")]
+    IntegrityLimitReached {
+        /// Failed opens under the key.
+        failed: u64,
+    },
+    /// The packet was sealed under another key phase.
+    #[error("packet key phase is {got}, the receive key is at phase {expected}")]
+    KeyPhaseMismatch {
+        /// The receive key's phase.
+        expected: u8,
+        /// The packet's phase byte.
+        got: u8,
+    },
+    /// The tag does not verify: content or header was altered, or another key sealed it.
+    #[error("content tag does not verify (altered, or sealed with another key)")]
+    BadTag,
+}
+
+/// Why compressed content could not be decompressed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CompressError {
+    /// The content is shorter than the declared-size prefix.
+    #[error("compressed content is {len} bytes, shorter than its 4-byte size prefix")]
+    Truncated {
+        /// Length given.
+        len: usize,
+    },
+    /// The declared size is above the cap (a decompression bomb, or a peer with other limits).
+    #[error("compressed content declares {declared} bytes, the limit is {max}")]
+    TooLarge {
+        /// Declared decompressed size.
+        declared: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The declared size is more than the compressed bytes can expand to.
+    #[error("{compressed} compressed bytes cannot expand to the declared {declared}")]
+    ImpossibleSize {
+        /// Declared decompressed size.
+        declared: usize,
+        /// Length of the LZ4 block.
+        compressed: usize,
+    },
+    /// The LZ4 block decoded to another size than declared.
+    #[error("compressed content declares {declared} bytes but decodes to {actual}")]
+    SizeMismatch {
+        /// Declared decompressed size.
+        declared: usize,
+        /// Decoded size.
+        actual: usize,
+    },
+    /// The LZ4 block is malformed.
+    #[error("compressed content is malformed")]
+    Corrupt,
+}
+
+/// Why the content pipeline refused a packet.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ContentError {
+    /// Sealing or opening failed.
+    #[error(transparent)]
+    Protect(#[from] ProtectError),
+    /// Decompression failed.
+    #[error(transparent)]
+    Compress(#[from] CompressError),
+    /// The session is encrypted but the packet is not flagged `ENCRYPTED`.
+    #[error("the session is encrypted, the packet is not")]
+    NotEncrypted,
+    /// The packet is flagged `ENCRYPTED` but the session has no keys.
+    #[error("the packet is flagged ENCRYPTED, the session has no keys")]
+    EncryptionNotNegotiated,
+    /// The packet is flagged `COMPRESSED` but the session did not negotiate compression.
+    #[error("the packet is flagged COMPRESSED, the session did not negotiate compression")]
+    CompressionNotNegotiated,
+}
