@@ -93,12 +93,17 @@
 //! }
 //! ```
 //!
-//! [`NodeDriver`] is that glue for `atbus-node`, ready made (with overflow buffering on
-//! `Blocked`, clocks and an OS-seeded RNG).
+//! `examples/custom_loop.rs` is the same loop around the real `atbus_node::Node`, runnable
+//! (`cargo run -p atbus-transport-mio --example custom_loop`): it connects to an echo node and
+//! prints the echo. [`NodeDriver`] is that glue for `atbus-node`, ready made (with overflow
+//! buffering on `Blocked`, clocks and an OS-seeded RNG).
 //!
 //! Application threads talk to the loop through a [`TransportHandle`] (a channel plus a
 //! `mio::Waker`): `handle.post(|t| ...)` runs a closure on the loop's thread, which then reports
-//! [`TransportEvent::Woken`] so the glue can poll the core for new output.
+//! [`TransportEvent::Woken`] so the glue can poll the core for new output. For a node,
+//! [`NodeDriver::spawn`] does it all: the loop runs on its own thread, [`NodeHandle`]s send (and
+//! run closures on the driver) from any thread, and [`NodeThread::recv`] hands out messages and
+//! events, through bounded queues (see [`node_thread`]).
 //!
 //! # Behaviour, limits and defaults
 //!
