@@ -1,4 +1,14 @@
-//! Pushes 64-byte messages through two in-memory sessions (for profiling with callgrind).
+//! Pushes messages through two in-memory sessions, for profiling with callgrind: instruction
+//! counts repeat exactly run to run, unlike times on a shared machine.
+//!
+//! ```sh
+//! cargo build --release -p atbus-stream --example pump
+//! valgrind --tool=callgrind target/release/examples/pump [SIZE [ROUNDS]]
+//! ```
+//!
+//! Each round sends 256 messages of SIZE bytes (default 64) and pumps until all are read and
+//! acknowledged (ROUNDS defaults to 200); divide the total by 256 × ROUNDS for instructions per
+//! message. `docs/benchmarks.md` keeps the counts.
 use bytes::Bytes;
 
 #[path = "../benches/common/pair.rs"]
