@@ -8,7 +8,8 @@ pub struct MessageHead {
     /// Name of the destination node (or service target).
     #[prost(string, tag = "2")]
     pub destination: ::prost::alloc::string::String,
-    /// Written by relays only: the node this frame is forwarded for.
+    /// Written by relays only: the node this frame is forwarded for (the source the first relay
+    /// authenticated; see docs/relay.md).
     #[prost(string, tag = "3")]
     pub forward_for_source: ::prost::alloc::string::String,
     /// Written by relays only: the relay's id of the link the frame came in on, so the receiver can
@@ -181,7 +182,8 @@ pub mod packet_content {
             ::prost::alloc::string::String,
             ::prost::alloc::string::String,
         >,
-        /// Where the message came from, filled by the sending node on relayed, unencrypted sessions.
+        /// Where the message came from. Reserved: version 1 writes it nowhere (relays never touch
+        /// content; the forwarding facts are in message_head, see docs/protocol.md).
         #[prost(message, optional, boxed, tag = "6")]
         pub forward_for: ::core::option::Option<
             ::prost::alloc::boxed::Box<super::ForwardData>,
