@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bench_compare;
 mod proto;
 
 fn main() -> ExitCode {
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("gen-proto") => proto::write_generated(&workspace_root()),
         Some("setup") => setup(),
         Some("sample") => sample(),
+        Some("bench-compare") => bench_compare::bench_compare(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <demo|test|gen-proto|setup|sample>\n\

@@ -464,6 +464,15 @@ fn section(p: &Params, families: &[Family], out: &Results) -> String {
                 );
             }
         }
+        let unsteady = unsteady(family, out);
+        if !unsteady.is_empty() {
+            let _ = writeln!(
+                w,
+                "\nUnsteady across rounds (slowest round more than 2 × the fastest, read with \
+                 care; each round's figures are printed on stderr): {}.",
+                unsteady.join("; ")
+            );
+        }
         let _ = writeln!(w, "\nGoals (issue 9), atbus over {}:\n", family.name());
         let _ = writeln!(w, "| goal | measured | met |");
         let _ = writeln!(w, "| --- | ---: | --- |");
@@ -478,6 +487,26 @@ fn section(p: &Params, families: &[Family], out: &Results) -> String {
         let _ = writeln!(w);
     }
     s
+}
+
+/// "workload, contender" of every series of `family` whose rounds differ by more than 2×.
+fn unsteady(family: Family, out: &Results) -> Vec<String> {
+    out.0
+        .iter()
+        .filter(|s| s.family == family)
+        .filter(|s| {
+            let lo = s.values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = s.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            lo > 0.0 && hi / lo > 2.0
+        })
+        .map(|s| {
+            format!(
+                "{}, {}",
+                s.workload.label(),
+                s.contender.label(s.workload).replace("**", "")
+            )
+        })
+        .collect()
 }
 
 fn family_title(f: Family) -> &'static str {
@@ -526,6 +555,21 @@ mod tests {
         assert_eq!(met, vec![true, false, false, false, true]);
         let r = g[1].1.expect("ratio");
         assert!((r - 0.8).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn unsteady_lists_series_with_a_wide_spread() {
+        let mut r = results();
+        r.push(Family::Unix, Workload::Large, Contender::Zmq, 10.0);
+        r.push(Family::Unix, Workload::Large, Contender::Zmq, 19.0);
+        r.push(Family::Unix, Workload::Large, Contender::Atbus, 10.0);
+        r.push(Family::Unix, Workload::Large, Contender::Atbus, 21.0);
+        // Every TCP series spans 0.5×..2× = 4×.
+        assert_eq!(unsteady(Family::Tcp, &r).len(), r.0.len() - 2);
+        assert_eq!(
+            unsteady(Family::Unix, &r),
+            vec!["64 KiB echoed, MB/s, atbus".to_string()]
+        );
     }
 
     #[test]
