@@ -2,7 +2,8 @@
 //! `send` (verified echo traffic with throughput and round-trip figures), `inspect` (a dissector
 //! of captured packages, which with `--reassemble` follows their streams), `demo` (nodes over
 //! every transport in one process, a simulated multi-path session, and with `--tour` a
-//! dissection), and `discovery list` (the records of a discovery backend); later `relay` and `token`.
+//! dissection), and `discovery list` (the records of a discovery backend) and `token issue|verify` (signed access
+//! tokens); later `relay`.
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -32,3 +33,4 @@ pub mod reassemble;
 pub mod sample;
 pub mod send;
 pub mod token;
+pub mod token_issue;

@@ -41,6 +41,13 @@ enum Command {
     Send(SendArgs),
     /// Service discovery: list the registered node records
     Discovery(DiscoveryArgs),
+    /// Signed access tokens: issue one bound to a node name, streams and a validity period, or
+    /// verify one and print its claims
+    Token {
+        /// What to do with tokens
+        #[command(subcommand)]
+        command: atbus_cli::token_issue::TokenCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -539,6 +546,7 @@ fn main() -> ExitCode {
         Command::Discovery(DiscoveryArgs {
             command: DiscoveryCommand::List(args),
         }) => return run_discovery_list(args),
+        Command::Token { command } => return run_token(&command),
     };
     match result {
         Ok(stats) if stats.is_clean() => ExitCode::SUCCESS,
@@ -550,6 +558,20 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("atbus: error: {err}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `atbus token issue|verify`: runs at the current Unix time; errors go to stderr with status 1.
+fn run_token(command: &atbus_cli::token_issue::TokenCommand) -> ExitCode {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match atbus_cli::token_issue::run_command(command, now_unix, &mut io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("atbus: error: {err}");
+            ExitCode::from(1)
         }
     }
 }
