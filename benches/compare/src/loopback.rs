@@ -15,6 +15,7 @@ mod common;
 pub use common::Family;
 use common::{AtbusPair, RawEchoMode, RawPair, payload, quantile};
 
+use crate::quinn_peer::QuinnPair;
 use crate::report::median;
 use crate::zmq_peer::{ZmqReqRep, ZmqStream};
 
@@ -132,6 +133,8 @@ pub enum Contender {
     Atbus,
     /// ZeroMQ, the reference of every ratio "× ZeroMQ".
     Zmq,
+    /// quinn (QUIC over loopback UDP; in the TCP table only).
+    Quinn,
 }
 
 impl Contender {
@@ -144,6 +147,8 @@ impl Contender {
             (Contender::Atbus, _) => "**atbus**",
             (Contender::Zmq, Workload::RttP50 | Workload::RttP99) => "ZeroMQ REQ/REP",
             (Contender::Zmq, _) => "ZeroMQ PUSH/PULL",
+            (Contender::Quinn, Workload::Large) => "quinn, one QUIC stream (UDP)",
+            (Contender::Quinn, _) => "quinn, QUIC stream (UDP)",
         }
     }
 }
@@ -215,6 +220,7 @@ fn rtt(p: &Params, family: Family, out: &mut Results) {
     let mut raw = RawPair::new(family, RawEchoMode::PerMessage);
     let mut atbus = AtbusPair::new(family);
     let mut zmq = ZmqReqRep::new(family);
+    let mut quinn = (family == Family::Tcp).then(QuinnPair::new);
     for round in 0..p.rounds {
         let r = percentiles(p.pings, || raw.round_trip(&data));
         let a = percentiles(p.pings, || atbus.round_trip(&data));
@@ -226,6 +232,15 @@ fn rtt(p: &Params, family: Family, out: &mut Results) {
         ] {
             out.push(family, Workload::RttP50, c, p50);
             out.push(family, Workload::RttP99, c, p99);
+        }
+        if let Some(q) = quinn.as_mut() {
+            let (p50, p99) = percentiles(p.pings, || q.round_trip(&data));
+            out.push(family, Workload::RttP50, Contender::Quinn, p50);
+            out.push(family, Workload::RttP99, Contender::Quinn, p99);
+            eprintln!(
+                "{} rtt round {round}: quinn p50/p99 µs {p50:.1}/{p99:.1}",
+                family.name()
+            );
         }
         eprintln!(
             "{} rtt round {round}: p50/p99 µs raw {:.1}/{:.1} | atbus {:.1}/{:.1} | zmq {:.1}/{:.1}",
@@ -273,8 +288,12 @@ fn large(p: &Params, family: Family, out: &mut Results) {
     let mut raw = RawPair::new(family, RawEchoMode::PerMessage);
     let mut atbus = AtbusPair::new(family);
     let mut zmq = ZmqStream::new(family);
+    let mut quinn = (family == Family::Tcp).then(QuinnPair::new);
     atbus.stream(&data, (n / 10).max(1), WINDOW);
     zmq.stream(&data, (n / 10).max(1), WINDOW);
+    if let Some(q) = quinn.as_mut() {
+        q.stream(&data, (n / 10).max(1));
+    }
     let mb_s = |secs: f64| (n * data.len()) as f64 / secs / 1e6;
     for round in 0..p.rounds {
         let r = mb_s(timed(|| raw.stream(&data, n, 1)));
@@ -283,6 +302,11 @@ fn large(p: &Params, family: Family, out: &mut Results) {
         out.push(family, Workload::Large, Contender::Raw, r);
         out.push(family, Workload::Large, Contender::Atbus, a);
         out.push(family, Workload::Large, Contender::Zmq, z);
+        if let Some(q) = quinn.as_mut() {
+            let v = mb_s(timed(|| q.stream(&data, n)));
+            out.push(family, Workload::Large, Contender::Quinn, v);
+            eprintln!("{} 64KiB round {round}: quinn {v:.0} MB/s", family.name());
+        }
         eprintln!(
             "{} 64KiB round {round}: MB/s raw {r:.0} | atbus {a:.0} | zmq {z:.0}",
             family.name()
@@ -374,6 +398,14 @@ fn goals(family: Family, out: &Results) -> Vec<(String, Option<f64>, bool)> {
         r,
         r.is_some_and(|r| r < 1.0),
     ));
+    if let Some(q) = m(Workload::RttP50, Contender::Quinn) {
+        let r = div(m(Workload::RttP50, atbus), Some(q));
+        g.push((
+            "round trip p50 < quinn".to_string(),
+            r,
+            r.is_some_and(|r| r < 1.0),
+        ));
+    }
     g
 }
 
@@ -421,8 +453,16 @@ fn section(p: &Params, families: &[Family], out: &Results) -> String {
         "- ZeroMQ: libzmq {} through the `zmq` crate, defaults (TCP_NODELAY on, high-water marks \
          1000, its own write batching), `tcp://127.0.0.1` and `ipc://`; client and echo share one \
          context with one I/O thread. Streams: client PUSH → echo PULL, echo PUSH → client PULL; \
-         round trip: REQ/REP.\n",
+         round trip: REQ/REP.",
         zmq_version()
+    );
+    let _ = writeln!(
+        w,
+        "- quinn (TCP table only; QUIC runs over loopback UDP): quinn 0.11 with rustls and the \
+         ring provider, defaults (congestion control, flow-control windows), a self-signed rcgen \
+         certificate, one tokio worker thread per side; the echo returns every byte on the same \
+         bidirectional stream. Round trip: 64 B written and read back on one long-lived stream; \
+         64 KiB: one new stream per round, written by one task while the client reads the echo.\n"
     );
     for &family in families {
         let _ = writeln!(w, "#### {}\n", family_title(family));
@@ -570,6 +610,26 @@ mod tests {
             unsteady(Family::Unix, &r),
             vec!["64 KiB echoed, MB/s, atbus".to_string()]
         );
+    }
+
+    /// Every peer over real loopback sockets: the echoes are checked byte for byte inside.
+    #[test]
+    fn peers_echo_over_real_loopback() {
+        let small = payload(64);
+        let large = payload(64 * 1024);
+        for family in [Family::Tcp, Family::Unix] {
+            let mut z = ZmqStream::new(family);
+            z.stream(&small, 3000, 100);
+            z.stream(&large, 20, WINDOW);
+            let mut r = ZmqReqRep::new(family);
+            assert!(r.round_trip(&small) > Duration::ZERO);
+            let mut a = AtbusPair::new(family);
+            assert!(a.round_trip(&small) > Duration::ZERO);
+        }
+        let mut q = QuinnPair::new();
+        assert!(q.round_trip(&small) > Duration::ZERO);
+        q.stream(&large, 20);
+        q.stream(&small, 1000);
     }
 
     #[test]

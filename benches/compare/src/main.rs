@@ -4,15 +4,16 @@
 //! configuration, same seeds) and prints a Markdown report; `--write-docs` also puts it into
 //! `docs/stream.md` under `## Benchmarks against KCP`.
 //!
-//! `atbus-compare loopback [--quick]` runs raw blocking sockets, atbus `NodeDriver`s and ZeroMQ
-//! over loopback TCP and Unix sockets in alternation and prints a Markdown report with the
-//! issue's goals marked met or not met (`cargo xtask bench-compare` puts it into
-//! `docs/benchmarks.md`).
+//! `atbus-compare loopback [--quick]` runs raw blocking sockets, atbus `NodeDriver`s, ZeroMQ
+//! (over loopback TCP and Unix sockets) and quinn (over loopback UDP) in alternation and prints
+//! a Markdown report with the goals marked met or not met (`cargo xtask bench-compare`
+//! puts it into `docs/benchmarks.md`).
 
 mod atbus_peer;
 mod kcp_peer;
 mod loopback;
 mod net;
+mod quinn_peer;
 mod report;
 mod workload;
 mod zmq_peer;
