@@ -2,10 +2,10 @@
 //!
 //! Installs what the comparison crate needs when it is missing (libzmq's development files and
 //! pkg-config, through apt-get), builds `benches/compare` (its own workspace, outside the main
-//! build) in release mode, runs its `loopback` comparison (raw sockets, atbus, ZeroMQ) and its
-//! `lossy` comparison (KCP and atbus over simulated lossy links), and writes both reports with
-//! the machine's description into `docs/benchmarks.md` under [`HEADING`], replacing only that
-//! section. `--no-write` prints the section instead.
+//! build) in release mode, runs its `loopback` comparison (raw sockets, atbus, ZeroMQ, quinn)
+//! and its `lossy` comparison (KCP and atbus over simulated lossy links), and writes both reports
+//! with the machine's description into `docs/benchmarks.md` under [`HEADING`], replacing only
+//! that section. `--no-write` prints the section instead.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -256,9 +256,9 @@ fn section(quick: bool, m: &Machine, loopback: &str, lossy: &str) -> String {
         s.push('\n');
     }
     s.push_str(
-        "\n### Not compared yet\n\nquinn (QUIC), NATS, atbus over UDP and `mem://` and over two \
-         mixed paths, the relay rows, KCP and atbus over real UDP through a lossy userspace \
-         proxy, and the SVG plots of issue 9 are still to come.\n",
+        "\n### Not compared yet\n\nNATS, quinn beside atbus over UDP, atbus over UDP and \
+         `mem://` and over two mixed paths, the relay rows, KCP and atbus over real UDP through a \
+         lossy userspace proxy, and the SVG plots of issue 9 are still to come.\n",
     );
     s
 }
