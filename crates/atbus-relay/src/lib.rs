@@ -69,6 +69,8 @@ mod error;
 mod file;
 mod metrics;
 mod relay;
+#[cfg(feature = "service")]
+pub mod service;
 
 pub use config::{DEFAULT_HOP_LIMIT, RelayConfig};
 pub use error::{DropReason, RelayError};
