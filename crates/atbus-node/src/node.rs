@@ -186,7 +186,7 @@ impl Node {
 
     /// The session with `peer` (statistics, stream state).
     pub fn session(&self, peer: &str) -> Option<&Session> {
-        self.peers.get(peer).map(|p| &p.session)
+        self.peers.get(peer).map(Peer::session)
     }
 
     /// Keys derived by the first token handshake of `peer`'s session (none on open links);
@@ -355,7 +355,7 @@ impl Node {
     pub fn handle_link_blocked(&mut self, link: LinkId) {
         for (peer, path) in self.link_paths(link) {
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.session.path_blocked(path);
+                p.session_mut().path_blocked(path);
             }
         }
     }
@@ -364,7 +364,7 @@ impl Node {
     pub fn handle_link_writable(&mut self, link: LinkId) {
         for (peer, path) in self.link_paths(link) {
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.session.path_writable(path);
+                p.session_mut().path_writable(path);
             }
         }
     }
@@ -388,7 +388,7 @@ impl Node {
         let names: Vec<String> = self.peers.keys().cloned().collect();
         for name in &names {
             if let Some(p) = self.peers.get_mut(name) {
-                p.session.handle_timeout(now);
+                p.session_mut().handle_timeout(now);
             }
         }
         let ids: Vec<LinkId> = self
@@ -419,7 +419,7 @@ impl Node {
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
         if p.paths.is_empty() {
-            let buffered = p.session.send_buffered();
+            let buffered = p.session().send_buffered();
             if buffered + message.data.len() > self.config.limits.max_disconnected_bytes {
                 return Err(NodeError::Disconnected {
                     peer: peer.to_owned(),
@@ -427,13 +427,13 @@ impl Node {
                 });
             }
         }
-        Ok(p.session.send(stream_id, message)?)
+        Ok(p.session_mut().send(stream_id, message)?)
     }
 
     /// Reads the next message (or skipped range) `peer` sent on `stream_id`, in order.
     pub fn read(&mut self, peer: &str, stream_id: i64) -> Option<Delivery> {
         let p = self.peers.get_mut(peer)?;
-        let delivery = p.session.read(stream_id);
+        let delivery = p.session_mut().read(stream_id);
         self.drain_session(peer);
         delivery
     }
@@ -444,7 +444,7 @@ impl Node {
             .peers
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
-        Ok(p.session.finish(stream_id)?)
+        Ok(p.session_mut().finish(stream_id)?)
     }
 
     /// Closes `link` on this side: a `link_close` with `code` and `message` goes out first (drain
@@ -473,7 +473,7 @@ impl Node {
             .peers
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
-        Ok(p.session.reset(stream_id)?)
+        Ok(p.session_mut().reset(stream_id)?)
     }
 
     // ----- outputs -----
@@ -487,7 +487,7 @@ impl Node {
             return Some(out);
         }
         for p in self.peers.values_mut() {
-            if let Some(t) = p.session.poll_transmit(now, buf) {
+            if let Some(t) = p.poll_transmit(now, buf) {
                 if let Some(&link) = p.paths.get(&t.path) {
                     return Some((link, t.size));
                 }
@@ -506,7 +506,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sessions = self.peers.values().flat_map(|p| {
             [
-                p.session.poll_timeout(),
+                p.session().poll_timeout(),
                 p.down_since.map(|t| t + self.config.reconnect_wait),
             ]
         });
@@ -650,9 +650,9 @@ impl Node {
             Some(Body::Ping(_) | Body::Pong(_) | Body::Packet(_) | Body::Acknowledge(_)) => {
                 match &l.state {
                     LinkState::Established { peer, path, .. } => {
-                        let (peer, path) = (peer.clone(), *path);
+                        let path = *path;
                         if let Some(head) = &frame.head {
-                            if !head.source.is_empty() && head.source != peer {
+                            if !head.source.is_empty() && head.source != *peer {
                                 let reason = LinkCloseReason::local(
                                     AtbusCloseReason::ProtocolError,
                                     format!("frame from {:?} on the link of {peer:?}", head.source),
@@ -661,10 +661,11 @@ impl Node {
                                 return;
                             }
                         }
-                        if let Some(p) = self.peers.get_mut(&peer) {
+                        // `links` and `peers` are separate fields: no copy of the name needed.
+                        if let Some(p) = self.peers.get_mut(peer.as_str()) {
                             // A protocol error closes the session; its Closed event drops the
                             // peer below.
-                            let _ = p.session.handle_frame(now, path, frame, wire_len);
+                            let _ = p.session_mut().handle_frame(now, path, frame, wire_len);
                         }
                     }
                     LinkState::Relay { .. } => self.on_relayed_frame(now, link, frame, wire_len),
@@ -814,5 +815,38 @@ mod tests {
         // Unknown links are ignored.
         a.handle_link_blocked(LinkId(99));
         a.handle_link_writable(LinkId(99));
+    }
+
+    #[test]
+    fn idle_session_is_polled_again_after_input_or_a_due_timer() {
+        let now = Instant::now();
+        let mut a = Node::new(NodeConfig::new("a"), now, ChaCha20Rng::seed_from_u64(3)).unwrap();
+        let mut b = Node::new(NodeConfig::new("b"), now, ChaCha20Rng::seed_from_u64(4)).unwrap();
+        let (la, lb) = (a.new_link_id(), b.new_link_id());
+        a.handle_link_up(now, la, LinkKind::ByteStream, 65536, Direction::Outbound);
+        b.handle_link_up(now, lb, LinkKind::ByteStream, 65536, Direction::Inbound);
+        pump(now, &mut a, la, &mut b, lb);
+        let mut buf = vec![1, 2, 3];
+        // Quiet: nothing to send, and the buffer is cleared as documented.
+        assert_eq!(a.poll_transmit(now, &mut buf), None);
+        assert!(buf.is_empty());
+        assert_eq!(a.poll_transmit(now, &mut buf), None);
+        // A send after the empty poll goes out on the next one.
+        a.send("b", 1, OutgoingMessage::data(&b"after idle"[..]))
+            .unwrap();
+        assert!(matches!(a.poll_transmit(now, &mut buf), Some((l, n)) if l == la && n > 0));
+        b.handle_link_bytes(now, lb, &buf);
+        assert_eq!(b.read("b", 1), None);
+        let got = b
+            .read("a", 1)
+            .expect("the message sent after the idle poll");
+        assert!(matches!(got, Delivery::Message(m) if m.data[..] == b"after idle"[..]));
+        pump(now, &mut a, la, &mut b, lb);
+        assert_eq!(a.poll_transmit(now, &mut buf), None);
+        // No input, but the keep-alive ping comes due: the session is asked again even before
+        // `handle_timeout` runs.
+        let later = now + a.config().session.keepalive_interval;
+        assert!(a.poll_timeout().is_some_and(|t| t <= later));
+        assert!(matches!(a.poll_transmit(later, &mut buf), Some((l, n)) if l == la && n > 0));
     }
 }

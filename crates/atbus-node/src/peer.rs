@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use atbus_proto::{AtbusCloseReason, HandshakeHello};
-use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig};
+use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig, Transmit};
 
 use crate::auth::SessionKeys;
 use crate::config::capabilities;
@@ -17,7 +17,14 @@ use crate::types::{Action, LinkCloseReason, LinkId, LinkKind, NodeEvent, Undeliv
 pub(crate) struct Peer {
     /// Unknown while the session has had relayed paths only.
     pub incarnation: Option<i64>,
-    pub session: Session,
+    /// Reached through [`Peer::session`] and [`Peer::session_mut`], so that every change marks
+    /// the session as having output to look for.
+    session: Session,
+    /// Whether the session changed since its `poll_transmit` last found nothing to send.
+    transmit_due: bool,
+    /// The session's next timer when `poll_transmit` last found nothing: the earliest time its
+    /// output can change without an input.
+    transmit_wake: Option<Instant>,
     /// Session paths and the links they run on.
     pub paths: BTreeMap<PathId, LinkId>,
     /// Keys of the session's first token handshake.
@@ -35,6 +42,54 @@ pub(crate) struct Reconnect {
     pub next_at: Option<Instant>,
     /// The link of the current attempt or connection.
     pub link: Option<LinkId>,
+}
+
+impl Peer {
+    /// A peer with `session`, no paths yet.
+    pub fn new(incarnation: Option<i64>, session: Session) -> Self {
+        Self {
+            incarnation,
+            session,
+            transmit_due: true,
+            transmit_wake: None,
+            paths: BTreeMap::new(),
+            keys: None,
+            down_since: None,
+        }
+    }
+
+    /// The session, to read.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, to change: it is polled for output again on the next `poll_transmit`.
+    pub fn session_mut(&mut self) -> &mut Session {
+        self.transmit_due = true;
+        &mut self.session
+    }
+
+    /// The session's next event (taking an event changes nothing it sends).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.session.poll_event()
+    }
+
+    /// The session's next transmit. Skips the session's own `poll_transmit` (which looks at
+    /// every path and every stream) when nothing reached the session since it last found
+    /// nothing to send and none of its timers has come due since: its output depends only on
+    /// its inputs and on `now` passing one of its timers.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if !self.transmit_due && self.transmit_wake.is_none_or(|at| now < at) {
+            buf.clear();
+            return None;
+        }
+        let transmit = self.session.poll_transmit(now, buf);
+        if transmit.is_none() {
+            self.transmit_due = false;
+            self.transmit_wake = self.session.poll_timeout();
+        }
+        transmit
+    }
 }
 
 impl Reconnect {
@@ -122,15 +177,9 @@ impl Node {
             config.peer_session_receive_window = u64::try_from(hello.session_receive_window)
                 .ok()
                 .filter(|&w| w > 0);
-            Peer {
-                incarnation: Some(hello.incarnation_id),
-                session: Session::new(config, now),
-                paths: BTreeMap::new(),
-                keys: None,
-                down_since: None,
-            }
+            Peer::new(Some(hello.incarnation_id), Session::new(config, now))
         });
-        let path = match peer.session.add_path(now, PathConfig::new(kind, mtu)) {
+        let path = match peer.session_mut().add_path(now, PathConfig::new(kind, mtu)) {
             Ok(path) => path,
             Err(err) => {
                 if peer.paths.is_empty() && peer.down_since.is_none() {
@@ -182,7 +231,7 @@ impl Node {
         let Some(link) = p.paths.remove(&path) else {
             return;
         };
-        let _ = p.session.remove_path(path);
+        let _ = p.session_mut().remove_path(path);
         if let Some(LinkState::Relay { paths, .. }) =
             self.links.get_mut(&link).map(|l| &mut l.state)
         {
@@ -292,7 +341,7 @@ impl Node {
             let Some(p) = self.peers.get_mut(name) else {
                 return;
             };
-            let Some(event) = p.session.poll_event() else {
+            let Some(event) = p.poll_event() else {
                 return;
             };
             let peer = name.to_owned();

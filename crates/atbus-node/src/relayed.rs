@@ -166,13 +166,7 @@ impl Node {
         let mut config: SessionConfig = self.config.session.clone();
         config.local_name = self.config.name.clone();
         config.peer_name = name.to_owned();
-        Peer {
-            incarnation: None,
-            session: Session::new(config, now),
-            paths: BTreeMap::new(),
-            keys: None,
-            down_since: None,
-        }
+        Peer::new(None, Session::new(config, now))
     }
 
     /// Gives `peer`'s session a relayed path on relay link `link` (or returns the one it has).
@@ -232,7 +226,7 @@ impl Node {
             ));
         };
         let path = match p
-            .session
+            .session_mut()
             .add_path(now, PathConfig::new(PathKind::Relayed, mtu))
         {
             Ok(path) => path,
@@ -332,7 +326,7 @@ impl Node {
         };
         if let Some(p) = self.peers.get_mut(&source) {
             // A protocol error closes that session only; its Closed event drops the peer.
-            let _ = p.session.handle_frame(now, path, frame, wire_len);
+            let _ = p.session_mut().handle_frame(now, path, frame, wire_len);
         }
     }
 
