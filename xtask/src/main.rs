@@ -25,12 +25,14 @@ fn main() -> ExitCode {
         Some("bench-compare") => bench_compare::bench_compare(&workspace_root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo|test|gen-proto|setup|sample>\n\
+                "usage: cargo xtask <demo|test|gen-proto|setup|sample|bench-compare>\n\
                  \n  demo       run the demo (the main job) on embedded defaults\
                  \n  test       run the whole test suite (fmt, clippy, tests, corpus replay)\
                  \n  gen-proto  regenerate the Rust code of proto/atbus_protocol.proto\
                  \n  setup      install the system packages the tests need\
-                 \n  sample     rewrite samples/ from the encoder"
+                 \n  sample     rewrite samples/ from the encoder\
+                 \n  bench-compare [--quick] [--no-write]\
+                 \n             atbus beside raw sockets, ZeroMQ, quinn and KCP; writes docs/benchmarks.md"
             );
             return ExitCode::from(2);
         }
