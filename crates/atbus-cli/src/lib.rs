@@ -3,7 +3,7 @@
 //! of captured packages, which with `--reassemble` follows their streams), `demo` (nodes over
 //! every transport in one process, a simulated multi-path session, and with `--tour` a
 //! dissection), and `discovery list` (the records of a discovery backend) and `token issue|verify` (signed access
-//! tokens); later `relay`.
+//! tokens) and `relay` (the relay service with its metrics endpoint).
 //!
 //! The logic lives in this library so it can be tested and reused; `main.rs` only parses
 //! arguments.
@@ -30,6 +30,7 @@ pub mod discovery;
 pub mod inspect;
 pub mod node;
 pub mod reassemble;
+pub mod relay;
 pub mod sample;
 pub mod send;
 pub mod token;

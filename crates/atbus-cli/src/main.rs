@@ -48,6 +48,10 @@ enum Command {
         #[command(subcommand)]
         command: atbus_cli::token_issue::TokenCommand,
     },
+    /// Run a relay on real sockets until SIGINT/SIGTERM: forwards frames between nodes and
+    /// relays, with a Prometheus metrics endpoint
+    #[command(after_long_help = atbus_cli::relay::RELAY_HELP)]
+    Relay(atbus_cli::relay::RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +110,10 @@ struct NodeArgs {
         requires = "discovery"
     )]
     gateways: Vec<GatewayArg>,
+    /// Trust the relay NAME (reached through --connect): accept messages other nodes send
+    /// through it and answer through it
+    #[arg(long, value_name = "NAME")]
+    upstream_relay: Option<String>,
 }
 
 /// `--discovery` for clap (errors name the bad part).
@@ -188,6 +196,10 @@ struct SendArgs {
     /// Give up after this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
+    /// Send through the relay NAME: --connect is the relay's address, and --to a node linked
+    /// to it (the summary's first_hop is then NAME)
+    #[arg(long, value_name = "NAME")]
+    upstream_relay: Option<String>,
 }
 
 const NODE_HELP: &str = "\
@@ -217,7 +229,7 @@ Message seq goes on stream seq % K; its first min(8, BYTES) bytes are seq (littl
 rest a fixed pattern. With --json the summary is one line:
   {\"sent\":1000,\"received\":1000,\"verified\":true,\"corrupted\":0,\"elapsed_s\":0.05,
    \"msgs_per_sec\":20000.0,\"bytes_per_sec\":1280000.0,\"rtt_p50_us\":900,\"rtt_p99_us\":2100,
-   \"size\":64,\"streams\":1,\"window\":1000,\"error\":null}
+   \"size\":64,\"streams\":1,\"window\":1000,\"first_hop\":\"echo\",\"error\":null}
   received   echoes that matched; verified is true only with --verify when every echo matched
              byte for byte, exactly once, in order per stream
   bytes_per_sec  echoed payload bytes per second (from the first send to the last echo)
@@ -227,8 +239,13 @@ Tokens: as for `atbus node` (--token, --token-file or ATBUS_TOKEN).
 Exit status: 0 when every echo came back intact, 1 when something was lost, corrupted or refused
 (the reason goes to standard error), 2 on bad arguments.
 
-Example:
-  atbus send --name client --connect tcp://127.0.0.1:7000 --to echo --count 10000 --verify";
+  first_hop  the peer the messages went to first: --to itself, or the --upstream-relay
+Through a relay: --connect is the relay, --upstream-relay its name; the echo node runs with
+--connect to the relay and the same --upstream-relay.
+
+Examples:
+  atbus send --name client --connect tcp://127.0.0.1:7000 --to echo --count 10000 --verify
+  atbus send --name client --connect tcp://127.0.0.1:7100 --upstream-relay relay-1 --to echo";
 
 #[derive(Debug, Args)]
 struct InspectArgs {
@@ -429,6 +446,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         discovery: args.discovery,
         labels: args.labels.into_iter().collect(),
         gateways: args.gateways,
+        upstream_relay: args.upstream_relay,
     };
     match atbus_cli::node::run(&options, &stop, &mut io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -494,7 +512,7 @@ fn run_send(args: SendArgs) -> ExitCode {
         timeout: Duration::from_secs(args.timeout),
         progress: io::stderr().is_terminal(),
     };
-    let report = match atbus_cli::send::run(&options) {
+    let report = match atbus_cli::send::run_via(&options, args.upstream_relay.as_deref()) {
         Ok(r) => r,
         Err(err) => {
             eprintln!("atbus: error: {err:#}");
@@ -547,6 +565,7 @@ fn main() -> ExitCode {
             command: DiscoveryCommand::List(args),
         }) => return run_discovery_list(args),
         Command::Token { command } => return run_token(&command),
+        Command::Relay(args) => return atbus_cli::relay::main(&args),
     };
     match result {
         Ok(stats) if stats.is_clean() => ExitCode::SUCCESS,

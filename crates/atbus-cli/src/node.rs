@@ -36,6 +36,9 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
     /// Gateways published besides the listen addresses.
     pub gateways: Vec<crate::discovery::GatewayArg>,
+    /// Relay whose links this node trusts as relay links (it accepts frames other nodes sent
+    /// through it, and answers through it).
+    pub upstream_relay: Option<String>,
 }
 
 /// A request to stop a running node, which wakes its loop at once (from a signal-watching
@@ -77,7 +80,7 @@ impl StopSignal {
     }
 
     /// Lets [`request`](Self::request) wake the loop behind `handle`.
-    fn attach(&self, handle: TransportHandle) {
+    pub fn attach(&self, handle: TransportHandle) {
         *self
             .inner
             .waker
@@ -179,6 +182,7 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.namespace = options.namespace.clone();
     config.connect = options.connect.iter().map(Url::to_string).collect();
+    config.relays = options.upstream_relay.iter().cloned().collect();
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
     stop.attach(driver.transport().handle());
     let mut bound_urls = Vec::new();

@@ -71,6 +71,9 @@ pub struct Report {
     pub streams: u32,
     /// Window.
     pub window: u64,
+    /// The peer the messages went to first: the destination itself when direct, else the
+    /// relay.
+    pub first_hop: String,
     /// Why the run stopped early (refused, connection failed, lost, timed out), if it did.
     pub error: Option<String>,
 }
@@ -122,10 +125,22 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// Runs the exchange; errors only when the node cannot start (bad name, token, ...). Network
 /// failures and refusals end up in [`Report::error`].
 pub fn run(options: &Options) -> anyhow::Result<Report> {
-    let config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+    run_via(options, None)
+}
+
+/// As [`run`]; with `relay`, `options.connect` is that relay (trusted as one) and the
+/// messages to `options.to` go through it.
+pub fn run_via(options: &Options, relay: Option<&str>) -> anyhow::Result<Report> {
+    let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+    config.relays = relay.map(str::to_owned).into_iter().collect();
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
     driver.connect(&options.connect)?;
-    let report = exchange(&mut driver, options);
+    if let Some(relay) = relay {
+        driver
+            .node_mut()
+            .route_via_relay(Instant::now(), &options.to, relay)?;
+    }
+    let report = exchange_via(&mut driver, options, relay);
     // Acknowledgements both ways go out before the links close.
     let _ = driver.shutdown(Duration::from_secs(1));
     report
@@ -134,6 +149,16 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 /// Runs the exchange on a driver that is connecting (or already connected) to `options.to`;
 /// `options.name`, `connect` and `tokens` are not used. Leaves the links open.
 pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Report> {
+    exchange_via(driver, options, None)
+}
+
+/// As [`exchange`], with `options.to` reached through `relay` (already routed with
+/// `Node::route_via_relay`): sends start at once and wait in the session for the relay link.
+pub fn exchange_via(
+    driver: &mut NodeDriver,
+    options: &Options,
+    relay: Option<&str>,
+) -> anyhow::Result<Report> {
     let streams = options.streams.max(1);
     let pattern = pattern(options.size);
     // Per stream: (seq, send time) of messages in flight, oldest first.
@@ -141,7 +166,7 @@ pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Re
     let mut rtts: Vec<u64> = Vec::with_capacity(options.count.min(1 << 24) as usize);
     let (mut sent, mut received, mut corrupted) = (0u64, 0u64, 0u64);
     let mut error: Option<String> = None;
-    let mut up = !driver.node().peer_links(&options.to).is_empty();
+    let mut up = relay.is_some() || !driver.node().peer_links(&options.to).is_empty();
     let deadline = Instant::now() + options.timeout;
     let mut started: Option<Instant> = up.then(Instant::now);
     let mut finished: Option<Instant> = None;
@@ -192,6 +217,21 @@ pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Re
                 NodeEvent::PeerUp { peer, .. } if peer == options.to => {
                     up = true;
                     started.get_or_insert_with(Instant::now);
+                }
+                NodeEvent::LinkAccepted { peer, .. } if Some(peer.as_str()) == relay => {
+                    started.get_or_insert_with(Instant::now);
+                }
+                NodeEvent::PeerUp { peer, .. } if Some(peer.as_str()) == relay => {}
+                NodeEvent::ForwardError {
+                    relay: by,
+                    destination,
+                    code,
+                    message,
+                    ..
+                } => {
+                    error = Some(format!(
+                        "relay {by:?} cannot forward to {destination:?}: {code:?} {message}"
+                    ));
                 }
                 NodeEvent::PeerUp { peer, .. } => {
                     error = Some(format!("connected to node {peer:?}, not {:?}", options.to));
@@ -254,6 +294,7 @@ pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Re
         size: options.size,
         streams,
         window: options.window,
+        first_hop: relay.unwrap_or(&options.to).to_owned(),
         error,
     })
 }

@@ -1,0 +1,313 @@
+//! `atbus relay` (and the `atbus-relay` binary): the relay service. Runs the relay core on
+//! real sockets until SIGINT/SIGTERM, with its metrics endpoint on its own port.
+
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use atbus_relay::service::{MetricsServer, MetricsSnapshot, RelayDriver, TransportConfig, Url};
+use atbus_relay::{RelayConfig, RelayEvent};
+use clap::Args;
+
+use crate::node::StopSignal;
+
+/// How often the loop copies its counters to the metrics endpoint.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The arguments of `atbus relay` and `atbus-relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Relay name (DNS-1123 subdomain); required unless the --config file names it
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Namespace (DNS-1123 label); overrides the file's
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Address to accept nodes and relays on: tcp://HOST:PORT, udp://HOST:PORT, unix:///PATH
+    /// or mem://NAME (port 0 binds a free port); repeatable
+    #[arg(long, value_name = "URL", required = true)]
+    pub listen: Vec<Url>,
+    /// Peer relay or upstream to dial (redialled with backoff); repeatable, added to the file's
+    #[arg(long, value_name = "URL")]
+    pub connect: Vec<Url>,
+    /// Relay that gets every frame with no direct link and no route (it is also trusted as a
+    /// peer relay)
+    #[arg(long, value_name = "NAME")]
+    pub upstream_relay: Option<String>,
+    /// Another relay to trust (its forwarding fields are kept); repeatable
+    #[arg(long = "peer-relay", value_name = "NAME")]
+    pub peer_relays: Vec<String>,
+    /// Serve the metrics (Prometheus text format) at http://HOST:PORT/metrics
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// TOML configuration file (see docs/relay.md); command-line options override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Access token `KEY_ID:SECRET` (no colon: key id `default`); repeatable. Prefer
+    /// --token-file or ATBUS_TOKEN (a command line is visible to other users)
+    #[arg(long = "token", value_name = "TOKEN", conflicts_with = "token_file")]
+    pub tokens: Vec<String>,
+    /// File with one token per line (`KEY_ID:SECRET`; blank lines and `#` comments skipped)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Help text after the options.
+pub const RELAY_HELP: &str = "\
+Prints `listening on URL` per bound listener and, with --metrics-listen, `metrics on
+http://HOST:PORT/metrics`, then forwards frames until SIGINT/SIGTERM: every link is closed with
+SHUTDOWN (peers get a link_close) and the process exits with status 0. A second signal exits at
+once. Exit status 1 when it cannot start (bad configuration, address in use), 2 on bad arguments.
+
+Nodes reach other nodes through the relay when they trust it and route through it:
+  atbus node --name echo --listen tcp://127.0.0.1:0 --connect tcp://127.0.0.1:7100 \\
+    --upstream-relay relay-1 --echo
+  atbus send --name client --connect tcp://127.0.0.1:7100 --upstream-relay relay-1 --to echo
+
+Tokens: as for `atbus node` (--token, --token-file or ATBUS_TOKEN); the file's [[tokens]] are
+used when none is given here. Logs go to standard error through tracing (RUST_LOG).
+
+Example:
+  atbus relay --name relay-1 --namespace ns1 --listen tcp://0.0.0.0:7100 \\
+    --metrics-listen 127.0.0.1:9100";
+
+/// Builds the relay configuration: the file (if any), then the command-line options.
+pub fn config(args: &RelayArgs) -> anyhow::Result<RelayConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            RelayConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => RelayConfig::new(String::new()),
+    };
+    if let Some(name) = &args.name {
+        config.node.name.clone_from(name);
+    }
+    if config.node.name.is_empty() {
+        anyhow::bail!("the relay needs a name: --name NAME or `name` in the --config file");
+    }
+    if let Some(ns) = &args.namespace {
+        config.node.namespace.clone_from(ns);
+    }
+    config
+        .node
+        .connect
+        .extend(args.connect.iter().map(Url::to_string));
+    for relay in &args.peer_relays {
+        if !config.peer_relays.contains(relay) {
+            config.peer_relays.push(relay.clone());
+        }
+    }
+    if let Some(up) = &args.upstream_relay {
+        config.upstream = Some(up.clone());
+        if !config.peer_relays.contains(up) {
+            config.peer_relays.push(up.clone());
+        }
+    }
+    let tokens = crate::token::collect(&args.tokens, args.token_file.as_deref())
+        .context("cannot read the tokens")?;
+    if !tokens.is_empty() {
+        config.node.tokens = tokens;
+    }
+    Ok(config)
+}
+
+/// Runs the relay until `stop` is requested; prints `listening on URL` per listener and
+/// `metrics on URL` to `out`.
+pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let name = config.node.name.clone();
+    let mut driver = RelayDriver::new(config, TransportConfig::default())?;
+    stop.attach(driver.transport().handle());
+    for url in &args.listen {
+        let bound = driver
+            .listen(url)
+            .with_context(|| format!("cannot listen on {url}"))?;
+        writeln!(out, "listening on {bound}")?;
+        tracing::info!(%bound, "listening");
+    }
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr)
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            // Published before the address is printed: no scrape sees an empty snapshot.
+            server.publish(MetricsSnapshot::of(driver.relay()));
+            writeln!(out, "metrics on http://{}/metrics", server.local_addr())?;
+            Some(server)
+        }
+        None => None,
+    };
+    out.flush()?;
+    tracing::info!(relay = %name, "relay running");
+    let mut published = Instant::now();
+    let mut published_counters = counters(&driver);
+    while !stop.is_requested() {
+        // Counters that changed are published at most PUBLISH_INTERVAL later, even when idle.
+        let dirty = metrics.is_some() && counters(&driver) != published_counters;
+        let wait = if dirty {
+            PUBLISH_INTERVAL.saturating_sub(published.elapsed())
+        } else {
+            Duration::from_millis(100)
+        };
+        driver.run_once(Some(wait))?;
+        while let Some(failure) = driver.poll_link_failure() {
+            tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");
+        }
+        while let Some(event) = driver.poll_event() {
+            match event {
+                RelayEvent::LinkUp { link, peer, relay } => {
+                    tracing::info!(link = link.0, %peer, relay, "link up");
+                }
+                RelayEvent::LinkDown { link, peer, reason } => {
+                    tracing::info!(link = link.0, %peer, ?reason, "link down");
+                }
+                RelayEvent::LinkRejected { link, reason } => {
+                    tracing::warn!(link = link.0, %reason, "link refused");
+                }
+                other => tracing::debug!(?other, "event"),
+            }
+        }
+        if let Some(server) = &metrics {
+            if published.elapsed() >= PUBLISH_INTERVAL {
+                server.publish(MetricsSnapshot::of(driver.relay()));
+                published = Instant::now();
+                published_counters = counters(&driver);
+            }
+        }
+    }
+    let m = driver.relay().metrics();
+    tracing::info!(
+        forwarded = m.frames_forwarded,
+        dropped = m.drops_total(),
+        "stopping"
+    );
+    driver.shutdown(Duration::from_secs(2))?;
+    if let Some(server) = metrics {
+        server.stop();
+    }
+    Ok(())
+}
+
+/// The relay-wide counters that make a published snapshot stale.
+fn counters(driver: &RelayDriver) -> (u64, u64, u64, usize) {
+    let m = driver.relay().metrics();
+    (
+        m.frames_received,
+        m.frames_forwarded,
+        m.drops_total(),
+        driver.link_count(),
+    )
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// SIGINT or SIGTERM asks the relay to stop (its loop wakes at once); a second one ends the
+/// process without waiting.
+pub fn watch_signals(stop: StopSignal) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("atbus-signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                tracing::info!("stop requested");
+                stop.request();
+            }
+            if let Some(signal) = signals.next() {
+                eprintln!("atbus: second signal, exiting at once");
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
+/// The whole command: logs, signals, run; the exit status.
+pub fn main(args: &RelayArgs) -> ExitCode {
+    init_tracing();
+    let stop = StopSignal::new();
+    if let Err(err) = watch_signals(stop.clone()) {
+        eprintln!("atbus: error: cannot install the signal handler: {err}");
+        return ExitCode::from(2);
+    }
+    match run(args, &stop, &mut io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("atbus: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RelayArgs,
+    }
+
+    fn args(line: &[&str]) -> RelayArgs {
+        Cli::try_parse_from(std::iter::once("atbus-relay").chain(line.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn options_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\nnamespace = \"a\"\nconnect = [\"tcp://127.0.0.1:1\"]\n\
+             peer_relays = [\"r2\"]\n",
+        )
+        .unwrap();
+        let c = config(&args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--namespace",
+            "b",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--connect",
+            "tcp://127.0.0.1:2",
+            "--upstream-relay",
+            "r3",
+            "--token",
+            "k:0123456789abcdef",
+        ]))
+        .unwrap();
+        assert_eq!(c.node.name, "from-file");
+        assert_eq!(c.node.namespace, "b");
+        assert_eq!(c.node.connect, ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]);
+        assert_eq!(c.upstream.as_deref(), Some("r3"));
+        assert_eq!(c.peer_relays, ["r2", "r3"]);
+        assert_eq!(c.node.tokens.len(), 1);
+    }
+
+    #[test]
+    fn a_name_is_required() {
+        let err = config(&args(&["--listen", "tcp://127.0.0.1:0"])).unwrap_err();
+        assert!(err.to_string().contains("needs a name"), "{err}");
+        let c = config(&args(&["--name", "r", "--listen", "tcp://127.0.0.1:0"])).unwrap();
+        assert_eq!(c.node.name, "r");
+        assert!(c.upstream.is_none());
+    }
+}
