@@ -94,8 +94,9 @@ struct NodeArgs {
     /// Send every received message back to its sender on the same stream
     #[arg(long)]
     echo: bool,
-    /// Register the node in discovery: etcd://HOST:PORT[,…], static:FILE or embedded (local to
-    /// this process). Without it the node registers nowhere
+    /// Register the node in discovery: etcd://HOST:PORT[,…], etcds://HOST:PORT[,…]?ca=FILE
+    /// [&cert=FILE&key=FILE] (TLS), static:FILE or embedded (local to this process). Without it
+    /// the node registers nowhere
     #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
     discovery: Option<Spec>,
     /// Label KEY=VALUE of the node's record; repeatable
@@ -136,7 +137,8 @@ enum DiscoveryCommand {
 
 #[derive(Debug, Args)]
 struct ListArgs {
-    /// Where the records are: etcd://HOST:PORT[,…], static:FILE or embedded
+    /// Where the records are: etcd://HOST:PORT[,…], etcds://HOST:PORT[,…]?ca=FILE
+    /// [&cert=FILE&key=FILE] (TLS), static:FILE or embedded
     #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
     discovery: Spec,
     /// Label selector, e.g. `kind=echo,area.region in (eu,us),!debug` (default: every record)
