@@ -1,16 +1,39 @@
 //! `cargo xtask bench-compare [--quick] [--no-write]`: libatbus-rs beside its peers in one run.
 //!
-//! Installs what the comparison crate needs when it is missing (libzmq's development files and
-//! pkg-config, through apt-get), builds `benches/compare` (its own workspace, outside the main
-//! build) in release mode, runs its `loopback` comparison (raw sockets, atbus, ZeroMQ, quinn)
-//! and its `lossy` comparison (KCP and atbus over simulated lossy links), and writes both reports
-//! with the machine's description into `docs/benchmarks.md` under [`HEADING`], replacing only
-//! that section. `--no-write` prints the section instead.
+//! Installs what the comparison crate needs when it is missing (libzmq's development files,
+//! pkg-config and `nats-server`, through apt-get), builds `benches/compare` (its own workspace,
+//! outside the main build) in release mode, runs its `loopback` comparison (raw sockets, atbus
+//! over every transport and through a relay, ZeroMQ, quinn, NATS) and its `lossy` comparison
+//! (KCP and atbus over simulated lossy links and over real UDP through a lossy proxy), and writes
+//! both reports with the machine's description into `docs/benchmarks.md` under [`HEADING`],
+//! replacing only that section, and the plots into `docs/img/`. `--no-write` prints the section
+//! instead (and writes no plots).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+#[path = "../../benches/compare/src/markdown.rs"]
+mod markdown;
+
+use markdown::{demote_headings, splice_section};
+
+/// The plots the comparison writes into `docs/img/`, with their captions.
+const PLOTS: [(&str, &str); 3] = [
+    (
+        "latency-cdf.svg",
+        "Round-trip latency CDF, 64 B over loopback (atbus direct and over every link, raw, ZeroMQ, quinn, NATS)",
+    ),
+    (
+        "throughput-vs-size.svg",
+        "Echoed throughput over loopback TCP by message size, 64 B … 64 KiB",
+    ),
+    (
+        "goodput-vs-loss.svg",
+        "Goodput vs loss, atbus vs KCP, simulated and real UDP",
+    ),
+];
 
 /// Heading of the section of `docs/benchmarks.md` this command owns.
 pub(crate) const HEADING: &str = "## Against peers";
@@ -41,7 +64,9 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     let o = parse(args)?;
     install_missing()?;
     let manifest = root.join("benches/compare/Cargo.toml");
+    let img = root.join("docs/img");
     let load_before = load_average();
+    let started = std::time::Instant::now();
     let mut build = cargo(root);
     build.args(["build", "--release", "--manifest-path"]);
     build.arg(&manifest);
@@ -50,6 +75,9 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     let mut loopback = compare(root, &manifest, "loopback");
     if o.quick {
         loopback.arg("--quick");
+    }
+    if !o.no_write {
+        loopback.arg("--svg-dir").arg(&img);
     }
     let loopback = output(loopback)?;
 
@@ -64,10 +92,18 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
             "10",
             "--latency-messages",
             "500",
+            "--udp-bulk-secs",
+            "3",
+            "--udp-latency-messages",
+            "200",
         ]);
+    }
+    if !o.no_write {
+        lossy.arg("--svg-dir").arg(&img);
     }
     let lossy = output(lossy)?;
     let load_after = load_average();
+    let wall_secs = started.elapsed().as_secs_f64();
 
     let machine = Machine {
         nproc: nproc(),
@@ -78,6 +114,7 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string()),
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        wall_secs,
     };
     let section = section(o.quick, &machine, &loopback, &lossy);
     if o.no_write {
@@ -87,7 +124,7 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     let doc = root.join("docs/benchmarks.md");
     let text =
         std::fs::read_to_string(&doc).with_context(|| format!("reading {}", doc.display()))?;
-    std::fs::write(&doc, splice(&text, &section))
+    std::fs::write(&doc, splice_section(&text, HEADING, &section))
         .with_context(|| format!("writing {}", doc.display()))?;
     eprintln!("xtask: wrote {} ({HEADING})", doc.display());
     Ok(())
@@ -141,15 +178,21 @@ fn succeeds(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs libzmq's development files and pkg-config with apt-get when they are missing.
+/// Installs libzmq's development files, pkg-config and `nats-server` with apt-get when missing.
 fn install_missing() -> Result<()> {
-    if succeeds("pkg-config", &["--exists", "libzmq"]) {
+    let mut missing = Vec::new();
+    if !succeeds("pkg-config", &["--exists", "libzmq"]) {
+        missing.extend(["libzmq3-dev", "pkg-config"]);
+    }
+    if !succeeds("nats-server", &["--version"]) {
+        missing.push("nats-server");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
+    let list = missing.join(" ");
     if !succeeds("sh", &["-c", "command -v apt-get"]) {
-        bail!(
-            "libzmq (pkg-config libzmq) is missing and there is no apt-get: install libzmq3-dev and pkg-config by hand"
-        );
+        bail!("missing {list} and there is no apt-get: install them by hand");
     }
     let root = Command::new("id")
         .arg("-u")
@@ -157,8 +200,7 @@ fn install_missing() -> Result<()> {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let sudo = if root { "" } else { "sudo " };
     let script = format!(
-        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq \
-         libzmq3-dev pkg-config"
+        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq {list}"
     );
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script);
@@ -207,18 +249,7 @@ struct Machine {
     rustc: String,
     kernel: String,
     date: String,
-}
-
-/// Moves every Markdown heading of `text` one level down (`## ` becomes `### `).
-fn demote_headings(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    for line in text.split_inclusive('\n') {
-        if line.starts_with('#') {
-            out.push('#');
-        }
-        out.push_str(line);
-    }
-    out
+    wall_secs: f64,
 }
 
 /// The whole section: how it was made, the machine, the two reports, what is not compared yet.
@@ -232,8 +263,9 @@ fn section(quick: bool, m: &Machine, loopback: &str, lossy: &str) -> String {
          else of this file); {}. The comparison crate is `benches/compare`, a workspace of its own \
          so that neither the library's users nor `cargo test --workspace` ever build the peers. \
          To reproduce: `cargo xtask bench-compare` (full run) or `cargo xtask bench-compare \
-         --quick`; it installs `libzmq3-dev` and `pkg-config` with apt-get when they are missing. \
-         `--no-write` prints the section instead of writing it.\n\n",
+         --quick`; it installs `libzmq3-dev`, `pkg-config` and `nats-server` with apt-get when \
+         they are missing. `--no-write` prints the section instead of writing it (and writes no \
+         plots).\n\n",
         if quick {
             "this is a `--quick` run: fewer rounds, messages and seeds than the full run"
         } else {
@@ -242,10 +274,18 @@ fn section(quick: bool, m: &Machine, loopback: &str, lossy: &str) -> String {
     ));
     s.push_str(&format!(
         "Machine: {} logical CPUs ({}), Linux {}, {}; load average (1, 5, 15 min) {}; run \
-         {}. Loopback figures on a shared 2-core machine are noisy: read the ratios taken in the \
-         same run, not the absolute figures.\n\n",
-        m.nproc, m.cpu, m.kernel, m.rustc, m.load, m.date
+         {}, {:.0} s wall for both subcommands (build excluded). This machine has 2 cores shared \
+         with other work while it ran, so loopback figures are noisy: read the ratios taken in \
+         the same run and the medians, not single absolute figures.\n\n",
+        m.nproc, m.cpu, m.kernel, m.rustc, m.load, m.date, m.wall_secs
     ));
+    s.push_str("Plots (written by the same run into `docs/img/`):\n\n");
+    for (file, caption) in PLOTS {
+        s.push_str(&format!("- [{caption}](img/{file})\n"));
+    }
+    s.push_str("\n![Round-trip latency CDF](img/latency-cdf.svg)\n\n");
+    s.push_str("![Throughput by message size](img/throughput-vs-size.svg)\n\n");
+    s.push_str("![Goodput vs loss](img/goodput-vs-loss.svg)\n\n");
     // The loopback report's headings already sit one level under this section's.
     s.push_str(loopback);
     if !s.ends_with("\n\n") {
@@ -255,51 +295,7 @@ fn section(quick: bool, m: &Machine, loopback: &str, lossy: &str) -> String {
     if !s.ends_with('\n') {
         s.push('\n');
     }
-    s.push_str(
-        "\n### Not compared yet\n\nNATS, quinn beside atbus over UDP, atbus over UDP and \
-         `mem://` and over two mixed paths, the relay rows, KCP and atbus over real UDP through a \
-         lossy userspace proxy, and the SVG plots of issue 9 are still to come.\n",
-    );
     s
-}
-
-/// Replaces the section under [`HEADING`] in `text` (up to the next `## ` heading or the end),
-/// or appends it at the end when there is none.
-fn splice(text: &str, section: &str) -> String {
-    let mut offset = 0;
-    let mut start = None;
-    let mut end = text.len();
-    for line in text.split_inclusive('\n') {
-        let heading = line.trim_end();
-        if start.is_none() && heading == HEADING {
-            start = Some(offset);
-        } else if start.is_some() && heading.starts_with("## ") {
-            end = offset;
-            break;
-        }
-        offset += line.len();
-    }
-    let section = section.trim_end_matches('\n');
-    match start {
-        Some(start) => {
-            let mut out = String::with_capacity(text.len() + section.len());
-            out.push_str(&text[..start]);
-            out.push_str(section);
-            out.push('\n');
-            if end < text.len() {
-                out.push('\n');
-            }
-            out.push_str(&text[end..]);
-            out
-        }
-        None => {
-            let mut out = text.trim_end_matches('\n').to_string();
-            out.push_str("\n\n");
-            out.push_str(section);
-            out.push('\n');
-            out
-        }
-    }
 }
 
 #[cfg(test)]
@@ -307,31 +303,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splice_appends_then_replaces_only_its_section() {
-        let doc = "# B\n\n## Frame codec\n\nfigures\n";
-        let first = splice(doc, "## Against peers\n\nv1\n");
-        assert_eq!(
-            first,
-            "# B\n\n## Frame codec\n\nfigures\n\n## Against peers\n\nv1\n"
+    fn section_links_every_plot_and_keeps_the_reports() {
+        let m = Machine {
+            nproc: 2,
+            cpu: "cpu".into(),
+            load: "1 1 1".into(),
+            rustc: "rustc".into(),
+            kernel: "k".into(),
+            date: "d".into(),
+            wall_secs: 12.0,
+        };
+        let s = section(
+            true,
+            &m,
+            "### Loopback\n\nrows\n",
+            "## KCP\n\nsim\n### UDP\n",
         );
-        let second = splice(&first, "## Against peers\n\nv2\n\n");
-        assert_eq!(
-            second,
-            "# B\n\n## Frame codec\n\nfigures\n\n## Against peers\n\nv2\n"
+        for (file, _) in PLOTS {
+            assert!(s.contains(&format!("(img/{file})")), "{file}");
+        }
+        assert!(s.starts_with(HEADING));
+        assert!(
+            s.contains("### Loopback\n\nrows\n")
+                && s.contains("### KCP\n")
+                && s.contains("#### UDP\n")
         );
-        let middle = "# B\n\n## Against peers\n\nold\n### sub\n\n## Session\n\ns\n";
-        assert_eq!(
-            splice(middle, "## Against peers\n\nnew\n"),
-            "# B\n\n## Against peers\n\nnew\n\n## Session\n\ns\n"
-        );
-    }
-
-    #[test]
-    fn headings_move_one_level_down() {
-        assert_eq!(
-            demote_headings("## A\ntext # not\n### B\n"),
-            "### A\ntext # not\n#### B\n"
-        );
+        assert!(s.contains("--quick") && s.contains("12 s wall"));
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl KcpMode {
         }
     }
 
-    fn configure<O>(self, kcp: &mut Kcp<O>) {
+    /// Applies the mode (and the MTU of the comparison) to `kcp`.
+    pub fn configure<O>(self, kcp: &mut Kcp<O>) {
         kcp.set_mtu(MTU).expect("valid MTU");
         match self {
             KcpMode::Fast { wnd } => {

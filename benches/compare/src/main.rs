@@ -9,12 +9,17 @@
 //! a Markdown report with the goals marked met or not met (`cargo xtask bench-compare`
 //! puts it into `docs/benchmarks.md`).
 
+mod atbus_nodes;
 mod atbus_peer;
 mod kcp_peer;
 mod loopback;
+mod lossy_udp;
+mod markdown;
+mod nats_peer;
 mod net;
 mod quinn_peer;
 mod report;
+mod svg;
 mod workload;
 mod zmq_peer;
 
@@ -71,6 +76,18 @@ struct LossyArgs {
     /// Also write the report into docs/stream.md (section `## Benchmarks against KCP`).
     #[arg(long)]
     write_docs: bool,
+    /// Leave out the runs over real UDP through the lossy proxy.
+    #[arg(long)]
+    no_udp: bool,
+    /// Real seconds of each bulk run over the proxy.
+    #[arg(long, default_value_t = 8)]
+    udp_bulk_secs: u64,
+    /// Messages of each latency run over the proxy.
+    #[arg(long, default_value_t = 500)]
+    udp_latency_messages: usize,
+    /// Write the goodput-vs-loss plot (SVG) into this directory.
+    #[arg(long)]
+    svg_dir: Option<PathBuf>,
 }
 
 /// Loss rates of the two-path run.
@@ -273,6 +290,29 @@ fn lossy(args: &LossyArgs) {
     if args.write_docs {
         let path = docs_path();
         report::write_section(&path, &section).expect("write docs/stream.md");
+        eprintln!("wrote {}", path.display());
+    }
+    let sim: Vec<report::RowFigures> = rows.iter().map(report::Row::figures).collect();
+    let udp_rows = if args.no_udp {
+        Vec::new()
+    } else {
+        let p = lossy_udp::UdpParams {
+            bulk: Duration::from_secs(args.udp_bulk_secs.max(1)),
+            latency_messages: args.udp_latency_messages.max(1),
+            seed: seeds.first().copied().unwrap_or(1),
+        };
+        let started = Instant::now();
+        let udp_rows = lossy_udp::run_rows(&pairings, &args.losses, p);
+        eprintln!(
+            "real UDP runs: {:.1} s wall",
+            started.elapsed().as_secs_f64()
+        );
+        print!("\n{}", lossy_udp::section(&p, &udp_rows, &sim));
+        udp_rows
+    };
+    if let Some(dir) = &args.svg_dir {
+        let path = dir.join("goodput-vs-loss.svg");
+        svg::write(&path, &lossy_udp::chart(&udp_rows, &sim)).expect("write plot");
         eprintln!("wrote {}", path.display());
     }
 }

@@ -96,7 +96,36 @@ pub struct Row {
     atbus_lat: LatencySummary,
 }
 
+/// The figures of one row the goals and plots read.
+#[derive(Debug, Clone, Copy)]
+pub struct RowFigures {
+    /// Pairing name.
+    pub pairing: &'static str,
+    /// Loss rate.
+    pub loss: f64,
+    /// KCP goodput, KiB/s.
+    pub kcp_goodput: f64,
+    /// atbus goodput, KiB/s.
+    pub atbus_goodput: f64,
+    /// KCP p99, ms.
+    pub kcp_p99: f64,
+    /// atbus p99, ms.
+    pub atbus_p99: f64,
+}
+
 impl Row {
+    /// The row's medians.
+    pub fn figures(&self) -> RowFigures {
+        RowFigures {
+            pairing: self.pairing,
+            loss: self.loss,
+            kcp_goodput: self.kcp_bulk.goodput,
+            atbus_goodput: self.atbus_bulk.goodput,
+            kcp_p99: self.kcp_lat.p99,
+            atbus_p99: self.atbus_lat.p99,
+        }
+    }
+
     /// Medians over `runs` (one per seed).
     pub fn new(pairing: &'static str, loss: f64, runs: &[SeedRun]) -> Self {
         Self {
@@ -317,66 +346,15 @@ pub fn section(p: &Params<'_>, rows: &[Row], two_path: &[TwoPathRow]) -> String 
 /// heading or the end), or appends it at the end if there is none.
 pub fn write_section(path: &Path, section: &str) -> io::Result<()> {
     let text = std::fs::read_to_string(path)?;
-    std::fs::write(path, splice_section(&text, section))
-}
-
-fn splice_section(text: &str, section: &str) -> String {
-    let mut offset = 0;
-    let mut start = None;
-    let mut end = text.len();
-    for line in text.split_inclusive('\n') {
-        let heading = line.trim_end();
-        if start.is_none() && heading == HEADING {
-            start = Some(offset);
-        } else if start.is_some() && heading.starts_with("## ") {
-            end = offset;
-            break;
-        }
-        offset += line.len();
-    }
-    match start {
-        Some(start) => {
-            let mut out = String::with_capacity(text.len() + section.len());
-            out.push_str(&text[..start]);
-            out.push_str(section);
-            if end < text.len() {
-                out.push('\n');
-            }
-            out.push_str(&text[end..]);
-            out
-        }
-        None => {
-            let mut out = text.trim_end_matches('\n').to_string();
-            out.push_str("\n\n");
-            out.push_str(section);
-            out
-        }
-    }
+    std::fs::write(
+        path,
+        crate::markdown::splice_section(&text, HEADING, section),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splice_appends_then_replaces() {
-        let doc = "# T\n\n## A\n\ntext\n";
-        let first = splice_section(doc, "## Benchmarks against KCP\n\nv1\n");
-        assert_eq!(
-            first,
-            "# T\n\n## A\n\ntext\n\n## Benchmarks against KCP\n\nv1\n"
-        );
-        let second = splice_section(&first, "## Benchmarks against KCP\n\nv2\n");
-        assert_eq!(
-            second,
-            "# T\n\n## A\n\ntext\n\n## Benchmarks against KCP\n\nv2\n"
-        );
-        let middle = "# T\n\n## Benchmarks against KCP\n\nold\n### sub\n\n## B\n\nb\n";
-        assert_eq!(
-            splice_section(middle, "## Benchmarks against KCP\n\nnew\n"),
-            "# T\n\n## Benchmarks against KCP\n\nnew\n\n## B\n\nb\n"
-        );
-    }
 
     #[test]
     fn median_takes_the_middle() {
