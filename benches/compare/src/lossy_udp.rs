@@ -846,9 +846,17 @@ impl LossyGoal {
             None if self.met => "met (KCP's message at this quantile never arrived)".to_string(),
             None => "not measured (nothing delivered)".to_string(),
             Some(_) if self.met => "met".to_string(),
+            Some(r) if self.link == "real UDP" => format!(
+                "not met: {:.2} × away; not profiled yet. Read it beside the simulated row with \
+                 the same loss, delay, rate and queue: where atbus leads there, the session's loss \
+                 recovery does not explain the gap and the real-time path does (`NodeDriver` over \
+                 `udp://`, its timers and pacing at `run_once` granularity; one run per cell on a \
+                 shared 2-core machine)",
+                if r > 1.0 { r } else { 1.0 / r }
+            ),
             Some(r) => format!(
-                "not met: {:.2} × away; no profile of this case yet (real-time run, one sample: \
-                 repeat before reading it as a regression)",
+                "not met: {:.2} × away; not profiled yet (deterministic simulation: rerun with \
+                 the same seeds under callgrind to profile)",
                 if r > 1.0 { r } else { 1.0 / r }
             ),
         }
