@@ -46,6 +46,7 @@ pub mod memory;
 pub mod plan;
 pub mod queue;
 pub mod record;
+pub mod rendezvous;
 pub mod selector;
 pub mod static_file;
 pub mod validate;
