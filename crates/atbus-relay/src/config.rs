@@ -40,6 +40,13 @@ pub struct RelayConfig {
     /// Entries of the `forward_error` rate limiter (default 4096); when full, errors are not
     /// sent until old entries expire.
     pub max_forward_error_entries: usize,
+    /// How long a route learned from traffic (a frame from a trusted relay names its first
+    /// source in `forward_for_source`: answers to that source go back through that relay) lasts
+    /// after the last such frame (default 60 s).
+    pub learned_route_ttl: Duration,
+    /// Most learned routes kept (default 65 536); when full, new sources are not learned until
+    /// old routes expire.
+    pub max_learned_routes: usize,
 }
 
 impl RelayConfig {
@@ -57,6 +64,8 @@ impl RelayConfig {
             max_transmit_bytes: 64 * 1024,
             forward_error_interval: Duration::from_millis(100),
             max_forward_error_entries: 4096,
+            learned_route_ttl: Duration::from_secs(60),
+            max_learned_routes: 65_536,
         }
     }
 }

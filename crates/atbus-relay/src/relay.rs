@@ -53,6 +53,10 @@ struct RelayLink {
     peer: String,
     /// A trusted peer relay (its forwarding fields are kept).
     relay: bool,
+    /// The peer announced the `RELAY` capability.
+    announces_relay: bool,
+    /// Access key id the peer proved in the handshake.
+    key_id: String,
     kind: LinkKind,
     /// Largest package the link takes: its MTU (datagrams) or frame limit, and what the peer
     /// accepts.
@@ -85,6 +89,9 @@ pub struct Relay {
     error_times: BTreeMap<(LinkId, String, i32), Instant>,
     /// Routes learned from discovery records (destination → relay); configured routes win.
     discovered: BTreeMap<String, String>,
+    /// Routes learned from traffic: first source → (trusted relay it came through, when last
+    /// seen). Used after every other route except the upstream.
+    learned: BTreeMap<String, (String, Instant)>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -126,6 +133,7 @@ impl Relay {
             cursor: None,
             error_times: BTreeMap::new(),
             discovered: BTreeMap::new(),
+            learned: BTreeMap::new(),
         })
     }
 
@@ -238,6 +246,8 @@ impl Relay {
         self.process(now);
         let interval = self.config.forward_error_interval;
         self.error_times.retain(|_, &mut t| t + interval > now);
+        let ttl = self.config.learned_route_ttl;
+        self.learned.retain(|_, (_, t)| *t + ttl > now);
     }
 
     // ----- mutators -----
@@ -250,6 +260,59 @@ impl Relay {
     /// Removes the route of `destination`.
     pub fn remove_route(&mut self, destination: &str) {
         self.config.routes.remove(destination);
+    }
+
+    /// Replaces the set of trusted peer relays ([`RelayConfig::peer_relays`]) and re-checks
+    /// every open link: a link from a relay that is now listed (and announced `RELAY`, and
+    /// proved one of [`RelayConfig::relay_key_ids`] when that list is set) becomes trusted, one
+    /// that is no longer listed becomes a plain node's link. Learned routes through relays no
+    /// longer trusted are forgotten.
+    pub fn set_peer_relays(&mut self, relays: impl IntoIterator<Item = String>) {
+        let mut relays: Vec<String> = relays.into_iter().collect();
+        relays.sort();
+        relays.dedup();
+        self.config.peer_relays = relays;
+        let mut changed = Vec::new();
+        for (&id, l) in &mut self.links {
+            let trusted = trusts(&self.config, &l.peer, l.announces_relay, &l.key_id);
+            if trusted != l.relay {
+                l.relay = trusted;
+                changed.push((id, l.peer.clone(), trusted));
+            }
+        }
+        for (link, peer, relay) in changed {
+            tracing::info!(link = link.0, %peer, relay, "peer relay trust changed");
+        }
+        let config = &self.config;
+        self.learned
+            .retain(|_, (relay, _)| config.peer_relays.contains(relay));
+    }
+
+    /// Relays this relay routes through (configured and discovered routes, the upstream) that
+    /// it has no trusted link to: the service dials them.
+    pub fn missing_relays(&self) -> BTreeSet<String> {
+        self.config
+            .routes
+            .values()
+            .chain(self.discovered.values())
+            .chain(self.config.upstream.as_ref())
+            .filter(|r| !self.has_trusted_link(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether an authenticated link to `relay` is trusted as a relay link.
+    pub fn has_trusted_link(&self, relay: &str) -> bool {
+        self.by_name.get(relay).is_some_and(|links| {
+            links
+                .iter()
+                .any(|l| self.links.get(l).is_some_and(|x| x.relay))
+        })
+    }
+
+    /// The relay a route learned from traffic sends `destination` to, if any.
+    pub fn learned_route(&self, destination: &str) -> Option<&str> {
+        self.learned.get(destination).map(|(r, _)| r.as_str())
     }
 
     /// Replaces the routes learned from discovery with those `records` give: a node whose
@@ -278,6 +341,7 @@ impl Relay {
             .routes
             .get(destination)
             .or_else(|| self.discovered.get(destination))
+            .or_else(|| self.learned.get(destination).map(|(r, _)| r))
             .or(self.config.upstream.as_ref())
             .map(String::as_str)
     }
@@ -381,10 +445,8 @@ impl Relay {
         let Some(info) = self.node.link_info(link) else {
             return;
         };
-        let relay = info.capabilities & capabilities::RELAY != 0
-            && self.config.peer_relays.contains(&peer)
-            && (self.config.relay_key_ids.is_empty()
-                || self.config.relay_key_ids.contains(&info.key_id));
+        let announces_relay = info.capabilities & capabilities::RELAY != 0;
+        let relay = trusts(&self.config, &peer, announces_relay, &info.key_id);
         tracing::debug!(link = link.0, peer = %peer, relay, "relay link up");
         self.by_name.entry(peer.clone()).or_default().insert(link);
         self.links.insert(
@@ -392,6 +454,8 @@ impl Relay {
             RelayLink {
                 peer: peer.clone(),
                 relay,
+                announces_relay,
+                key_id: info.key_id,
                 kind: info.kind,
                 max_package: info
                     .peer_max_package
@@ -458,6 +522,7 @@ impl Relay {
                 self.drop_frame(DropReason::Malformed);
                 return;
             }
+            self.learn(now, &head.forward_for_source, &in_peer);
         } else {
             if head.source != in_peer {
                 self.drop_frame(DropReason::ForgedSource);
@@ -542,6 +607,7 @@ impl Relay {
             .get(dest)
             .or_else(|| self.discovered.get(dest))
             .into_iter()
+            .chain(self.learned.get(dest).map(|(r, _)| r))
             .chain(self.config.upstream.as_ref());
         for relay in relays {
             let Some(links) = self.by_name.get(relay) else {
@@ -562,6 +628,31 @@ impl Relay {
         } else {
             DropReason::Unreachable
         })
+    }
+
+    /// Remembers that frames first sent by `source` arrive through trusted relay `relay`, so
+    /// answers to it can go back that way (bounded; entries expire after
+    /// [`RelayConfig::learned_route_ttl`]).
+    fn learn(&mut self, now: Instant, source: &str, relay: &str) {
+        if source == self.node.name() || source == relay {
+            return;
+        }
+        if let Some(entry) = self.learned.get_mut(source) {
+            if entry.0 != relay {
+                relay.clone_into(&mut entry.0);
+            }
+            entry.1 = now;
+            return;
+        }
+        if self.learned.len() >= self.config.max_learned_routes {
+            let ttl = self.config.learned_route_ttl;
+            self.learned.retain(|_, (_, t)| *t + ttl > now);
+            if self.learned.len() >= self.config.max_learned_routes {
+                return;
+            }
+        }
+        self.learned
+            .insert(source.to_owned(), (relay.to_owned(), now));
     }
 
     fn enqueue(&mut self, link: LinkId, package: Bytes) {
@@ -637,4 +728,12 @@ impl Relay {
             self.enqueue(ingress, Bytes::from(out));
         }
     }
+}
+
+/// Whether a link from `peer` is a trusted relay link under `config`: it announced `RELAY`, its
+/// name is a peer relay and, when relay key ids are set, it proved one of them.
+fn trusts(config: &RelayConfig, peer: &str, announces_relay: bool, key_id: &str) -> bool {
+    announces_relay
+        && config.peer_relays.iter().any(|r| r == peer)
+        && (config.relay_key_ids.is_empty() || config.relay_key_ids.iter().any(|k| k == key_id))
 }

@@ -149,6 +149,16 @@ impl RelayDriver {
         Ok(bound)
     }
 
+    /// Opens a link to `url` once (a peer relay found through discovery, for instance); the
+    /// handshake follows as for configured links. A failure before the link comes up is
+    /// reported by [`poll_link_failure`](Self::poll_link_failure); it is not redialled (put
+    /// URLs the relay must keep in `RelayConfig::node.connect` instead).
+    pub fn connect(&mut self, url: &Url) -> Result<atbus_node::LinkId, RelayDriverError> {
+        let id = self.relay.new_link_id();
+        self.open(id, url)?;
+        Ok(id)
+    }
+
     /// The next relay event (links up, down, refused).
     pub fn poll_event(&mut self) -> Option<RelayEvent> {
         self.relay.poll_event()
