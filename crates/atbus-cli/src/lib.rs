@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod node;
 pub mod reassemble;
 pub mod relay;
+pub mod routing;
 pub mod sample;
 pub mod send;
 pub mod token;

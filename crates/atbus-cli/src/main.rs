@@ -9,7 +9,7 @@ use std::time::Duration;
 use atbus_cli::discovery::{GatewayArg, Spec, SpecError};
 use atbus_cli::inspect::{self, InspectError, Options, Stats};
 use atbus_cli::reassemble::{self, DEFAULT_MAX_BUFFERED};
-use atbus_discovery::Selector;
+use atbus_discovery::{RelayPreference, Selector};
 use atbus_frame::{DEFAULT_MAX_FRAME_LENGTH, FrameLimits};
 use atbus_transport_mio::Url;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -111,10 +111,27 @@ struct NodeArgs {
         requires = "discovery"
     )]
     gateways: Vec<GatewayArg>,
-    /// Trust the relay NAME (reached through --connect): accept messages other nodes send
-    /// through it and answer through it
+    /// Trust the relay NAME (reached through --connect, or with --discovery at the address
+    /// its record gives): accept messages other nodes send through it and answer through it
     #[arg(long, value_name = "NAME")]
     upstream_relay: Option<String>,
+    /// Publish NAME in the node's record as the relay to reach it through (advertise_relay);
+    /// the node links to it (at the address its record gives) and trusts it
+    #[arg(long, value_name = "NAME", requires = "discovery")]
+    advertise_relay: Option<String>,
+    /// Which relay comes first when this node's traffic goes through a relay: its own
+    /// upstream (`own`) or the destination's advertised relay (`target`)
+    #[arg(long, value_name = "own|target", value_parser = parse_preference, default_value = "own")]
+    relay_preference: RelayPreference,
+}
+
+/// `--relay-preference` for clap.
+fn parse_preference(s: &str) -> Result<RelayPreference, String> {
+    match s {
+        "own" => Ok(RelayPreference::Own),
+        "target" => Ok(RelayPreference::Target),
+        other => Err(format!("{other:?}: expected own or target")),
+    }
 }
 
 /// `--discovery` for clap (errors name the bad part).
@@ -166,12 +183,43 @@ struct SendArgs {
     /// This node's name (DNS-1123 subdomain)
     #[arg(long)]
     name: String,
-    /// Where the echo node listens
-    #[arg(long, value_name = "URL")]
-    connect: Url,
+    /// Where the echo node (or, with --upstream-relay, the relay) listens; not needed with
+    /// --discovery
+    #[arg(long, value_name = "URL", required_unless_present = "discovery")]
+    connect: Option<Url>,
     /// Name of the echo node
-    #[arg(long, value_name = "DEST")]
-    to: String,
+    #[arg(
+        long,
+        value_name = "DEST",
+        required_unless_present = "to_selector",
+        conflicts_with = "to_selector"
+    )]
+    to: Option<String>,
+    /// The echo node as a label selector (e.g. `kind=echo`), resolved through --discovery to
+    /// one node by rendezvous hashing of --hash-key (default: --name)
+    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse, requires = "discovery")]
+    to_selector: Option<Selector>,
+    /// The key --to-selector hashes (default: this node's name)
+    #[arg(long, value_name = "KEY", requires = "to_selector")]
+    hash_key: Option<String>,
+    /// Find --to through discovery and connect as the connection planner says (direct, or
+    /// through a relay): etcd://HOST:PORT[,…], etcds://…, static:FILE or embedded
+    #[arg(long, value_name = "SPEC", value_parser = parse_spec)]
+    discovery: Option<Spec>,
+    /// This node's namespace (DNS-1123 label); decides which gateways apply to it
+    #[arg(long, value_name = "NS", default_value = "", requires = "discovery")]
+    namespace: String,
+    /// Label KEY=VALUE of this node (gateway matching); repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "discovery",
+          value_parser = atbus_cli::discovery::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Register this node's record for the run with advertise_relay NAME
+    #[arg(long, value_name = "NAME", requires = "discovery")]
+    advertise_relay: Option<String>,
+    /// With --discovery, which relay the plan tries first: --upstream-relay (`own`) or the
+    /// destination's advertised relay (`target`)
+    #[arg(long, value_name = "own|target", value_parser = parse_preference, default_value = "own")]
+    relay_preference: RelayPreference,
     /// Messages to send
     #[arg(long, value_name = "N", default_value_t = 1000)]
     count: u64,
@@ -199,7 +247,8 @@ struct SendArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
     /// Send through the relay NAME: --connect is the relay's address, and --to a node linked
-    /// to it (the summary's first_hop is then NAME)
+    /// to it (the summary's first_hop is then NAME); with --discovery, this node's upstream
+    /// relay for the connection planner
     #[arg(long, value_name = "NAME")]
     upstream_relay: Option<String>,
 }
@@ -449,6 +498,8 @@ fn run_node(args: NodeArgs) -> ExitCode {
         labels: args.labels.into_iter().collect(),
         gateways: args.gateways,
         upstream_relay: args.upstream_relay,
+        advertise_relay: args.advertise_relay,
+        relay_preference: args.relay_preference,
     };
     match atbus_cli::node::run(&options, &stop, &mut io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -501,10 +552,58 @@ fn run_send(args: SendArgs) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let mut planned = None;
+    let (connect, to) = match &args.discovery {
+        Some(spec) => {
+            let lookup = atbus_cli::send::Lookup {
+                spec: spec.clone(),
+                namespace: args.namespace.clone(),
+                labels: args.labels.iter().cloned().collect(),
+                upstream_relay: args.upstream_relay.clone(),
+                advertise_relay: args.advertise_relay.clone(),
+                relay_preference: args.relay_preference,
+                to: args.to.clone(),
+                to_selector: args.to_selector.clone(),
+                hash_key: args.hash_key.clone(),
+            };
+            let p = match atbus_cli::send::plan(&args.name, &lookup) {
+                Ok(p) => p,
+                Err(err) => {
+                    eprintln!("atbus: error: {err:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            for why in &p.skipped {
+                tracing::warn!(%why, "candidate skipped");
+            }
+            let Some(first) = p.hops.first() else {
+                eprintln!(
+                    "atbus: error: no way to reach {:?} from the records of {spec}{}",
+                    p.to,
+                    if p.skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", p.skipped.join("; "))
+                    }
+                );
+                return ExitCode::from(1);
+            };
+            let hop = (first.url.clone(), p.to.clone());
+            planned = Some(p);
+            hop
+        }
+        None => match (args.connect, args.to) {
+            (Some(c), Some(t)) => (c, t),
+            _ => {
+                eprintln!("atbus: error: --connect and --to are needed without --discovery");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = atbus_cli::send::Options {
         name: args.name,
-        connect: args.connect,
-        to: args.to,
+        connect,
+        to,
         count: args.count,
         size: args.size as usize,
         streams: args.streams,
@@ -514,7 +613,20 @@ fn run_send(args: SendArgs) -> ExitCode {
         timeout: Duration::from_secs(args.timeout),
         progress: io::stderr().is_terminal(),
     };
-    let report = match atbus_cli::send::run_via(&options, args.upstream_relay.as_deref()) {
+    let report = match &mut planned {
+        Some(p) => {
+            let report = atbus_cli::send::run_planned(&options, &p.hops);
+            if p.registered {
+                if let Err(err) = p.backend.deregister(&options.name, Duration::from_secs(3)) {
+                    tracing::warn!(%err, "deregister failed");
+                }
+            }
+            p.backend.shutdown();
+            report
+        }
+        None => atbus_cli::send::run_via(&options, args.upstream_relay.as_deref()),
+    };
+    let report = match report {
         Ok(r) => r,
         Err(err) => {
             eprintln!("atbus: error: {err:#}");

@@ -39,6 +39,11 @@ pub struct Options {
     /// Relay whose links this node trusts as relay links (it accepts frames other nodes sent
     /// through it, and answers through it).
     pub upstream_relay: Option<String>,
+    /// Relay published in the node's record as the way to reach it (`advertise_relay`); the
+    /// node trusts it and, with discovery, links to it.
+    pub advertise_relay: Option<String>,
+    /// Which of the two relays is dialled first.
+    pub relay_preference: atbus_discovery::RelayPreference,
 }
 
 /// A request to stop a running node, which wakes its loop at once (from a signal-watching
@@ -151,19 +156,95 @@ impl Echo {
     }
 }
 
-/// Opens `spec` and registers the node's record (put-if-absent) with its bound addresses.
-fn register(options: &Options, spec: &Spec, bound: &[String]) -> anyhow::Result<Backend> {
-    let record = crate::discovery::node_record(&RecordParts {
+/// The node's record: bound addresses, gateways, labels, advertised relay.
+fn own_record(options: &Options, bound: &[String]) -> atbus_discovery::NodeRecord {
+    let mut record = crate::discovery::node_record(&RecordParts {
         name: &options.name,
         namespace: &options.namespace,
         labels: &options.labels,
         listen: bound,
         gateways: &options.gateways,
     });
+    record.advertise_relay = options
+        .advertise_relay
+        .as_ref()
+        .map(|r| atbus_discovery::RelayRef {
+            name: Some(r.clone()),
+            metadata: None,
+        });
+    record
+}
+
+/// The relays this node trusts, preferred first.
+fn relays(options: &Options) -> Vec<String> {
+    let mut relays: Vec<String> = match options.relay_preference {
+        atbus_discovery::RelayPreference::Own => {
+            [&options.upstream_relay, &options.advertise_relay]
+        }
+        atbus_discovery::RelayPreference::Target => {
+            [&options.advertise_relay, &options.upstream_relay]
+        }
+    }
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    relays.dedup();
+    relays
+}
+
+/// How long a node waits at start for the records of the relays it names.
+const RELAY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The address to dial for each relay in `relays`, from their records (the first direct
+/// candidate the connection planner gives this node); waits up to [`RELAY_LOOKUP_TIMEOUT`] for
+/// records that are not there yet, then goes on without them.
+fn relay_urls(options: &Options, backend: &mut Backend, relays: &[String]) -> Vec<String> {
+    let local = own_record(options, &[]);
+    let deadline = std::time::Instant::now() + RELAY_LOOKUP_TIMEOUT;
+    let mut urls = Vec::new();
+    let mut left: Vec<&String> = relays.iter().collect();
+    while !left.is_empty() {
+        match backend.list(&atbus_discovery::Selector::everything()) {
+            Ok(records) => left.retain(|name| {
+                let Some(record) = records.iter().find(|r| r.name == **name) else {
+                    return true;
+                };
+                match crate::routing::direct_urls(&local, record).first() {
+                    Some(url) => {
+                        tracing::info!(relay = %name, %url, "relay found through discovery");
+                        urls.push(url.to_string());
+                    }
+                    None => {
+                        tracing::warn!(relay = %name, "its record has no address for this node")
+                    }
+                }
+                false
+            }),
+            Err(err) => tracing::warn!(%err, "cannot look the relays up"),
+        }
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for name in left {
+        tracing::warn!(relay = %name, "no record of this relay: not linked");
+    }
+    urls
+}
+
+/// Registers the node's record (put-if-absent) with its bound addresses.
+fn register(
+    options: &Options,
+    spec: &Spec,
+    mut backend: Backend,
+    bound: &[String],
+) -> anyhow::Result<Backend> {
+    let record = own_record(options, bound);
     record
         .validate()
         .map_err(|errors| anyhow::anyhow!("invalid node record: {errors}"))?;
-    let mut backend = spec.open()?;
     backend
         .register(record)
         .with_context(|| format!("cannot register node {:?} in {spec}", options.name))?;
@@ -182,7 +263,18 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.namespace = options.namespace.clone();
     config.connect = options.connect.iter().map(Url::to_string).collect();
-    config.relays = options.upstream_relay.iter().cloned().collect();
+    config.relays = relays(options);
+    // With discovery, the relays named are linked at the addresses their records give (unless
+    // --connect dials them), before the node registers.
+    let mut backend = match &options.discovery {
+        Some(spec) => Some(spec.open()?),
+        None => None,
+    };
+    if let Some(b) = backend.as_mut() {
+        if options.connect.is_empty() && !config.relays.is_empty() {
+            config.connect = relay_urls(options, b, &config.relays);
+        }
+    }
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
     stop.attach(driver.transport().handle());
     let mut bound_urls = Vec::new();
@@ -195,9 +287,9 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
         bound_urls.push(bound.to_string());
     }
     out.flush()?;
-    let mut discovery = match &options.discovery {
-        Some(spec) => Some(register(options, spec, &bound_urls)?),
-        None => None,
+    let mut discovery = match (&options.discovery, backend) {
+        (Some(spec), Some(b)) => Some(register(options, spec, b, &bound_urls)?),
+        _ => None,
     };
     let mut echo = Echo::default();
     while !stop.is_requested() {

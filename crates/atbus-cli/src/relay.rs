@@ -1,6 +1,7 @@
 //! `atbus relay` (and the `atbus-relay` binary): the relay service. Runs the relay core on
 //! real sockets until SIGINT/SIGTERM, with its metrics endpoint on its own port.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,11 +9,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use atbus_discovery::{NodeRecord, Selector};
 use atbus_relay::service::{MetricsServer, MetricsSnapshot, RelayDriver, TransportConfig, Url};
 use atbus_relay::{RelayConfig, RelayEvent};
 use clap::Args;
 
+use crate::discovery::{Backend, GatewayArg, RecordParts, Spec};
 use crate::node::StopSignal;
+use crate::routing::{CacheChange, RELAY_KIND, RecordCache};
 
 /// How often the loop copies its counters to the metrics endpoint.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -53,6 +57,27 @@ pub struct RelayArgs {
     /// File with one token per line (`KEY_ID:SECRET`; blank lines and `#` comments skipped)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Register the relay (kind `relay`) and route by discovery: etcd://HOST:PORT[,…],
+    /// etcds://HOST:PORT[,…]?ca=FILE[&cert=FILE&key=FILE], static:FILE or embedded
+    #[arg(long, value_name = "SPEC", value_parser = Spec::parse)]
+    pub discovery: Option<Spec>,
+    /// Address URL[@PRIORITY] other namespaces reach the relay on (published for every
+    /// caller; the --listen addresses are published for the relay's own namespace); repeatable
+    #[arg(
+        long = "gateway",
+        value_name = "URL[@PRIORITY]",
+        requires = "discovery"
+    )]
+    pub gateways: Vec<GatewayArg>,
+    /// Label KEY=VALUE of the relay's record; repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE", requires = "discovery",
+          value_parser = crate::discovery::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Also trust as peer relays the relays (records of kind `relay`) this selector matches,
+    /// e.g. `area.region=eu` or `name in (relay-1,relay-2)`; add --token key ids shared only by
+    /// relays (`relay_key_ids` in --config) so that a name alone is not enough
+    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse, requires = "discovery")]
+    pub peer_relay_selector: Option<Selector>,
 }
 
 /// Help text after the options.
@@ -70,9 +95,21 @@ Nodes reach other nodes through the relay when they trust it and route through i
 Tokens: as for `atbus node` (--token, --token-file or ATBUS_TOKEN); the file's [[tokens]] are
 used when none is given here. Logs go to standard error through tracing (RUST_LOG).
 
-Example:
+Discovery: with --discovery SPEC the relay registers a record of kind `relay` (its --listen
+addresses for its own namespace, every --gateway for other namespaces; it prints `registered
+NAME in SPEC`), follows every record, routes a node whose record advertises another relay
+through that relay, and dials the relays it routes through (the upstream, advertised relays)
+at the addresses their records give it. Only trusted relays carry forwarded frames: those of
+--peer-relay, --upstream-relay, the file, and with --peer-relay-selector the relay records the
+selector matches. Answers to a node that reached this relay through a trusted relay go back
+through that relay (learned from the traffic, forgotten after 60 s without it).
+
+Examples:
   atbus relay --name relay-1 --namespace ns1 --listen tcp://0.0.0.0:7100 \\
-    --metrics-listen 127.0.0.1:9100";
+    --metrics-listen 127.0.0.1:9100
+  atbus relay --name relay-2 --namespace ns2 --listen tcp://10.0.2.1:7200 \\
+    --gateway tcp://relay-2.example.com:7200 --discovery etcd://127.0.0.1:2379 \\
+    --peer-relay-selector kind=relay";
 
 /// Builds the relay configuration: the file (if any), then the command-line options.
 pub fn config(args: &RelayArgs) -> anyhow::Result<RelayConfig> {
@@ -123,12 +160,14 @@ pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow:
     let name = config.node.name.clone();
     let mut driver = RelayDriver::new(config, TransportConfig::default())?;
     stop.attach(driver.transport().handle());
+    let mut bound_urls = Vec::new();
     for url in &args.listen {
         let bound = driver
             .listen(url)
             .with_context(|| format!("cannot listen on {url}"))?;
         writeln!(out, "listening on {bound}")?;
         tracing::info!(%bound, "listening");
+        bound_urls.push(bound.to_string());
     }
     let metrics = match args.metrics_listen {
         Some(addr) => {
@@ -138,6 +177,16 @@ pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow:
             server.publish(MetricsSnapshot::of(driver.relay()));
             writeln!(out, "metrics on http://{}/metrics", server.local_addr())?;
             Some(server)
+        }
+        None => None,
+    };
+    let mut routing = match &args.discovery {
+        Some(spec) => {
+            let record = relay_record(args, &driver, &bound_urls);
+            let mut routing = DiscoveryRouting::start(spec, record, &driver)?;
+            writeln!(out, "registered {name} in {spec}")?;
+            routing.step(&mut driver, args.peer_relay_selector.as_ref());
+            Some(routing)
         }
         None => None,
     };
@@ -156,11 +205,17 @@ pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow:
         driver.run_once(Some(wait))?;
         while let Some(failure) = driver.poll_link_failure() {
             tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");
+            if let Some(r) = routing.as_mut() {
+                r.dial_failed(&failure.url);
+            }
         }
         while let Some(event) = driver.poll_event() {
             match event {
                 RelayEvent::LinkUp { link, peer, relay } => {
                     tracing::info!(link = link.0, %peer, relay, "link up");
+                    if let Some(r) = routing.as_mut() {
+                        r.linked(&peer);
+                    }
                 }
                 RelayEvent::LinkDown { link, peer, reason } => {
                     tracing::info!(link = link.0, %peer, ?reason, "link down");
@@ -170,6 +225,9 @@ pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow:
                 }
                 other => tracing::debug!(?other, "event"),
             }
+        }
+        if let Some(r) = routing.as_mut() {
+            r.step(&mut driver, args.peer_relay_selector.as_ref());
         }
         if let Some(server) = &metrics {
             if published.elapsed() >= PUBLISH_INTERVAL {
@@ -185,11 +243,204 @@ pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow:
         dropped = m.drops_total(),
         "stopping"
     );
+    if let Some(r) = routing.take() {
+        r.stop(&name);
+    }
     driver.shutdown(Duration::from_secs(2))?;
     if let Some(server) = metrics {
         server.stop();
     }
     Ok(())
+}
+
+/// The relay's own record: kind `relay`, its bound listen addresses for its own namespace,
+/// the `--gateway`s for everyone.
+fn relay_record(args: &RelayArgs, driver: &RelayDriver, bound: &[String]) -> NodeRecord {
+    let config = driver.relay().config();
+    let labels: BTreeMap<String, String> = config
+        .node
+        .labels
+        .clone()
+        .into_iter()
+        .chain(args.labels.iter().cloned())
+        .collect();
+    let mut record = crate::discovery::node_record(&RecordParts {
+        name: driver.relay().name(),
+        namespace: &config.node.namespace,
+        labels: &labels,
+        listen: bound,
+        gateways: &args.gateways,
+    });
+    record.metadata.kind = RELAY_KIND.to_owned();
+    record
+}
+
+/// How long a dial to a relay found through discovery may take to come up.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before dialling a relay again after a failed attempt.
+const REDIAL_DELAY: Duration = Duration::from_millis(500);
+
+/// The relay's side of discovery: its registration, a watch on every record (routes, peer
+/// relays), and dials to the relays it routes through.
+struct DiscoveryRouting {
+    spec: Spec,
+    backend: Backend,
+    own: NodeRecord,
+    cache: RecordCache,
+    /// Peer relays from the command line and the file (always trusted).
+    configured_peers: Vec<String>,
+    /// Relay name → (URL being dialled, since when).
+    dialling: BTreeMap<String, (Url, Instant)>,
+    /// Relay name → (attempts so far, not before).
+    retry: BTreeMap<String, (usize, Instant)>,
+    /// Relays routed through that are not trusted (warned once).
+    warned: BTreeSet<String>,
+    dirty: bool,
+}
+
+impl DiscoveryRouting {
+    /// Registers `own` (put-if-absent) and opens a watch on every record.
+    fn start(spec: &Spec, own: NodeRecord, driver: &RelayDriver) -> anyhow::Result<Self> {
+        own.validate()
+            .map_err(|errors| anyhow::anyhow!("invalid relay record: {errors}"))?;
+        let mut backend = spec.open()?;
+        backend
+            .register(own.clone())
+            .with_context(|| format!("cannot register relay {:?} in {spec}", own.name))?;
+        tracing::info!(%spec, "registered");
+        let mut routing = Self {
+            spec: spec.clone(),
+            backend,
+            own,
+            cache: RecordCache::new(),
+            configured_peers: driver.relay().config().peer_relays.clone(),
+            dialling: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            warned: BTreeSet::new(),
+            dirty: false,
+        };
+        routing.watch();
+        Ok(routing)
+    }
+
+    fn watch(&mut self) {
+        self.cache.watch = Some(self.backend.as_dyn().watch(&Selector::everything()));
+    }
+
+    /// Takes in discovery events, updates the relay's peer relays and routes when records
+    /// changed, and dials relays it routes through but has no trusted link to.
+    fn step(&mut self, driver: &mut RelayDriver, selector: Option<&Selector>) {
+        while let Some(event) = self.backend.as_dyn().poll_event() {
+            match self.cache.apply(&event) {
+                CacheChange::Changed => self.dirty = true,
+                CacheChange::Rewatch => {
+                    tracing::warn!(spec = %self.spec, "discovery watch lost; watching again");
+                    self.watch();
+                }
+                CacheChange::None => match event {
+                    atbus_discovery::DiscoveryEvent::Error { error, .. } => {
+                        tracing::warn!(%error, "discovery");
+                    }
+                    other => tracing::debug!(?other, "discovery event"),
+                },
+            }
+        }
+        if std::mem::take(&mut self.dirty) {
+            let own = self.own.name.clone();
+            let mut peers = self.configured_peers.clone();
+            if let Some(selector) = selector {
+                peers.extend(
+                    self.cache
+                        .records()
+                        .filter(|r| r.name != own && r.metadata.kind == RELAY_KIND)
+                        .filter(|r| selector.matches(r))
+                        .map(|r| r.name.clone()),
+                );
+            }
+            let relay = driver.relay_mut();
+            relay.set_peer_relays(peers);
+            relay.set_discovered_routes(self.cache.records());
+            tracing::debug!(
+                peers = ?relay.config().peer_relays,
+                "routes and peer relays from discovery"
+            );
+        }
+        self.dial(driver);
+    }
+
+    fn dial(&mut self, driver: &mut RelayDriver) {
+        let now = Instant::now();
+        self.dialling.retain(|name, (url, since)| {
+            let waiting = now.duration_since(*since) < DIAL_TIMEOUT;
+            if !waiting {
+                tracing::warn!(relay = %name, %url, "no link in time");
+            }
+            waiting
+        });
+        let missing = driver.relay().missing_relays();
+        for name in missing {
+            if self.dialling.contains_key(&name) || !driver.relay().links_to(&name).is_empty() {
+                continue;
+            }
+            if !driver.relay().config().peer_relays.contains(&name) {
+                if self.warned.insert(name.clone()) {
+                    tracing::warn!(relay = %name, "routes go through a relay that is not trusted; \
+                        add it with --peer-relay or --peer-relay-selector");
+                }
+                continue;
+            }
+            let (attempts, not_before) = self.retry.get(&name).copied().unwrap_or((0, now));
+            if now < not_before {
+                continue;
+            }
+            let Some(record) = self.cache.get(&name) else {
+                continue;
+            };
+            let urls = crate::routing::direct_urls(&self.own, record);
+            if urls.is_empty() {
+                if self.warned.insert(name.clone()) {
+                    tracing::warn!(relay = %name, "its record has no address for this relay");
+                }
+                continue;
+            }
+            let connect = &driver.relay().config().node.connect;
+            if urls.iter().any(|u| connect.contains(&u.to_string())) {
+                // A configured --connect reaches it: the relay core (re)dials that one.
+                continue;
+            }
+            let url = urls[attempts % urls.len()].clone();
+            self.retry
+                .insert(name.clone(), (attempts + 1, now + REDIAL_DELAY));
+            match driver.connect(&url) {
+                Ok(_) => {
+                    tracing::info!(relay = %name, %url, "dialling a relay found through discovery");
+                    self.dialling.insert(name, (url, now));
+                }
+                Err(err) => tracing::warn!(relay = %name, %url, %err, "cannot dial"),
+            }
+        }
+    }
+
+    /// A link to `peer` came up.
+    fn linked(&mut self, peer: &str) {
+        if self.dialling.remove(peer).is_some() {
+            self.retry.remove(peer);
+        }
+        self.warned.remove(peer);
+    }
+
+    /// A dial to `url` failed before the link came up.
+    fn dial_failed(&mut self, url: &Url) {
+        self.dialling.retain(|_, (u, _)| u != url);
+    }
+
+    /// Deregisters the relay and revokes its lease.
+    fn stop(mut self, name: &str) {
+        if let Err(err) = self.backend.deregister(name, Duration::from_secs(3)) {
+            tracing::warn!(%err, "deregister failed");
+        }
+        self.backend.shutdown();
+    }
 }
 
 /// The relay-wide counters that make a published snapshot stale.

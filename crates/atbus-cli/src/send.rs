@@ -7,8 +7,13 @@
 //! in flight there. Without `--verify` only the length and the sequence bytes are compared;
 //! with it, every byte.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use atbus_discovery::{
+    NodeRecord, PlanPolicy, RelayPreference, RelayRef, Route, Selector, plan_connection,
+};
 
 use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
 use atbus_stream::SendError;
@@ -74,6 +79,8 @@ pub struct Report {
     /// The peer the messages went to first: the destination itself when direct, else the
     /// relay.
     pub first_hop: String,
+    /// The destination node (with `--to-selector`, the node the selector resolved to).
+    pub to: String,
     /// Why the run stopped early (refused, connection failed, lost, timed out), if it did.
     pub error: Option<String>,
 }
@@ -295,8 +302,246 @@ pub fn exchange_via(
         streams,
         window: options.window,
         first_hop: relay.unwrap_or(&options.to).to_owned(),
+        to: options.to.clone(),
         error,
     })
+}
+
+/// How long [`run_planned`] waits for one candidate's link before trying the next.
+const HOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One way to reach the destination, from the connection plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// Where to connect.
+    pub url: Url,
+    /// The relay behind `url` (`None`: `url` is the destination itself).
+    pub relay: Option<String>,
+    /// Why this hop is in the plan (for logs).
+    pub why: String,
+}
+
+/// What `atbus send --discovery` needs to find its destination and plan the way there.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// Where the records are.
+    pub spec: crate::discovery::Spec,
+    /// The sender's namespace.
+    pub namespace: String,
+    /// The sender's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The sender's upstream relay.
+    pub upstream_relay: Option<String>,
+    /// The relay the sender advertises; when set, the sender registers its record (with it)
+    /// for the length of the run, so relays can route answers by discovery.
+    pub advertise_relay: Option<String>,
+    /// Which relay the plan tries first.
+    pub relay_preference: RelayPreference,
+    /// The destination by name.
+    pub to: Option<String>,
+    /// The destination as a selector, resolved to one node by rendezvous hashing.
+    pub to_selector: Option<Selector>,
+    /// The key of that hashing (default: the sender's name).
+    pub hash_key: Option<String>,
+}
+
+/// A destination found through discovery and the ways to reach it, best first.
+#[derive(Debug)]
+pub struct Planned {
+    /// The destination's name.
+    pub to: String,
+    /// Candidates, best first.
+    pub hops: Vec<Hop>,
+    /// Planned candidates that could not be used (relays without a record or an address).
+    pub skipped: Vec<String>,
+    /// The open backend, holding the sender's record when it registered one.
+    pub backend: crate::discovery::Backend,
+    /// Whether the sender registered its record.
+    pub registered: bool,
+}
+
+/// The sender's record: what the planner compares gateways with.
+fn sender_record(name: &str, lookup: &Lookup) -> NodeRecord {
+    let mut record = crate::discovery::node_record(&crate::discovery::RecordParts {
+        name,
+        namespace: &lookup.namespace,
+        labels: &lookup.labels,
+        listen: &[],
+        gateways: &[],
+    });
+    record.advertise_relay = lookup.advertise_relay.as_ref().map(|r| RelayRef {
+        name: Some(r.clone()),
+        metadata: None,
+    });
+    record
+}
+
+/// Looks the destination up and plans the way there: the connection planner's candidates,
+/// each relay candidate resolved to the addresses its record gives the sender.
+pub fn plan(name: &str, lookup: &Lookup) -> anyhow::Result<Planned> {
+    let local = sender_record(name, lookup);
+    local
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("invalid sender record: {errors}"))?;
+    let mut backend = lookup.spec.open()?;
+    let records = backend
+        .list(&Selector::everything())
+        .with_context(|| format!("cannot list the records of {}", lookup.spec))?;
+    let target = match (&lookup.to, &lookup.to_selector) {
+        (Some(to), _) => records
+            .iter()
+            .find(|r| r.name == *to)
+            .ok_or_else(|| anyhow::anyhow!("no record named {to:?} in {}", lookup.spec))?,
+        (None, Some(selector)) => {
+            let key = lookup.hash_key.as_deref().unwrap_or(name);
+            crate::routing::choose_target(&records, selector, key, name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no record matches the selector {selector} in {}",
+                    lookup.spec
+                )
+            })?
+        }
+        (None, None) => anyhow::bail!("a destination is needed: --to NAME or --to-selector"),
+    };
+    let policy = PlanPolicy {
+        upstream_relay: lookup.upstream_relay.as_ref().map(|r| RelayRef {
+            name: Some(r.clone()),
+            metadata: None,
+        }),
+        relay_preference: lookup.relay_preference,
+        relay_fallback: true,
+    };
+    let (mut hops, mut skipped) = (Vec::new(), Vec::new());
+    for candidate in plan_connection(&local, target, &policy) {
+        match &candidate.route {
+            Route::Direct(address) => match address.to_string().parse::<Url>() {
+                Ok(url) => hops.push(Hop {
+                    url,
+                    relay: None,
+                    why: candidate.to_string(),
+                }),
+                Err(err) => skipped.push(format!("{candidate}: {err}")),
+            },
+            Route::Relay(reference) => {
+                let Some(relay) = crate::routing::resolve_relay(&records, reference) else {
+                    skipped.push(format!("{candidate}: no such relay record"));
+                    continue;
+                };
+                let urls = crate::routing::direct_urls(&local, relay);
+                if urls.is_empty() {
+                    skipped.push(format!("{candidate}: no address of {} for us", relay.name));
+                }
+                for url in urls {
+                    hops.push(Hop {
+                        url,
+                        relay: Some(relay.name.clone()),
+                        why: candidate.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    let registered = lookup.advertise_relay.is_some();
+    if registered {
+        backend
+            .register(local)
+            .with_context(|| format!("cannot register {name:?} in {}", lookup.spec))?;
+    }
+    Ok(Planned {
+        to: target.name.clone(),
+        hops,
+        skipped,
+        backend,
+        registered,
+    })
+}
+
+/// Runs the exchange over the first of `hops` whose link comes up (each gets
+/// [`HOP_TIMEOUT`]); `options.connect` is not used. The report's `first_hop` is the peer of
+/// that link. When none works, the report's error lists what each attempt met.
+pub fn run_planned(options: &Options, hops: &[Hop]) -> anyhow::Result<Report> {
+    let mut failures = Vec::new();
+    for hop in hops {
+        let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+        config.relays = hop.relay.iter().cloned().collect();
+        let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+        let via = hop.relay.as_deref();
+        let first_hop = via.unwrap_or(&options.to).to_owned();
+        match wait_link(&mut driver, &hop.url, &first_hop) {
+            Ok(()) => {
+                tracing::info!(url = %hop.url, %first_hop, why = %hop.why, "sending");
+                if let Some(relay) = via {
+                    driver
+                        .node_mut()
+                        .route_via_relay(Instant::now(), &options.to, relay)?;
+                }
+                let report = exchange_via(&mut driver, options, via);
+                let _ = driver.shutdown(Duration::from_secs(1));
+                return report;
+            }
+            Err(why) => {
+                tracing::info!(url = %hop.url, %first_hop, %why, "candidate failed");
+                failures.push(format!("{} ({}): {why}", hop.url, hop.why));
+                let _ = driver.shutdown(Duration::from_millis(200));
+            }
+        }
+    }
+    let error = if failures.is_empty() {
+        format!("no way to reach {:?}: the plan is empty", options.to)
+    } else {
+        format!("no way to reach {:?}: {}", options.to, failures.join("; "))
+    };
+    Ok(Report {
+        sent: 0,
+        received: 0,
+        verified: false,
+        corrupted: 0,
+        elapsed_s: 0.0,
+        msgs_per_sec: 0.0,
+        bytes_per_sec: 0.0,
+        rtt_p50_us: 0,
+        rtt_p99_us: 0,
+        size: options.size,
+        streams: options.streams.max(1),
+        window: options.window,
+        first_hop: String::new(),
+        to: options.to.clone(),
+        error: Some(error),
+    })
+}
+
+/// Connects to `url` and waits until the link to `peer` is authenticated.
+fn wait_link(driver: &mut NodeDriver, url: &Url, peer: &str) -> Result<(), String> {
+    driver.connect(url).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + HOP_TIMEOUT;
+    while Instant::now() < deadline {
+        driver
+            .run_once(Some(Duration::from_millis(20)))
+            .map_err(|e| e.to_string())?;
+        if let Some(failure) = driver.poll_link_failure() {
+            return Err(failure
+                .reason
+                .error()
+                .map_or_else(|| format!("{:?}", failure.reason), ToString::to_string));
+        }
+        while let Some(event) = driver.poll_event() {
+            match event {
+                NodeEvent::LinkAccepted { peer: p, .. } | NodeEvent::PeerUp { peer: p, .. }
+                    if p == peer =>
+                {
+                    return Ok(());
+                }
+                NodeEvent::PeerUp { peer: p, .. } | NodeEvent::LinkAccepted { peer: p, .. } => {
+                    return Err(format!("reached {p:?}, not {peer:?}"));
+                }
+                NodeEvent::LinkRejected { reason, .. } => {
+                    return Err(format!("link refused: {reason}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(format!("no link within {HOP_TIMEOUT:?}"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,397 @@
+//! Relays chosen by discovery, with real processes and a real etcd: two namespaces, a relay in
+//! each registering itself, an echo node in ns2 advertising its relay, and senders in ns1 that
+//! find their way through `--discovery` alone. The path each run took is proven by the
+//! sender's `first_hop` and by every relay's `atbus_relay_frames_forwarded_total` scraped
+//! before and after; every echo is verified. Fails (never skips) when `etcd` is missing.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atbus_discovery::NodeRecord;
+use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, free_port};
+
+/// A child process killed when dropped; its standard error goes to a file.
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Starts `atbus ARGS` and returns it with its standard output.
+    fn start(args: &[&str]) -> (Self, BufReader<ChildStdout>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = dir.path().join("stderr");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
+            .args(args)
+            .env_remove("ATBUS_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start atbus");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        (
+            Proc {
+                child,
+                stderr,
+                _dir: dir,
+            },
+            out,
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then a bounded wait; the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read stdout");
+    line.trim().to_owned()
+}
+
+fn after<'a>(line: &'a str, prefix: &str) -> &'a str {
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}…, got {line:?}"))
+}
+
+/// A relay registered in `spec`: its name and metrics URL.
+struct Relay {
+    proc: Proc,
+    name: String,
+    metrics: String,
+}
+
+/// `atbus relay` in `ns`, listening on a fixed free port that it also publishes as its
+/// gateway for other namespaces, trusting the relays of the registry.
+fn start_relay(spec: &str, name: &str, ns: &str) -> Relay {
+    let url = format!("tcp://127.0.0.1:{}", free_port());
+    let (proc, mut out) = Proc::start(&[
+        "relay",
+        "--name",
+        name,
+        "--namespace",
+        ns,
+        "--listen",
+        &url,
+        "--gateway",
+        &url,
+        "--discovery",
+        spec,
+        "--peer-relay-selector",
+        "kind=relay",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(after(&line(&mut out), "listening on "), url);
+    let metrics = after(&line(&mut out), "metrics on ").to_owned();
+    assert!(line(&mut out).starts_with(&format!("registered {name} in ")));
+    Relay {
+        proc,
+        name: name.to_owned(),
+        metrics,
+    }
+}
+
+/// `atbus node --echo` in `ns` registered in `spec`, with `extra` arguments.
+fn start_echo(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "node",
+        "--name",
+        name,
+        "--namespace",
+        ns,
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--discovery",
+        spec,
+    ];
+    args.extend_from_slice(extra);
+    let (proc, mut out) = Proc::start(&args);
+    assert!(line(&mut out).starts_with("listening on "));
+    proc
+}
+
+/// `GET /metrics`; the body.
+fn scrape(metrics_url: &str) -> String {
+    let addr = metrics_url
+        .strip_prefix("http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .expect("a metrics URL");
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .expect("a body")
+}
+
+fn sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+impl Relay {
+    /// The value of `series`, `RELAY` standing for the relay's name.
+    fn metric(&self, series: &str) -> u64 {
+        let series = series.replace("RELAY", &self.name);
+        let body = scrape(&self.metrics);
+        sample(&body, &series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    }
+
+    /// Frames forwarded so far, once the endpoint caught up (it is at most 100 ms stale).
+    fn forwarded(&self) -> u64 {
+        std::thread::sleep(Duration::from_millis(300));
+        self.metric("atbus_relay_frames_forwarded_total{relay=\"RELAY\"}")
+    }
+}
+
+fn records(spec: &str) -> Vec<NodeRecord> {
+    let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["discovery", "list", "--json", "--discovery", spec])
+        .output()
+        .expect("atbus discovery list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record"))
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `atbus send --discovery` from ns1; the JSON summary.
+fn send(spec: &str, name: &str, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["send", "--name", name, "--namespace", "ns1"])
+        .args(["--discovery", spec, "--verify", "--json"])
+        .args(["--count", "300", "--size", "100", "--streams", "2"])
+        .args(["--timeout", "15"])
+        .args(extra)
+        .env_remove("ATBUS_TOKEN")
+        .output()
+        .expect("run atbus send");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["received"], 300, "{report}");
+    report
+}
+
+/// Two namespaces: relay1 in ns1, relay2 in ns2, echo node b in ns2 advertising relay2, echo
+/// node c in ns1, both found through etcd.
+struct World {
+    etcd: Etcd,
+    relay1: Relay,
+    relay2: Relay,
+    b: Proc,
+    c: Proc,
+}
+
+fn world() -> World {
+    let etcd = Etcd::start();
+    let spec = etcd.spec();
+    let relay2 = start_relay(&spec, "relay2", "ns2");
+    let relay1 = start_relay(&spec, "relay1", "ns1");
+    let b = start_echo(
+        &spec,
+        "b",
+        "ns2",
+        &["--advertise-relay", "relay2", "--label", "app=echo"],
+    );
+    let c = start_echo(&spec, "c", "ns1", &["--label", "app=echo"]);
+    wait_for("every record registered", Duration::from_secs(10), || {
+        let names: Vec<String> = records(&spec).into_iter().map(|r| r.name).collect();
+        names == ["b", "c", "relay1", "relay2"]
+    });
+    // relay1 dials relay2 (b's record routes b through it); b links to relay2.
+    let relay_links = "atbus_relay_links{relay=\"RELAY\",peer_kind=\"relay\"}";
+    let node_links = "atbus_relay_links{relay=\"RELAY\",peer_kind=\"node\"}";
+    wait_for(
+        "relay1 and relay2 trust each other's link",
+        Duration::from_secs(10),
+        || relay1.metric(relay_links) >= 1 && relay2.metric(relay_links) >= 1,
+    );
+    wait_for("b linked to relay2", Duration::from_secs(10), || {
+        relay2.metric(node_links) >= 1
+    });
+    World {
+        etcd,
+        relay1,
+        relay2,
+        b,
+        c,
+    }
+}
+
+#[test]
+fn cross_namespace_paths_follow_the_relay_preference_and_same_namespace_goes_direct() {
+    let mut w = world();
+    let spec = w.etcd.spec();
+
+    // Same namespace first (no relayed session exists yet whose stragglers a relay could
+    // count): straight to c, neither relay forwards anything.
+    let (r1, r2) = (w.relay1.forwarded(), w.relay2.forwarded());
+    let report = send(
+        &spec,
+        "a-direct",
+        &["--to", "c", "--upstream-relay", "relay1"],
+    );
+    assert_eq!(report["first_hop"], "c", "{report}");
+    assert_eq!(report["to"], "c", "{report}");
+    assert_eq!(w.relay1.forwarded(), r1, "relay1 was not on the path");
+    assert_eq!(w.relay2.forwarded(), r2, "relay2 was not on the path");
+
+    // target: a → relay2 → b; relay1 is not on the path.
+    let report = send(
+        &spec,
+        "a-target",
+        &[
+            "--to",
+            "b",
+            "--upstream-relay",
+            "relay1",
+            "--relay-preference",
+            "target",
+        ],
+    );
+    assert_eq!(report["first_hop"], "relay2", "{report}");
+    assert_eq!(report["to"], "b", "{report}");
+    let (r1_target, r2_target) = (w.relay1.forwarded(), w.relay2.forwarded());
+    assert_eq!(r1_target, r1, "relay1 was not on the path");
+    assert!(
+        r2_target > r2,
+        "relay2 forwarded nothing: {r2} → {r2_target}"
+    );
+
+    // own: a → relay1 → relay2 → b.
+    let report = send(
+        &spec,
+        "a-own",
+        &[
+            "--to",
+            "b",
+            "--upstream-relay",
+            "relay1",
+            "--relay-preference",
+            "own",
+        ],
+    );
+    assert_eq!(report["first_hop"], "relay1", "{report}");
+    let (r1_own, r2_own) = (w.relay1.forwarded(), w.relay2.forwarded());
+    assert!(
+        r1_own > r1_target,
+        "relay1 forwarded nothing: {r1_target} → {r1_own}"
+    );
+    assert!(
+        r2_own > r2_target,
+        "relay2 forwarded nothing: {r2_target} → {r2_own}"
+    );
+
+    // b saw each sender under its own name (the relays' forwarded source).
+    let log = w.b.log();
+    for sender in ["a-own", "a-target"] {
+        assert!(
+            log.contains(&format!("peer={sender}")),
+            "b never saw {sender}:\n{log}"
+        );
+    }
+    assert!(!log.contains("peer=relay1"), "{log}");
+    let forged = "atbus_relay_frames_dropped_total{relay=\"RELAY\",reason=\"forged_source\"}";
+    for r in [&w.relay1, &w.relay2] {
+        assert_eq!(r.metric(forged), 0, "{}", r.name);
+    }
+    for p in [&mut w.relay1.proc, &mut w.relay2.proc, &mut w.b, &mut w.c] {
+        assert_eq!(p.terminate(), Some(0));
+    }
+    wait_for(
+        "records removed on shutdown",
+        Duration::from_secs(5),
+        || records(&spec).is_empty(),
+    );
+}
+
+#[test]
+fn a_selector_target_is_one_node_chosen_by_rendezvous_hashing() {
+    let w = world();
+    let spec = w.etcd.spec();
+    for key in ["k1", "k2", "k3", "k4"] {
+        let expected = atbus_discovery::rendezvous::choose_name(["b", "c"], key).expect("b or c");
+        let report = send(
+            &spec,
+            &format!("sel-{key}"),
+            &[
+                "--to-selector",
+                "app=echo",
+                "--hash-key",
+                key,
+                "--upstream-relay",
+                "relay1",
+            ],
+        );
+        assert_eq!(report["to"], expected, "{report}");
+        let first_hop = if expected == "c" { "c" } else { "relay1" };
+        assert_eq!(report["first_hop"], first_hop, "{report}");
+    }
+    // A selector nothing matches is an error naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["send", "--name", "nobody", "--discovery", &spec])
+        .args(["--to-selector", "app=none", "--count", "1"])
+        .output()
+        .expect("run atbus send");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no record matches the selector app=none"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
