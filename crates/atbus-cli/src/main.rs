@@ -265,7 +265,9 @@ gateway for callers of its own namespace (for everyone when the namespace is emp
 [::] are left out), and every --gateway URL[@PRIORITY] for everyone. Registration is
 put-if-absent: a name already registered ends the node with status 1. SIGINT/SIGTERM
 deregister it; with etcd, a node that dies unexpectedly disappears when its lease expires
-(10 s). With `embedded` (or static:FILE) the registry lives inside this process only: nobody
+(10 s). --advertise-relay NAME publishes NAME as the relay to reach the node through; with no
+--connect, the relays named by --advertise-relay and --upstream-relay are linked at the
+addresses their records give (waiting up to 10 s for them at start). With `embedded` (or static:FILE) the registry lives inside this process only: nobody
 else sees the record.
 
 Logs go to standard error through tracing; set RUST_LOG (for example RUST_LOG=debug).
@@ -280,7 +282,7 @@ Message seq goes on stream seq % K; its first min(8, BYTES) bytes are seq (littl
 rest a fixed pattern. With --json the summary is one line:
   {\"sent\":1000,\"received\":1000,\"verified\":true,\"corrupted\":0,\"elapsed_s\":0.05,
    \"msgs_per_sec\":20000.0,\"bytes_per_sec\":1280000.0,\"rtt_p50_us\":900,\"rtt_p99_us\":2100,
-   \"size\":64,\"streams\":1,\"window\":1000,\"first_hop\":\"echo\",\"error\":null}
+   \"size\":64,\"streams\":1,\"window\":1000,\"first_hop\":\"echo\",\"to\":\"echo\",\"error\":null}
   received   echoes that matched; verified is true only with --verify when every echo matched
              byte for byte, exactly once, in order per stream
   bytes_per_sec  echoed payload bytes per second (from the first send to the last echo)
@@ -291,12 +293,23 @@ Exit status: 0 when every echo came back intact, 1 when something was lost, corr
 (the reason goes to standard error), 2 on bad arguments.
 
   first_hop  the peer the messages went to first: --to itself, or the --upstream-relay
+  to         the destination (with --to-selector, the node the selector resolved to)
 Through a relay: --connect is the relay, --upstream-relay its name; the echo node runs with
 --connect to the relay and the same --upstream-relay.
 
+With --discovery SPEC no --connect is needed: the records are listed, --to (or --to-selector,
+one matching node chosen by rendezvous hashing of --hash-key, default --name) is found, and
+the connection planner orders the ways there from this node's --namespace and --label:
+direct addresses, then --upstream-relay and the destination's advertised relay in the order
+of --relay-preference (own: upstream first; target: advertised relay first). The first
+candidate whose link authenticates within 3 s is used; first_hop names its peer.
+
 Examples:
   atbus send --name client --connect tcp://127.0.0.1:7000 --to echo --count 10000 --verify
-  atbus send --name client --connect tcp://127.0.0.1:7100 --upstream-relay relay-1 --to echo";
+  atbus send --name client --connect tcp://127.0.0.1:7100 --upstream-relay relay-1 --to echo
+  atbus send --name a --namespace ns1 --discovery etcd://127.0.0.1:2379 \\
+    --upstream-relay relay1 --relay-preference target --to b --verify --json
+  atbus send --name a --discovery etcd://127.0.0.1:2379 --to-selector app=echo --hash-key user-7";
 
 #[derive(Debug, Args)]
 struct InspectArgs {
