@@ -561,4 +561,55 @@ mod tests {
         assert_eq!(c.node.name, "r");
         assert!(c.upstream.is_none());
     }
+
+    #[test]
+    fn the_relay_record_is_of_kind_relay_with_internal_and_public_gateways() {
+        let a = args(&[
+            "--name",
+            "relay-x",
+            "--namespace",
+            "ns9",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--discovery",
+            "embedded",
+            "--gateway",
+            "tcp://relay-x.example.com:7000@5",
+            "--label",
+            "zone=a",
+        ]);
+        let driver = RelayDriver::new(config(&a).unwrap(), TransportConfig::default()).unwrap();
+        let record = relay_record(&a, &driver, &["tcp://127.0.0.1:7100".to_owned()]);
+        assert!(record.validate().is_ok(), "{record:?}");
+        assert_eq!(record.name, "relay-x");
+        assert_eq!(record.metadata.kind, RELAY_KIND);
+        assert_eq!(record.metadata.namespace_name, "ns9");
+        assert_eq!(
+            record.metadata.labels.get("zone").map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(record.gateways.len(), 2);
+        assert_eq!(record.gateways[0].address, ["tcp://127.0.0.1:7100"]);
+        assert!(record.gateways[0].is_internal_to("ns9"));
+        assert_eq!(
+            record.gateways[1].address,
+            ["tcp://relay-x.example.com:7000"]
+        );
+        assert_eq!(record.gateways[1].priority, 5);
+        assert!(record.gateways[1].match_rule.is_empty(), "for every caller");
+    }
+
+    #[test]
+    fn discovery_options_need_discovery() {
+        let parsed = Cli::try_parse_from([
+            "atbus-relay",
+            "--name",
+            "r",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--peer-relay-selector",
+            "kind=relay",
+        ]);
+        assert!(parsed.is_err());
+    }
 }

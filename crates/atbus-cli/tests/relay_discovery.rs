@@ -94,9 +94,9 @@ struct Relay {
 
 /// `atbus relay` in `ns`, listening on a fixed free port that it also publishes as its
 /// gateway for other namespaces, trusting the relays of the registry.
-fn start_relay(spec: &str, name: &str, ns: &str) -> Relay {
+fn start_relay(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Relay {
     let url = format!("tcp://127.0.0.1:{}", free_port());
-    let (proc, mut out) = Proc::start(&[
+    let mut args = vec![
         "relay",
         "--name",
         name,
@@ -112,7 +112,9 @@ fn start_relay(spec: &str, name: &str, ns: &str) -> Relay {
         "kind=relay",
         "--metrics-listen",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (proc, mut out) = Proc::start(&args);
     assert_eq!(after(&line(&mut out), "listening on "), url);
     let metrics = after(&line(&mut out), "metrics on ").to_owned();
     assert!(line(&mut out).starts_with(&format!("registered {name} in ")));
@@ -227,21 +229,23 @@ fn send(spec: &str, name: &str, extra: &[&str]) -> serde_json::Value {
     report
 }
 
-/// Two namespaces: relay1 in ns1, relay2 in ns2, echo node b in ns2 advertising relay2, echo
-/// node c in ns1, both found through etcd.
+/// Two namespaces: relay1 in ns1 (upstream relay2, found through its record), relay2 in ns2,
+/// echo node b in ns2 advertising relay2, echo node e in ns2 linked to relay2 without
+/// advertising it, echo node c in ns1, all found through etcd.
 struct World {
     etcd: Etcd,
     relay1: Relay,
     relay2: Relay,
     b: Proc,
     c: Proc,
+    e: Proc,
 }
 
 fn world() -> World {
     let etcd = Etcd::start();
     let spec = etcd.spec();
-    let relay2 = start_relay(&spec, "relay2", "ns2");
-    let relay1 = start_relay(&spec, "relay1", "ns1");
+    let relay2 = start_relay(&spec, "relay2", "ns2", &[]);
+    let relay1 = start_relay(&spec, "relay1", "ns1", &["--upstream-relay", "relay2"]);
     let b = start_echo(
         &spec,
         "b",
@@ -249,9 +253,10 @@ fn world() -> World {
         &["--advertise-relay", "relay2", "--label", "app=echo"],
     );
     let c = start_echo(&spec, "c", "ns1", &["--label", "app=echo"]);
+    let e = start_echo(&spec, "e", "ns2", &["--upstream-relay", "relay2"]);
     wait_for("every record registered", Duration::from_secs(10), || {
         let names: Vec<String> = records(&spec).into_iter().map(|r| r.name).collect();
-        names == ["b", "c", "relay1", "relay2"]
+        names == ["b", "c", "e", "relay1", "relay2"]
     });
     // relay1 dials relay2 (b's record routes b through it); b links to relay2.
     let relay_links = "atbus_relay_links{relay=\"RELAY\",peer_kind=\"relay\"}";
@@ -261,8 +266,8 @@ fn world() -> World {
         Duration::from_secs(10),
         || relay1.metric(relay_links) >= 1 && relay2.metric(relay_links) >= 1,
     );
-    wait_for("b linked to relay2", Duration::from_secs(10), || {
-        relay2.metric(node_links) >= 1
+    wait_for("b and e linked to relay2", Duration::from_secs(10), || {
+        relay2.metric(node_links) >= 2
     });
     World {
         etcd,
@@ -270,6 +275,7 @@ fn world() -> World {
         relay2,
         b,
         c,
+        e,
     }
 }
 
@@ -337,6 +343,12 @@ fn cross_namespace_paths_follow_the_relay_preference_and_same_namespace_goes_dir
         "relay2 forwarded nothing: {r2_target} → {r2_own}"
     );
 
+    // e advertises no relay: relay1 sends it to its upstream relay2, which it dialled at the
+    // address relay2's record gives (no --connect anywhere).
+    let report = send(&spec, "a-up", &["--to", "e", "--upstream-relay", "relay1"]);
+    assert_eq!(report["first_hop"], "relay1", "{report}");
+    assert!(w.relay2.forwarded() > r2_own);
+
     // b saw each sender under its own name (the relays' forwarded source).
     let log = w.b.log();
     for sender in ["a-own", "a-target"] {
@@ -350,7 +362,13 @@ fn cross_namespace_paths_follow_the_relay_preference_and_same_namespace_goes_dir
     for r in [&w.relay1, &w.relay2] {
         assert_eq!(r.metric(forged), 0, "{}", r.name);
     }
-    for p in [&mut w.relay1.proc, &mut w.relay2.proc, &mut w.b, &mut w.c] {
+    for p in [
+        &mut w.relay1.proc,
+        &mut w.relay2.proc,
+        &mut w.b,
+        &mut w.c,
+        &mut w.e,
+    ] {
         assert_eq!(p.terminate(), Some(0));
     }
     wait_for(
