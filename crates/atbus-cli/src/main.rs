@@ -267,8 +267,9 @@ put-if-absent: a name already registered ends the node with status 1. SIGINT/SIG
 deregister it; with etcd, a node that dies unexpectedly disappears when its lease expires
 (10 s). --advertise-relay NAME publishes NAME as the relay to reach the node through; with no
 --connect, the relays named by --advertise-relay and --upstream-relay are linked at the
-addresses their records give (waiting up to 10 s for them at start). With `embedded` (or static:FILE) the registry lives inside this process only: nobody
-else sees the record.
+addresses their records give (with etcd, waiting up to 10 s for them at start). With
+`embedded` (or static:FILE) the registry lives inside this process only: nobody else sees the
+record.
 
 Logs go to standard error through tracing; set RUST_LOG (for example RUST_LOG=debug).
 

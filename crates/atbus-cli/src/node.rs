@@ -197,11 +197,21 @@ fn relays(options: &Options) -> Vec<String> {
 const RELAY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The address to dial for each relay in `relays`, from their records (the first direct
-/// candidate the connection planner gives this node); waits up to [`RELAY_LOOKUP_TIMEOUT`] for
-/// records that are not there yet, then goes on without them.
-fn relay_urls(options: &Options, backend: &mut Backend, relays: &[String]) -> Vec<String> {
+/// candidate the connection planner gives this node); with a shared registry (etcd), waits up
+/// to [`RELAY_LOOKUP_TIMEOUT`] for records that are not there yet, then goes on without them.
+fn relay_urls(
+    options: &Options,
+    backend: &mut Backend,
+    shared: bool,
+    relays: &[String],
+) -> Vec<String> {
     let local = own_record(options, &[]);
-    let deadline = std::time::Instant::now() + RELAY_LOOKUP_TIMEOUT;
+    let wait = if shared {
+        RELAY_LOOKUP_TIMEOUT
+    } else {
+        Duration::ZERO
+    };
+    let deadline = std::time::Instant::now() + wait;
     let mut urls = Vec::new();
     let mut left: Vec<&String> = relays.iter().collect();
     while !left.is_empty() {
@@ -270,9 +280,9 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
         Some(spec) => Some(spec.open()?),
         None => None,
     };
-    if let Some(b) = backend.as_mut() {
+    if let (Some(b), Some(spec)) = (backend.as_mut(), &options.discovery) {
         if options.connect.is_empty() && !config.relays.is_empty() {
-            config.connect = relay_urls(options, b, &config.relays);
+            config.connect = relay_urls(options, b, spec.is_shared(), &config.relays);
         }
     }
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
