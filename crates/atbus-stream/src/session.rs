@@ -127,7 +127,14 @@ pub struct Session {
     recv_streams: BTreeMap<i64, RecvStream>,
     closed_recv: BTreeSet<i64>,
     closed_send: BTreeSet<i64>,
+    /// Streams whose acknowledgement goes out on the next `poll_transmit` (credit grants, a
+    /// ping's refresh).
     stream_acks_pending: BTreeSet<i64>,
+    /// Streams that received data since their last acknowledgement: acknowledged with the next
+    /// path acknowledgement, or alone at `stream_ack_deadline`.
+    stream_acks_owed: BTreeSet<i64>,
+    /// When owed stream acknowledgements go out even if no path acknowledgement does.
+    stream_ack_deadline: Option<Instant>,
     stream_stats: BTreeMap<i64, StreamStats>,
     /// Peer's session credit and what we committed of it.
     peer_max_session_data: u64,
@@ -169,6 +176,8 @@ impl Session {
             closed_recv: BTreeSet::new(),
             closed_send: BTreeSet::new(),
             stream_acks_pending: BTreeSet::new(),
+            stream_acks_owed: BTreeSet::new(),
+            stream_ack_deadline: None,
             stream_stats: BTreeMap::new(),
             session_data_sent: 0,
             session_data_read: 0,
@@ -569,13 +578,18 @@ impl Session {
             Some(Delivery::Skipped { len, .. }) => stats.bytes_skipped += len,
             None => {}
         }
-        // Grant credit once a quarter window was read, and whenever the reader has drained the
-        // stream: a message is readable only when complete, so a large one that the last grant
-        // cut short would otherwise never finish.
+        // Grant credit once a quarter window was read, and when the reader has drained what is
+        // readable while part of a message waits: a message is readable only when complete, so
+        // a large one that the last grant cut short would otherwise never finish. (Data of such
+        // a message that arrives after this read is granted for on arrival, in
+        // `on_stream_data`.) A drained stream with nothing buffered needs no grant yet: the
+        // sender stops only at the credit edge, and reading up to it passes the quarter mark.
         let window = self.config.stream_receive_window;
         let target = stream.reasm.read_offset() + window;
         if target >= stream.advertised + window / 4
-            || (delivery.is_none() && target > stream.advertised)
+            || (delivery.is_none()
+                && target > stream.advertised
+                && stream.reasm.received_max() > stream.reasm.read_offset())
         {
             stream.advertised = target;
             self.stream_acks_pending.insert(stream_id);
@@ -601,6 +615,11 @@ impl Session {
     /// first) and says which path it goes on.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
+        // One path (the common case): no order to work out, nothing to allocate.
+        if self.paths.len() == 1 {
+            let id = *self.paths.keys().next()?;
+            return self.transmit_on(now, id, buf);
+        }
         // Min-RTT scheduling: the path with the lowest smoothed RTT fills first; data spills
         // to the next when its window or pacer is full.
         let mut ids: Vec<(std::time::Duration, PathId)> = self
@@ -609,19 +628,23 @@ impl Session {
             .map(|p| (p.rtt.smoothed(), p.id))
             .collect();
         ids.sort_unstable();
-        for (_, id) in ids {
-            self.fill(now, id, buf);
-            if !buf.is_empty() {
-                self.last_path = Some(id);
-                let p = self.paths.get_mut(&id)?;
-                p.stats.bytes_sent += buf.len() as u64;
-                return Some(Transmit {
-                    path: id,
-                    size: buf.len(),
-                });
-            }
+        ids.into_iter()
+            .find_map(|(_, id)| self.transmit_on(now, id, buf))
+    }
+
+    /// Fills `buf` for path `id`; the transmit if anything went in.
+    fn transmit_on(&mut self, now: Instant, id: PathId, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.fill(now, id, buf);
+        if buf.is_empty() {
+            return None;
         }
-        None
+        self.last_path = Some(id);
+        let p = self.paths.get_mut(&id)?;
+        p.stats.bytes_sent += buf.len() as u64;
+        Some(Transmit {
+            path: id,
+            size: buf.len(),
+        })
     }
 
     /// When `handle_timeout` should be called next.
@@ -649,6 +672,9 @@ impl Session {
             if let Some(d) = acks.ack_deadline {
                 at(d);
             }
+        }
+        if let Some(d) = self.stream_ack_deadline {
+            at(d);
         }
         t
     }
@@ -748,23 +774,29 @@ impl Session {
             }
         }
 
-        // Acknowledgements: peer path spaces that arrived here (or anywhere, if due).
-        let due: Vec<i64> = self
-            .peer_paths
-            .iter()
-            .filter(|(_, a)| {
-                a.needs_ack(now) && (a.via == Some(id) || a.via.is_none() || a.ack_now)
-            })
-            .map(|(&k, _)| k)
-            .collect();
-        for peer_path in due {
-            if buf.len() + 512 > total_limit {
+        // Acknowledgements: peer path spaces that arrived here (or anywhere, if due), found
+        // one after the other (building an ack clears its space's due state).
+        let mut from = i64::MIN;
+        while buf.len() + 512 <= total_limit {
+            let Some(peer_path) = self
+                .peer_paths
+                .range(from..)
+                .find(|(_, a)| {
+                    a.needs_ack(now) && (a.via == Some(id) || a.via.is_none() || a.ack_now)
+                })
+                .map(|(&k, _)| k)
+            else {
                 break;
-            }
+            };
             let ack = self.build_ack(now, Some(peer_path), package_limit - self.overhead(&config));
             self.push_frame(Body::Acknowledge(ack), buf);
+            let Some(next) = peer_path.checked_add(1) else {
+                break;
+            };
+            from = next;
         }
-        if (!self.stream_acks_pending.is_empty() || self.session_credit_pending)
+        let owed_due = self.stream_ack_deadline.is_some_and(|d| d <= now);
+        if (!self.stream_acks_pending.is_empty() || self.session_credit_pending || owed_due)
             && buf.len() + 512 <= total_limit
         {
             let ack = self.build_ack(now, None, package_limit - self.overhead(&config));
@@ -902,27 +934,42 @@ impl Session {
         // Highest priority first; round robin among equal priorities, starting after the stream
         // served last.
         let last = self.last_stream;
-        let mut ids: Vec<(i32, bool, i64)> = self
+        let mut wanting = self
             .send_streams
             .iter()
             .filter(|(_, s)| s.wants_to_send())
-            .map(|(&id, s)| (-s.priority, id <= last, id))
-            .collect();
+            .map(|(&id, s)| (-s.priority, id <= last, id));
+        // Nothing or one stream to serve (the common cases): no order to work out.
+        let first = wanting.next()?;
+        let Some(second) = wanting.next() else {
+            return self.chunk_of(first.2, budget, whole, path, others_usable);
+        };
+        let mut ids = vec![first, second];
+        ids.extend(wanting);
         ids.sort_unstable();
-        for (_, _, id) in ids {
-            let mut credit = self
-                .peer_max_session_data
-                .saturating_sub(self.session_data_sent);
-            let before = credit;
-            let stream = self.send_streams.get_mut(&id)?;
-            let avoid = others_usable && stream.last_lost_path == Some(path);
-            if let Some(chunk) = stream.next_chunk(budget, whole, &mut credit, avoid) {
-                self.session_data_sent += before - credit;
-                self.last_stream = id;
-                return Some((id, chunk));
-            }
-        }
-        None
+        ids.into_iter()
+            .find_map(|(_, _, id)| self.chunk_of(id, budget, whole, path, others_usable))
+    }
+
+    /// Cuts stream `id`'s next chunk, if it has one within the credit left.
+    fn chunk_of(
+        &mut self,
+        id: i64,
+        budget: usize,
+        whole: Option<usize>,
+        path: PathId,
+        others_usable: bool,
+    ) -> Option<(i64, crate::send::Chunk)> {
+        let mut credit = self
+            .peer_max_session_data
+            .saturating_sub(self.session_data_sent);
+        let before = credit;
+        let stream = self.send_streams.get_mut(&id)?;
+        let avoid = others_usable && stream.last_lost_path == Some(path);
+        let chunk = stream.next_chunk(budget, whole, &mut credit, avoid)?;
+        self.session_data_sent += before - credit;
+        self.last_stream = id;
+        Some((id, chunk))
     }
 
     fn flight_window(&self, p: &Path) -> usize {
@@ -964,12 +1011,16 @@ impl Session {
                 a.unacked_eliciting = 0;
             }
         }
-        let pending: Vec<i64> = self.stream_acks_pending.iter().copied().collect();
-        for stream_id in pending {
-            if used + 56 > budget {
+        // Every stream owed an acknowledgement rides along, urgent ones first.
+        while used + 56 <= budget {
+            let Some(stream_id) = self
+                .stream_acks_pending
+                .pop_first()
+                .or_else(|| self.stream_acks_owed.pop_first())
+            else {
                 break;
-            }
-            self.stream_acks_pending.remove(&stream_id);
+            };
+            self.stream_acks_owed.remove(&stream_id);
             let Some(s) = self.recv_streams.get(&stream_id) else {
                 continue;
             };
@@ -985,6 +1036,9 @@ impl Session {
         if self.session_credit_pending || !ack.streams.is_empty() {
             ack.max_session_data = self.advertised_session_data as i64;
             self.session_credit_pending = false;
+        }
+        if self.stream_acks_owed.is_empty() {
+            self.stream_ack_deadline = None;
         }
         ack
     }
@@ -1069,6 +1123,14 @@ impl Session {
         }
         if acks.ack_deadline.is_none() {
             acks.ack_deadline = Some(now + self.config.max_ack_delay);
+        }
+        if !self.stream_acks_owed.is_empty() {
+            if self.config.no_delay {
+                self.stream_acks_pending
+                    .extend(std::mem::take(&mut self.stream_acks_owed));
+            } else if self.stream_ack_deadline.is_none() {
+                self.stream_ack_deadline = Some(now + self.config.max_ack_delay);
+            }
         }
         Ok(())
     }
@@ -1173,7 +1235,20 @@ impl Session {
                 final_size: offset,
             });
         }
-        self.stream_acks_pending.insert(stream_id);
+        // Acknowledged with the next path acknowledgement (at most `max_ack_delay` away): the
+        // sender's buffer and loss state wait on it, nothing else does.
+        self.stream_acks_owed.insert(stream_id);
+        // Part of a message arrived that the reader cannot take until more credit is granted:
+        // the reader already drained what was readable, so grant now (see `read`).
+        let window = self.config.stream_receive_window;
+        let target = stream.reasm.read_offset() + window;
+        if !stream.reasm.is_readable()
+            && target > stream.advertised
+            && stream.reasm.received_max() > stream.reasm.read_offset()
+        {
+            stream.advertised = target;
+            self.stream_acks_pending.insert(stream_id);
+        }
         if stream.reasm.is_readable() && !stream.readable_reported {
             stream.readable_reported = true;
             self.events.push_back(Event::StreamReadable { stream_id });
