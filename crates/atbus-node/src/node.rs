@@ -617,6 +617,15 @@ impl Node {
             }
         }
         let wire_len = package.wire_len;
+        // Session links: the head is checked in place and not decoded (the session never reads
+        // it); anything unusual takes the full decode below.
+        if let LinkState::Established { peer, .. } = &l.state {
+            if let Some(rest) = crate::routed::session_frame_rest(&package.frame, peer) {
+                let frame = atbus_frame::decode_frame(rest)?;
+                self.route_frame(now, link, frame, wire_len);
+                return Ok(());
+            }
+        }
         match package.into_frame() {
             Ok(frame) => {
                 self.route_frame(now, link, frame, wire_len);

@@ -188,6 +188,81 @@ pub fn inspect_frame(frame: &[u8]) -> Result<FrameOutline, RawFrameError> {
     })
 }
 
+/// The fields after the head of a frame from an established session link, when the head is in
+/// the plain shape and names `peer` (or no one) as its source: the head is checked in place,
+/// without decoding it into owned strings, because the session never reads it.
+///
+/// `None` when the frame is anything else (a head that is not the first field, appears twice,
+/// has a field of the wrong wire type or text that is not UTF-8, names another source, or a top
+/// level that does not walk): the caller then decodes the whole frame as before, which reports
+/// the same errors and the same foreign source.
+pub(crate) fn session_frame_rest(frame: &Bytes, peer: &str) -> Option<Bytes> {
+    let mut head: Option<(usize, usize, usize)> = None;
+    let mut heads = 0;
+    walk(frame, |number, start, value_start, end| {
+        if number == 1 {
+            heads += 1;
+            head = Some((start, value_start, end));
+        }
+        Ok(())
+    })
+    .ok()?;
+    let Some((start, value_start, end)) = head else {
+        return Some(frame.clone());
+    };
+    // Field 1, length-delimited, first and only once.
+    if heads != 1 || start != 0 || frame.first() != Some(&0x0a) {
+        return None;
+    }
+    let source = plain_head_source(frame.get(value_start..end)?)?;
+    if !source.is_empty() && source != peer.as_bytes() {
+        return None;
+    }
+    Some(frame.slice(end..))
+}
+
+/// The `source` of an encoded `message_head` whose fields all have the wire types protobuf
+/// decoding accepts and whose strings are UTF-8; `None` otherwise.
+fn plain_head_source(head: &[u8]) -> Option<&[u8]> {
+    let mut source: &[u8] = &[];
+    let mut pos = 0;
+    while pos < head.len() {
+        let key = read_varint(head, &mut pos).ok()?;
+        let number = key >> 3;
+        match (number, key & 7) {
+            (0, _) => return None,
+            // source, destination, forward_for_source: strings.
+            (1..=3, 2) => {
+                let len = usize::try_from(read_varint(head, &mut pos).ok()?).ok()?;
+                let value = head.get(pos..pos.checked_add(len)?)?;
+                std::str::from_utf8(value).ok()?;
+                if number == 1 {
+                    // Protobuf: the last occurrence wins.
+                    source = value;
+                }
+                pos += len;
+            }
+            // forward_for_connection_id, hop_count: varints.
+            (4 | 5, 0) => {
+                read_varint(head, &mut pos).ok()?;
+            }
+            (1..=5, _) => return None,
+            // Unknown fields are skipped, as protobuf decoding does.
+            (_, 0) => {
+                read_varint(head, &mut pos).ok()?;
+            }
+            (_, 1) => pos = pos.checked_add(8).filter(|&e| e <= head.len())?,
+            (_, 5) => pos = pos.checked_add(4).filter(|&e| e <= head.len())?,
+            (_, 2) => {
+                let len = usize::try_from(read_varint(head, &mut pos).ok()?).ok()?;
+                pos = pos.checked_add(len).filter(|&e| e <= head.len())?;
+            }
+            _ => return None,
+        }
+    }
+    Some(source)
+}
+
 /// Size of the package [`write_package_with_head`] writes.
 pub fn package_len_with_head(frame: &[u8], head: &MessageHead) -> Result<usize, RawFrameError> {
     let outline = inspect_frame(frame)?;
@@ -337,6 +412,64 @@ mod tests {
         let mut decoder = atbus_frame::StreamDecoder::new(FrameLimits::default());
         decoder.feed(&out);
         assert_eq!(decoder.next_frame().unwrap().unwrap(), frame(Some(head)));
+    }
+
+    #[test]
+    fn session_frames_skip_a_plain_head_of_the_peer() {
+        let head = |source: &str| MessageHead {
+            source: source.into(),
+            destination: "b".into(),
+            hop_count: 2,
+            ..MessageHead::default()
+        };
+        let body_only = frame(None).encode_to_vec();
+        for source in ["a", ""] {
+            let bytes = Bytes::from(frame(Some(head(source))).encode_to_vec());
+            let rest = session_frame_rest(&bytes, "a").expect("plain head");
+            assert_eq!(rest[..], body_only[..]);
+        }
+        // No head at all: the frame as it is.
+        let bare = Bytes::from(body_only.clone());
+        assert_eq!(session_frame_rest(&bare, "a"), Some(bare.clone()));
+        // Another source, a head after the body, two heads, a string field sent as a varint,
+        // text that is not UTF-8, and a top level that does not walk: the full decode decides.
+        let other = Bytes::from(frame(Some(head("c"))).encode_to_vec());
+        assert_eq!(session_frame_rest(&other, "a"), None);
+        let mut late = body_only.clone();
+        late.extend_from_slice(&[0x0a, 3, 0x0a, 1, b'a']);
+        assert_eq!(session_frame_rest(&Bytes::from(late), "a"), None);
+        let mut twice = vec![0x0a, 0, 0x0a, 0];
+        twice.extend_from_slice(&body_only);
+        assert_eq!(session_frame_rest(&Bytes::from(twice), "a"), None);
+        for bad_head in [&[0x08, 1][..], &[0x12, 1, 0xff], &[0x0a, 5, b'a']] {
+            let mut f = vec![0x0a, bad_head.len() as u8];
+            f.extend_from_slice(bad_head);
+            f.extend_from_slice(&body_only);
+            assert_eq!(
+                session_frame_rest(&Bytes::from(f), "a"),
+                None,
+                "{bad_head:?}"
+            );
+        }
+        assert_eq!(
+            session_frame_rest(&Bytes::from_static(&[0x0a, 5, 1]), "a"),
+            None
+        );
+        // Unknown head fields of every wire type are skipped, as protobuf does.
+        let mut f = vec![0x0a, 0];
+        let unknown = [
+            0x30, 1, 0x39, 0, 0, 0, 0, 0, 0, 0, 0, 0x42, 1, 0, 0x4d, 0, 0, 0, 0,
+        ];
+        f[1] = (unknown.len() + 3) as u8;
+        f.extend_from_slice(&[0x0a, 1, b'a']);
+        f.extend_from_slice(&unknown);
+        f.extend_from_slice(&body_only);
+        let rest = session_frame_rest(&Bytes::from(f.clone()), "a").expect("unknown fields");
+        assert_eq!(rest[..], body_only[..]);
+        // What the fast path accepts, protobuf decodes to the same body.
+        let full = FrameMessage::decode(&f[..]).unwrap();
+        assert_eq!(full.head.map(|h| h.source), Some("a".into()));
+        assert_eq!(FrameMessage::decode(rest).unwrap().body, full.body);
     }
 
     #[test]
