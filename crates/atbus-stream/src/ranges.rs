@@ -40,6 +40,14 @@ impl RangeSet {
                 if e >= end {
                     return 0;
                 }
+                // The common case (the next packet number, the next acknowledged bytes): the
+                // range only extends its predecessor, in place.
+                if self.map.range(e..=end).next().is_none() {
+                    if let Some(v) = self.map.get_mut(&s) {
+                        *v = end;
+                    }
+                    return end - e;
+                }
                 covered += e - start;
                 start = s;
                 self.map.remove(&s);

@@ -615,6 +615,9 @@ impl Session {
     /// first) and says which path it goes on.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
+        if !self.has_output(now) {
+            return None;
+        }
         // One path (the common case): no order to work out, nothing to allocate.
         if self.paths.len() == 1 {
             let id = *self.paths.keys().next()?;
@@ -645,6 +648,27 @@ impl Session {
             path: id,
             size: buf.len(),
         })
+    }
+
+    /// Whether [`Session::poll_transmit`] may have something to write at `now`: a cheap test
+    /// that looks at flags and the paths' and streams' states without building anything.
+    /// `false` means `poll_transmit` would write nothing and change nothing; `true` may still
+    /// end in `None` (for example when a window or the pacer holds data back).
+    pub fn has_output(&self, now: Instant) -> bool {
+        matches!(self.state, State::Closed { .. })
+            || !self.stream_acks_pending.is_empty()
+            || self.session_credit_pending
+            || self.stream_ack_deadline.is_some_and(|d| d <= now)
+            || self
+                .paths
+                .values()
+                .any(|p| p.pong_due.is_some() || p.next_ping <= now)
+            || self.peer_paths.values().any(|a| a.needs_ack(now))
+            // A stream waiting for credit may make `poll_transmit` schedule a credit probe.
+            || self
+                .send_streams
+                .values()
+                .any(|s| s.wants_to_send() || s.credit_blocked())
     }
 
     /// When `handle_timeout` should be called next.
