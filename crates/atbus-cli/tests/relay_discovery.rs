@@ -413,3 +413,103 @@ fn a_selector_target_is_one_node_chosen_by_rendezvous_hashing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const NODES_TOKEN: &str = "nodes:a-secret-every-node-holds";
+const RELAYS_TOKEN: &str = "relays:a-secret-only-relays-hold";
+
+#[test]
+fn a_relay_matching_the_selector_is_trusted_only_with_a_relay_key() {
+    let etcd = Etcd::start();
+    let spec = etcd.spec();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("relay2.toml");
+    std::fs::write(&config, "name = \"relay2\"\nrelay_key_ids = [\"relays\"]\n").expect("write");
+    let config = config.to_str().expect("utf-8 path");
+    let relay2 = start_relay(
+        &spec,
+        "relay2",
+        "ns2",
+        &[
+            "--config",
+            config,
+            "--token",
+            NODES_TOKEN,
+            "--token",
+            RELAYS_TOKEN,
+        ],
+    );
+    // Both ns1 relays match `kind=relay`; only relay-good dials with the relays' key.
+    let good = start_relay(
+        &spec,
+        "relay-good",
+        "ns1",
+        &["--token", RELAYS_TOKEN, "--token", NODES_TOKEN],
+    );
+    let bad = start_relay(&spec, "relay-bad", "ns1", &["--token", NODES_TOKEN]);
+    let _b = start_echo(
+        &spec,
+        "b",
+        "ns2",
+        &["--advertise-relay", "relay2", "--token", NODES_TOKEN],
+    );
+    let relay_links = "atbus_relay_links{relay=\"RELAY\",peer_kind=\"relay\"}";
+    let node_links = "atbus_relay_links{relay=\"RELAY\",peer_kind=\"node\"}";
+    wait_for(
+        "both ns1 relays linked to relay2, b too",
+        Duration::from_secs(10),
+        || {
+            good.metric(relay_links) >= 1
+                && bad.metric(relay_links) >= 1
+                && relay2.metric(relay_links) + relay2.metric(node_links) >= 3
+        },
+    );
+    // relay2 trusts relay-good only: relay-bad's link counts as a plain node's.
+    assert_eq!(relay2.metric(relay_links), 1);
+    assert_eq!(relay2.metric(node_links), 2, "b and relay-bad");
+
+    let report = send(
+        &spec,
+        "a-good",
+        &[
+            "--to",
+            "b",
+            "--upstream-relay",
+            "relay-good",
+            "--token",
+            NODES_TOKEN,
+        ],
+    );
+    assert_eq!(report["first_hop"], "relay-good", "{report}");
+
+    let forged = "atbus_relay_frames_dropped_total{relay=\"RELAY\",reason=\"forged_source\"}";
+    assert_eq!(relay2.metric(forged), 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args([
+            "send",
+            "--name",
+            "a-bad",
+            "--namespace",
+            "ns1",
+            "--discovery",
+            &spec,
+        ])
+        .args([
+            "--to",
+            "b",
+            "--upstream-relay",
+            "relay-bad",
+            "--token",
+            NODES_TOKEN,
+        ])
+        .args(["--count", "10", "--timeout", "3", "--json"])
+        .env_remove("ATBUS_TOKEN")
+        .output()
+        .expect("run atbus send");
+    assert_eq!(out.status.code(), Some(1), "nothing gets through relay-bad");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON line");
+    assert_eq!(report["first_hop"], "relay-bad", "{report}");
+    assert_eq!(report["received"], 0, "{report}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(relay2.metric(forged) > 0, "relay2 refused a-bad's frames");
+}
