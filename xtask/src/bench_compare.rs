@@ -66,11 +66,11 @@ pub(crate) fn bench_compare(root: &Path, args: &[String]) -> Result<()> {
     let manifest = root.join("benches/compare/Cargo.toml");
     let img = root.join("docs/img");
     let load_before = load_average();
-    let started = std::time::Instant::now();
     let mut build = cargo(root);
     build.args(["build", "--release", "--manifest-path"]);
     build.arg(&manifest);
     run(build)?;
+    let started = std::time::Instant::now();
 
     let mut loopback = compare(root, &manifest, "loopback");
     if o.quick {
