@@ -400,6 +400,22 @@ fn a_selector_target_is_one_node_chosen_by_rendezvous_hashing() {
         let first_hop = if expected == "c" { "c" } else { "relay1" };
         assert_eq!(report["first_hop"], first_hop, "{report}");
     }
+    // A sender that advertises a relay registers its record for the run (relays may then
+    // route answers by it) and removes it at the end.
+    let report = send(
+        &spec,
+        "a-adv",
+        &[
+            "--to",
+            "b",
+            "--upstream-relay",
+            "relay1",
+            "--advertise-relay",
+            "relay1",
+        ],
+    );
+    assert_eq!(report["first_hop"], "relay1", "{report}");
+    assert!(records(&spec).iter().all(|r| r.name != "a-adv"));
     // A selector nothing matches is an error naming it.
     let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
         .args(["send", "--name", "nobody", "--discovery", &spec])
