@@ -135,13 +135,18 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     run_via(options, None)
 }
 
-/// As [`run`]; with `relay`, `options.connect` is that relay (trusted as one) and the
-/// messages to `options.to` go through it.
+/// As [`run`]; with `relay`, `options.connect` is that relay (trusted as one, and redialled
+/// with backoff when its link drops) and the messages to `options.to` go through it.
 pub fn run_via(options: &Options, relay: Option<&str>) -> anyhow::Result<Report> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.relays = relay.map(str::to_owned).into_iter().collect();
+    if relay.is_some() {
+        config.connect = vec![options.connect.to_string()];
+    }
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
-    driver.connect(&options.connect)?;
+    if relay.is_none() {
+        driver.connect(&options.connect)?;
+    }
     if let Some(relay) = relay {
         driver
             .node_mut()
@@ -159,8 +164,15 @@ pub fn exchange(driver: &mut NodeDriver, options: &Options) -> anyhow::Result<Re
     exchange_via(driver, options, None)
 }
 
+/// How long a relayed exchange rides out a relay outage (its link lost and being redialled, or
+/// the relay unable to forward yet) with no echo arriving before it gives up.
+pub const RELAY_OUTAGE: Duration = Duration::from_secs(10);
+
 /// As [`exchange`], with `options.to` reached through `relay` (already routed with
 /// `Node::route_via_relay`): sends start at once and wait in the session for the relay link.
+/// Once the relay link was up, losing it, failing to redial it or a `forward_error` after the
+/// first echo is an outage, not an error: the sessions retransmit over the next relay link; it
+/// becomes the error only when no echo arrives for [`RELAY_OUTAGE`].
 pub fn exchange_via(
     driver: &mut NodeDriver,
     options: &Options,
@@ -177,6 +189,9 @@ pub fn exchange_via(
     let deadline = Instant::now() + options.timeout;
     let mut started: Option<Instant> = up.then(Instant::now);
     let mut finished: Option<Instant> = None;
+    // Relayed: whether the relay link was ever up, and an outage in progress (since, why).
+    let mut relay_seen = false;
+    let mut outage: Option<(Instant, String)> = None;
     let bar = if options.progress {
         let bar = indicatif::ProgressBar::new(options.count);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -217,7 +232,12 @@ pub fn exchange_via(
                 .reason
                 .error()
                 .map_or_else(|| format!("{:?}", failure.reason), ToString::to_string);
-            error = Some(format!("cannot connect to {}: {why}", failure.url));
+            let why = format!("cannot connect to {}: {why}", failure.url);
+            if relay_seen {
+                outage.get_or_insert_with(|| (Instant::now(), why));
+            } else {
+                error = Some(why);
+            }
         }
         while let Some(event) = driver.poll_event() {
             match event {
@@ -226,6 +246,7 @@ pub fn exchange_via(
                     started.get_or_insert_with(Instant::now);
                 }
                 NodeEvent::LinkAccepted { peer, .. } if Some(peer.as_str()) == relay => {
+                    relay_seen = true;
                     started.get_or_insert_with(Instant::now);
                 }
                 NodeEvent::PeerUp { peer, .. } if Some(peer.as_str()) == relay => {}
@@ -236,15 +257,25 @@ pub fn exchange_via(
                     message,
                     ..
                 } => {
-                    error = Some(format!(
+                    let why = format!(
                         "relay {by:?} cannot forward to {destination:?}: {code:?} {message}"
-                    ));
+                    );
+                    if received > 0 {
+                        outage.get_or_insert_with(|| (Instant::now(), why));
+                    } else {
+                        error = Some(why);
+                    }
                 }
                 NodeEvent::PeerUp { peer, .. } => {
                     error = Some(format!("connected to node {peer:?}, not {:?}", options.to));
                 }
                 NodeEvent::LinkRejected { reason, .. } => {
                     error = Some(format!("link refused: {reason}"));
+                }
+                NodeEvent::PeerDown { peer } if relay.is_some() => {
+                    outage.get_or_insert_with(|| {
+                        (Instant::now(), format!("lost the relayed path to {peer:?}"))
+                    });
                 }
                 NodeEvent::PeerDown { peer } => {
                     error = Some(format!("lost the connection to {peer:?}"));
@@ -270,6 +301,7 @@ pub fn exchange_via(
                         match front {
                             Some((seq, at)) if matches(&pattern, seq, &m.data, options.verify) => {
                                 received += 1;
+                                outage = None;
                                 rtts.push(now.duration_since(at).as_micros() as u64);
                             }
                             _ => corrupted += 1,
@@ -278,6 +310,11 @@ pub fn exchange_via(
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Some((since, why)) = &outage {
+            if since.elapsed() >= RELAY_OUTAGE {
+                error = Some(format!("{why}; no echo for {RELAY_OUTAGE:?}"));
             }
         }
     }

@@ -1,0 +1,176 @@
+//! Real relay processes for the relay tests: start `atbus relay` on a given or free port, an
+//! echo `atbus node` linked to it, scrape its `/metrics`, read its memory from `/proc`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child if a test fails before it stopped it.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Guard {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+}
+
+/// One trimmed line of a child's standard output.
+pub fn line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read stdout");
+    line.trim().to_owned()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// A running relay: process, listen URL, metrics URL.
+pub struct RelayProc {
+    /// The process.
+    pub child: Guard,
+    /// Where nodes connect.
+    pub url: String,
+    /// `http://HOST:PORT/metrics`.
+    pub metrics: String,
+}
+
+/// Starts `atbus relay --name NAME --listen LISTEN --metrics-listen 127.0.0.1:0 EXTRA…`; `None`
+/// when it exited before printing its addresses (the port was taken, for instance).
+pub fn try_start_relay(name: &str, listen: &str, extra: &[&str]) -> Option<RelayProc> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["relay", "--name", name, "--listen", listen])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("ATBUS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start atbus relay");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let child = Guard(child);
+    let url = line(&mut out).strip_prefix("listening on ")?.to_owned();
+    let metrics = line(&mut out).strip_prefix("metrics on ")?.to_owned();
+    Some(RelayProc {
+        child,
+        url,
+        metrics,
+    })
+}
+
+/// As [`try_start_relay`], retried for up to 10 s (a port just released may still be bound).
+pub fn start_relay(name: &str, listen: &str, extra: &[&str]) -> RelayProc {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = try_start_relay(name, listen, extra) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay {name} does not start on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `atbus node --echo` linked to the relay `relay` at `relay_url` (redialled with backoff).
+pub fn start_echo(name: &str, relay: &str, relay_url: &str) -> Guard {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["node", "--name", name, "--echo"])
+        .args(["--listen", "tcp://127.0.0.1:0"])
+        .args(["--connect", relay_url, "--upstream-relay", relay])
+        .env_remove("ATBUS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start atbus node");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    assert!(line(&mut out).starts_with("listening on "));
+    Guard(child)
+}
+
+/// `GET /metrics` over a plain TCP connection; the body, or `None` when nobody answers.
+pub fn try_scrape(metrics_url: &str) -> Option<String> {
+    let rest = metrics_url
+        .strip_prefix("http://")?
+        .strip_suffix("/metrics")?;
+    let mut s = TcpStream::connect(rest).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// `GET /metrics`; panics when the endpoint does not answer.
+pub fn scrape(metrics_url: &str) -> String {
+    try_scrape(metrics_url).unwrap_or_else(|| panic!("no answer from {metrics_url}"))
+}
+
+/// The value of the sample `series` (name with labels) in a scrape.
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `atbus_relay_frames_forwarded_total` of relay `relay` in a scrape.
+pub fn forwarded(body: &str, relay: &str) -> u64 {
+    sample(
+        body,
+        &format!("atbus_relay_frames_forwarded_total{{relay=\"{relay}\"}}"),
+    )
+    .expect("the forwarded counter") as u64
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Sends SIGTERM and waits at most 20 s.
+pub fn terminate(child: &mut Guard) -> ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
