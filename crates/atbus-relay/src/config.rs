@@ -34,6 +34,9 @@ pub struct RelayConfig {
     pub max_queue_frames: usize,
     /// Most bytes one `poll_transmit` writes for a byte-stream link (default 64 KiB).
     pub max_transmit_bytes: usize,
+    /// Destinations with a queue delay series of their own (default 16); the others share one
+    /// series, `other`, so the metrics stay bounded with many links.
+    pub queue_delay_destinations: usize,
     /// At most one `forward_error` per (incoming link, destination, code) in this interval
     /// (default 100 ms), so a session retransmitting into a dead end does not flood its source.
     pub forward_error_interval: Duration,
@@ -62,6 +65,7 @@ impl RelayConfig {
             max_queue_bytes: 1024 * 1024,
             max_queue_frames: 4096,
             max_transmit_bytes: 64 * 1024,
+            queue_delay_destinations: 16,
             forward_error_interval: Duration::from_millis(100),
             max_forward_error_entries: 4096,
             learned_route_ttl: Duration::from_secs(60),

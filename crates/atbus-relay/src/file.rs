@@ -19,6 +19,7 @@
 //! max_transmit_bytes = 65536
 //! max_links = 1024
 //! forward_error_interval_ms = 100
+//! queue_delay_destinations = 16
 //!
 //! [[tokens]]                        # access tokens, as a node's
 //! key_id = "relays"
@@ -66,6 +67,7 @@ struct Limits {
     max_transmit_bytes: Option<usize>,
     max_links: Option<usize>,
     forward_error_interval_ms: Option<u64>,
+    queue_delay_destinations: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +116,9 @@ impl RelayConfig {
         if let Some(ms) = l.forward_error_interval_ms {
             config.forward_error_interval = Duration::from_millis(ms);
         }
+        if let Some(n) = l.queue_delay_destinations {
+            config.queue_delay_destinations = n;
+        }
         Ok(config)
     }
 }
@@ -140,6 +145,7 @@ mod tests {
             max_queue_frames = 16
             max_links = 10
             forward_error_interval_ms = 250
+            queue_delay_destinations = 3
             [[tokens]]
             key_id = "relays"
             secret = "at-least-sixteen-bytes"
@@ -159,6 +165,7 @@ mod tests {
         assert_eq!((c.max_queue_bytes, c.max_queue_frames), (2048, 16));
         assert_eq!(c.max_transmit_bytes, 64 * 1024, "default kept");
         assert_eq!(c.forward_error_interval, Duration::from_millis(250));
+        assert_eq!(c.queue_delay_destinations, 3);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rand_core::CryptoRng;
 
 use crate::config::RelayConfig;
 use crate::error::{DropReason, RelayError};
-use crate::metrics::{LinkMetrics, RelayMetrics};
+use crate::metrics::{LinkMetrics, QueueDelays, RelayMetrics};
 
 /// Something the owner of a relay may log or act on; pulled with [`Relay::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,8 @@ struct RelayLink {
     /// Largest package the link takes: its MTU (datagrams) or frame limit, and what the peer
     /// accepts.
     max_package: usize,
-    queue: VecDeque<Bytes>,
+    /// Packages and when each was queued (for the queue delay metric).
+    queue: VecDeque<(Bytes, Instant)>,
     queued_bytes: usize,
     blocked: bool,
     frames_in: u64,
@@ -82,6 +83,7 @@ pub struct Relay {
     links: BTreeMap<LinkId, RelayLink>,
     by_name: BTreeMap<String, BTreeSet<LinkId>>,
     metrics: RelayMetrics,
+    queue_delays: QueueDelays,
     events: VecDeque<RelayEvent>,
     /// Link served last by `poll_transmit` (round robin).
     cursor: Option<LinkId>,
@@ -122,6 +124,7 @@ impl Relay {
             max_frame_length: config.node.limits.max_frame_length,
         };
         let node = Node::new(config.node.clone(), now, rng)?;
+        let queue_delays = QueueDelays::new(config.queue_delay_destinations);
         Ok(Self {
             node,
             config,
@@ -129,6 +132,7 @@ impl Relay {
             links: BTreeMap::new(),
             by_name: BTreeMap::new(),
             metrics: RelayMetrics::default(),
+            queue_delays,
             events: VecDeque::new(),
             cursor: None,
             error_times: BTreeMap::new(),
@@ -157,6 +161,11 @@ impl Relay {
     /// Relay-wide counters.
     pub fn metrics(&self) -> &RelayMetrics {
         &self.metrics
+    }
+
+    /// How long frames waited in the outgoing queues, per destination (bounded series).
+    pub fn queue_delays(&self) -> &QueueDelays {
+        &self.queue_delays
     }
 
     /// Counters and queue depth of every authenticated link.
@@ -387,16 +396,21 @@ impl Relay {
         } else {
             max
         };
-        while let Some(p) = l.queue.front() {
+        let first = l.frames_out;
+        let delays = std::iter::from_fn(|| {
+            let (p, at) = l.queue.front()?;
             if !buf.is_empty() && buf.len() + p.len() > limit {
-                break;
+                return None;
             }
             buf.extend_from_slice(p);
+            let delay = now.saturating_duration_since(*at);
             l.queued_bytes -= p.len();
             l.queue.pop_front();
             l.frames_out += 1;
-            self.metrics.frames_forwarded += 1;
-        }
+            Some(delay)
+        });
+        self.queue_delays.record(now, &l.peer, delays);
+        self.metrics.frames_forwarded += l.frames_out - first;
         l.bytes_out += buf.len() as u64;
         self.metrics.bytes_forwarded += buf.len() as u64;
         Some((next, buf.len()))
@@ -582,7 +596,7 @@ impl Relay {
             &mut package,
         );
         match written {
-            Ok(_) => self.enqueue(egress, Bytes::from(package)),
+            Ok(_) => self.enqueue(now, egress, Bytes::from(package)),
             Err(_) => self.drop_frame(DropReason::TooLarge),
         }
     }
@@ -655,7 +669,7 @@ impl Relay {
             .insert(source.to_owned(), (relay.to_owned(), now));
     }
 
-    fn enqueue(&mut self, link: LinkId, package: Bytes) {
+    fn enqueue(&mut self, now: Instant, link: LinkId, package: Bytes) {
         let Some(l) = self.links.get_mut(&link) else {
             self.drop_frame(DropReason::LinkClosed);
             return;
@@ -674,7 +688,7 @@ impl Relay {
             return;
         }
         l.queued_bytes += package.len();
-        l.queue.push_back(package);
+        l.queue.push_back((package, now));
     }
 
     /// Queues a `forward_error` for the source of `head` back out the link the frame came in
@@ -725,7 +739,7 @@ impl Relay {
         let mut out = Vec::with_capacity(atbus_frame::encoded_len(&frame));
         if atbus_frame::encode(&frame, &self.frame_limits, &mut out).is_ok() {
             self.metrics.forward_errors_sent += 1;
-            self.enqueue(ingress, Bytes::from(out));
+            self.enqueue(now, ingress, Bytes::from(out));
         }
     }
 }

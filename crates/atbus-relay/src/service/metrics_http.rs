@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::{DropReason, LinkMetrics, Relay, RelayMetrics};
+use crate::{DelayHistogram, DropReason, LinkMetrics, QUEUE_DELAY_BOUNDS, Relay, RelayMetrics};
 
 /// Largest request head read (request line and headers).
 const MAX_REQUEST: usize = 8 * 1024;
@@ -30,6 +30,8 @@ pub struct MetricsSnapshot {
     pub metrics: RelayMetrics,
     /// Per link counters and queue depths.
     pub links: Vec<LinkMetrics>,
+    /// Queue delay histograms per destination (the busiest ones, then `other`).
+    pub queue_delays: Vec<(String, DelayHistogram)>,
 }
 
 impl MetricsSnapshot {
@@ -39,6 +41,7 @@ impl MetricsSnapshot {
             relay: relay.name().to_owned(),
             metrics: relay.metrics().clone(),
             links: relay.link_metrics(),
+            queue_delays: relay.queue_delays().series(),
         }
     }
 }
@@ -194,7 +197,37 @@ pub fn render_prometheus(snapshot: &MetricsSnapshot) -> String {
         "1 while the socket of the link pushes back.",
         &per_link(|l| u64::from(l.blocked)),
     );
+    render_queue_delays(&mut out, &relay, &snapshot.queue_delays);
     out
+}
+
+/// Seconds with enough digits for nanoseconds, without a trailing exponent.
+fn seconds(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// The `atbus_relay_queue_delay_seconds` histogram family, one series per destination.
+fn render_queue_delays(out: &mut String, relay: &str, series: &[(String, DelayHistogram)]) {
+    let name = "atbus_relay_queue_delay_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time a frame spent queued in the relay for its destination link \
+         (queued to handed to the socket), by destination: the busiest ones, then other."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (destination, h) in series {
+        let labels = format!("relay=\"{relay}\",destination=\"{}\"", escape(destination));
+        let cumulative = h.cumulative();
+        let les = QUEUE_DELAY_BOUNDS
+            .iter()
+            .map(ToString::to_string)
+            .chain(std::iter::once("+Inf".to_owned()));
+        for (le, n) in les.zip(cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", seconds(h.sum_ns));
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
 }
 
 /// Shared between the relay loop and the server thread.
@@ -422,6 +455,17 @@ mod tests {
                 dropped_queue_full: 6,
                 blocked: true,
             }],
+            queue_delays: {
+                let mut q = crate::QueueDelays::new(1);
+                let now = std::time::Instant::now();
+                q.record(
+                    now,
+                    "b",
+                    [Duration::from_micros(30), Duration::from_millis(2)],
+                );
+                q.record(now, "c", [Duration::from_secs(3)]);
+                q.series()
+            },
         });
         let reply = get(server.local_addr(), "GET /metrics HTTP/1.0\r\n\r\n");
         assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
@@ -443,12 +487,30 @@ mod tests {
             "atbus_relay_link_queued_bytes{relay=\"r\\\"1\",link=\"7\",peer=\"b\",peer_kind=\"node\"} 5\n"
         ));
         assert!(body.contains("atbus_relay_link_blocked{relay=\"r\\\"1\",link=\"7\",peer=\"b\",peer_kind=\"node\"} 1\n"));
-        // Every sample line is NAME{LABELS} VALUE with a TYPE line before its family.
+        let delay = "atbus_relay_queue_delay_seconds";
+        let b = "relay=\"r\\\"1\",destination=\"b\"";
+        for (le, n) in [("0.00001", 0), ("0.00005", 1), ("0.0025", 2), ("+Inf", 2)] {
+            let line = format!("{delay}_bucket{{{b},le=\"{le}\"}} {n}\n");
+            assert!(body.contains(&line), "{line}{body}");
+        }
+        assert!(body.contains(&format!("{delay}_sum{{{b}}} 0.002030000\n")));
+        assert!(body.contains(&format!("{delay}_count{{{b}}} 2\n")));
+        let other = "relay=\"r\\\"1\",destination=\"other\"";
+        assert!(body.contains(&format!("{delay}_bucket{{{other},le=\"1\"}} 0\n")));
+        assert!(body.contains(&format!("{delay}_bucket{{{other},le=\"+Inf\"}} 1\n")));
+        assert!(body.contains(&format!("{delay}_sum{{{other}}} 3.000000000\n")));
+        // Every sample line is NAME{LABELS} VALUE with a TYPE line before its family (a
+        // histogram's samples add _bucket, _sum, _count to its name).
         for line in body.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            value.parse::<u64>().unwrap();
+            assert!(value.parse::<f64>().unwrap() >= 0.0, "{line}");
             let name = series.split('{').next().unwrap();
-            assert!(body.contains(&format!("# TYPE {name} ")), "{line}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| body.contains(&format!("# TYPE {f} histogram")))
+                .unwrap_or(name);
+            assert!(body.contains(&format!("# TYPE {family} ")), "{line}");
         }
         let missing = get(server.local_addr(), "GET /other HTTP/1.0\r\n\r\n");
         assert!(missing.starts_with("HTTP/1.0 404 "), "{missing}");
