@@ -81,11 +81,18 @@ pub struct NodesReport {
     pub sent: u64,
     /// Messages whose echo matched byte for byte, exactly once, in order.
     pub verified: u64,
+    /// The relay part: two namespaces, a relay each.
+    pub relay: crate::demo_relay::RelayDemoReport,
 }
 
 impl NodesReport {
-    /// Whether every message of every exchange came back intact.
+    /// Whether every message of every exchange came back intact, the relay part's included.
     pub fn all_verified(&self) -> bool {
+        self.direct_verified() && self.relay.all_verified()
+    }
+
+    /// Whether every message of the exchanges between directly linked nodes came back intact.
+    fn direct_verified(&self) -> bool {
         self.sent > 0
             && self.verified == self.sent
             && self
@@ -96,7 +103,7 @@ impl NodesReport {
 }
 
 /// The echo node on its own thread; stopped (and its links closed) by [`EchoNode::stop`].
-struct EchoNode {
+pub(crate) struct EchoNode {
     stop: Arc<AtomicBool>,
     wake: atbus_transport_mio::TransportHandle,
     thread: Option<JoinHandle<anyhow::Result<u64>>>,
@@ -105,8 +112,11 @@ struct EchoNode {
 }
 
 impl EchoNode {
-    fn start(name: &str, listen: &[Url]) -> anyhow::Result<Self> {
-        let mut driver = NodeDriver::new(NodeConfig::new(name), TransportConfig::default())?;
+    /// Starts a node configured by `config` (its `connect` URLs are dialled and redialled)
+    /// that listens on `listen` and echoes every message.
+    pub(crate) fn start(config: NodeConfig, listen: &[Url]) -> anyhow::Result<Self> {
+        let name = config.name.clone();
+        let mut driver = NodeDriver::new(config, TransportConfig::default())?;
         let mut urls = Vec::new();
         for url in listen {
             urls.push(
@@ -147,7 +157,7 @@ impl EchoNode {
     }
 
     /// Stops the node; how many messages it echoed.
-    fn stop(mut self) -> anyhow::Result<u64> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.wake.wake();
         match self.thread.take().map(JoinHandle::join) {
@@ -220,7 +230,7 @@ pub fn run<W: Write>(out: &mut W) -> anyhow::Result<NodesReport> {
         "tcp://127.0.0.1:0".parse()?,
         "udp://127.0.0.1:0".parse()?,
     ];
-    let echo = EchoNode::start("echo", &listen)?;
+    let echo = EchoNode::start(NodeConfig::new("echo"), &listen)?;
     let [mem, unix_url, tcp, udp] = [0, 1, 2, 3].map(|i| echo.urls[i].clone());
     let phases: [(&str, &str, Vec<Url>); 5] = [
         ("mem", "client-mem", vec![mem]),
@@ -343,7 +353,11 @@ pub fn run<W: Write>(out: &mut W) -> anyhow::Result<NodesReport> {
         "  (client-mixed's two links are two paths of one session: the session picks a path per packet)"
     )?;
     writeln!(out)?;
-    let all = if report.all_verified() { "yes" } else { "NO" };
+    let all = if report.direct_verified() {
+        "yes"
+    } else {
+        "NO"
+    };
     writeln!(
         out,
         "  {}/{} messages verified (echo node echoed {echoed}): {all}",
@@ -351,5 +365,6 @@ pub fn run<W: Write>(out: &mut W) -> anyhow::Result<NodesReport> {
     )?;
     writeln!(out)?;
     out.flush()?;
+    report.relay = crate::demo_relay::run(out)?;
     Ok(report)
 }

@@ -25,6 +25,7 @@
 
 pub mod demo;
 pub mod demo_nodes;
+pub mod demo_relay;
 pub mod demo_session;
 pub mod discovery;
 pub mod inspect;

@@ -40,6 +40,80 @@ fn parse_row(line: &str) -> Option<Row> {
     })
 }
 
+/// A number in `line` right after `word`.
+fn number_after(line: &str, word: &str) -> Option<u64> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let i = fields.iter().position(|f| *f == word)?;
+    fields.get(i + 1)?.parse().ok()
+}
+
+/// The relay part: two namespaces, a relay each; every echo verified, the paths traced from
+/// the relays' counters go through both relays, and both relays forwarded frames.
+fn check_relay_part(stdout: &str) {
+    let start = stdout
+        .find("Part 1b: two namespaces, a relay each")
+        .unwrap_or_else(|| panic!("no relay part: {stdout}"));
+    let part = &stdout[start..];
+    let part = &part[..part.find("Part 2:").unwrap_or(part.len())];
+    let mut total = 0;
+    for (label, count) in [("stream", 3000u64), ("ping-pong", 300)] {
+        let row = part
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() >= 5 && f[0] == "a->b->a" && f[1] == label)
+            .unwrap_or_else(|| panic!("no relay row {label}: {part}"));
+        assert_eq!(row[2], format!("{count}/{count}"), "{label}: {part}");
+        assert!(
+            row[3].parse::<f64>().is_ok_and(|r| r > 0.0),
+            "{label}: {part}"
+        );
+        total += count;
+    }
+    for path in [
+        "flow a -> b: a -> relay-1 -> relay-2 -> b",
+        "flow b -> a: b -> relay-2 -> relay-1 -> a",
+    ] {
+        assert!(part.lines().any(|l| l.trim() == path), "{path}: {part}");
+    }
+    for (relay, ns, links) in [
+        ("relay-1", "ns1", ["a", "relay-2"]),
+        ("relay-2", "ns2", ["relay-1", "b"]),
+    ] {
+        let line = part
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{relay} ({ns}) forwarded "))
+            })
+            .unwrap_or_else(|| panic!("no counters of {relay}: {part}"));
+        let forwarded = number_after(line, "forwarded").expect("frames forwarded");
+        assert!(forwarded > 0, "{line}");
+        // Frames for a after it left (b's acknowledgements, pings) may be dropped.
+        assert!(number_after(line, "dropped").is_some(), "{line}");
+        for peer in links {
+            // "relay-1 link 3 -> relay-2  123 frames out  45 frames in"
+            let link = part
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f.len() >= 8 && f[0] == relay && f[1] == "link" && f[4] == peer)
+                .unwrap_or_else(|| panic!("no link {relay} -> {peer}: {part}"));
+            let out: u64 = link[5].parse().expect("frames out");
+            assert!(out > 0, "{relay} -> {peer} carried nothing: {part}");
+        }
+    }
+    let verdict = part
+        .lines()
+        .find(|l| l.contains("messages verified through two relays"))
+        .unwrap_or_else(|| panic!("no relay verdict: {part}"));
+    assert!(
+        verdict
+            .trim_start()
+            .starts_with(&format!("{total}/{total} messages")),
+        "{verdict}"
+    );
+    assert!(verdict.ends_with(": yes"), "{verdict}");
+}
+
 #[test]
 fn demo_runs_nodes_over_every_transport_and_verifies_every_message() {
     let out = atbus(&["demo"], b"");
@@ -129,6 +203,8 @@ fn demo_runs_nodes_over_every_transport_and_verifies_every_message() {
     );
     assert!(line.contains(&format!("echoed {total})")), "{line}");
     assert!(line.ends_with(": yes"), "{line}");
+
+    check_relay_part(stdout);
 
     // The simulated session follows; the dissection waits for --tour.
     assert!(stdout.contains("Part 2: one session, three paths at once"));
