@@ -134,9 +134,17 @@ fn check_package(input: &[u8], limits: &FrameLimits) -> Result<Option<(usize, us
 /// partial package beyond what the caller fed in one go and never reserves memory because a
 /// length field asked for it. After any error it refuses further use: a byte stream whose
 /// package boundaries are lost cannot be trusted again, so the link must be closed.
+///
+/// [`StreamDecoder::feed_bytes`] takes the read as `Bytes`: packages that lie whole inside it are
+/// handed out as slices of it, without a copy; only a package split between two reads is
+/// joined (copied) in the decoder's own buffer.
 #[derive(Debug)]
 pub struct StreamDecoder {
+    /// The start of a package split between reads (joined here), or bytes fed by slice.
     buf: BytesMut,
+    /// Bytes fed as `Bytes` and not yet consumed; empty whenever `buf` holds anything but a
+    /// package still being completed from it.
+    rest: Bytes,
     limits: FrameLimits,
     consumed: u64,
     failed: bool,
@@ -147,6 +155,7 @@ impl StreamDecoder {
     pub fn new(limits: FrameLimits) -> Self {
         Self {
             buf: BytesMut::new(),
+            rest: Bytes::new(),
             limits,
             consumed: 0,
             failed: false,
@@ -158,16 +167,40 @@ impl StreamDecoder {
         &self.limits
     }
 
-    /// Appends bytes read from the stream.
+    /// Appends bytes read from the stream (copied into the decoder's buffer).
     pub fn feed(&mut self, data: &[u8]) {
         if !self.failed {
+            self.settle_rest();
             self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Appends bytes read from the stream, keeping them where they are: whole packages inside
+    /// `data` come out of [`StreamDecoder::next_package`] as slices of it.
+    pub fn feed_bytes(&mut self, data: Bytes) {
+        if self.failed || data.is_empty() {
+            return;
+        }
+        if self.rest.is_empty() {
+            self.rest = data;
+        } else {
+            // Unconsumed bytes of an earlier feed: keep the stream in order.
+            self.settle_rest();
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
+    /// Moves unconsumed fed `Bytes` into the buffer, behind what it holds.
+    fn settle_rest(&mut self) {
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            self.buf.extend_from_slice(&rest);
         }
     }
 
     /// Bytes buffered and not yet returned as packages.
     pub fn buffered_len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.rest.len()
     }
 
     /// Stream offset of the next package (bytes consumed by returned packages so far).
@@ -182,8 +215,14 @@ impl StreamDecoder {
 
     /// Bytes still needed before the next package can be returned, if the header tells.
     pub fn bytes_needed(&self) -> Option<u64> {
-        match parse_header(&self.buf, &self.limits) {
-            Ok(Header::Incomplete(Some(total))) => Some(total - self.buf.len() as u64),
+        let buffered = self.buffered_len() as u64;
+        let header = if self.buf.is_empty() {
+            parse_header(&self.rest, &self.limits)
+        } else {
+            parse_header(&self.buf, &self.limits)
+        };
+        match header {
+            Ok(Header::Incomplete(Some(total))) => Some(total.saturating_sub(buffered)),
             _ => None,
         }
     }
@@ -192,6 +231,12 @@ impl StreamDecoder {
     pub fn next_package(&mut self) -> Result<Option<RawPackage>, FrameError> {
         if self.failed {
             return Err(FrameError::StreamFailed);
+        }
+        if self.buf.is_empty() {
+            return self.next_in_rest();
+        }
+        if !self.rest.is_empty() {
+            self.complete_from_rest();
         }
         let (header_len, frame_len) = match parse_header(&self.buf, &self.limits) {
             Ok(Header::Incomplete(_)) => return Ok(None),
@@ -216,6 +261,63 @@ impl StreamDecoder {
         }))
     }
 
+    /// The next package from the fed `Bytes` alone (nothing buffered before it): a slice of
+    /// them when whole; otherwise what is left moves to the buffer to wait for more.
+    fn next_in_rest(&mut self) -> Result<Option<RawPackage>, FrameError> {
+        let (header_len, frame_len) = match parse_header(&self.rest, &self.limits) {
+            Ok(Header::Incomplete(_)) => {
+                self.settle_rest();
+                return Ok(None);
+            }
+            Ok(Header::Complete {
+                header_len,
+                frame_len,
+            }) => (header_len, frame_len),
+            Err(err) => return Err(self.fail(err)),
+        };
+        let wire_len = header_len + frame_len + HASH_LEN;
+        if let Err(err) = check_hash(&self.rest[..wire_len]) {
+            return Err(self.fail(err));
+        }
+        // The last package of the read takes the `Bytes` over instead of sharing it.
+        let mut frame = if wire_len == self.rest.len() {
+            std::mem::take(&mut self.rest)
+        } else {
+            self.rest.split_to(wire_len)
+        };
+        frame.advance(header_len);
+        frame.truncate(frame_len);
+        self.consumed += wire_len as u64;
+        Ok(Some(RawPackage {
+            version: PACKAGE_VERSION,
+            frame,
+            wire_len,
+        }))
+    }
+
+    /// Copies from the fed `Bytes` only what the buffered partial package still lacks (its
+    /// header first, then the rest of it), so the packages after it stay slices of the read.
+    fn complete_from_rest(&mut self) {
+        // A header is at most two varints.
+        const MAX_HEADER: usize = 2 * crate::MAX_VARINT_LEN;
+        for _ in 0..2 {
+            let want = match parse_header(&self.buf, &self.limits) {
+                Ok(Header::Incomplete(Some(total))) => {
+                    usize::try_from(total).unwrap_or(usize::MAX) - self.buf.len()
+                }
+                Ok(Header::Incomplete(None)) => MAX_HEADER.saturating_sub(self.buf.len()).max(1),
+                // Complete, or an error that the caller reports.
+                _ => return,
+            };
+            let take = want.min(self.rest.len());
+            self.buf.extend_from_slice(&self.rest[..take]);
+            self.rest.advance(take);
+            if self.rest.is_empty() {
+                return;
+            }
+        }
+    }
+
     /// The next whole package, decoded. A protobuf error also fails the stream.
     pub fn next_frame(&mut self) -> Result<Option<FrameMessage>, FrameError> {
         let Some(package) = self.next_package()? else {
@@ -234,6 +336,7 @@ impl StreamDecoder {
     fn fail(&mut self, err: FrameError) -> FrameError {
         self.failed = true;
         self.buf = BytesMut::new();
+        self.rest = Bytes::new();
         err
     }
 }

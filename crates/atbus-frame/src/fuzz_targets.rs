@@ -5,9 +5,10 @@ use bytes::Bytes;
 
 use crate::{DatagramDecoder, FrameLimits, StreamDecoder, encode};
 
-/// Feeds `data` to a [`StreamDecoder`] in chunks whose sizes come from the first byte, checking
-/// that every frame that comes out re-encodes to a package that decodes to the same frame, and
-/// that a failed stream stays failed.
+/// Feeds `data` to a [`StreamDecoder`] in chunks whose sizes come from the first byte (its high
+/// bit: as shared `Bytes` rather than slices), checking that every frame that comes out
+/// re-encodes to a package that decodes to the same frame, and that a failed stream stays
+/// failed.
 pub fn stream_decoder(data: &[u8]) {
     let Some((&chunk_seed, input)) = data.split_first() else {
         return;
@@ -16,9 +17,17 @@ pub fn stream_decoder(data: &[u8]) {
         max_frame_length: 64 * 1024,
     };
     let chunk = usize::from(chunk_seed % 17) + 1;
+    // The high bit of the seed feeds the pieces as shared `Bytes` instead of slices.
+    let shared = chunk_seed & 0x80 != 0;
+    let input_bytes = Bytes::copy_from_slice(input);
     let mut decoder = StreamDecoder::new(limits);
-    for piece in input.chunks(chunk) {
-        decoder.feed(piece);
+    for (i, piece) in input.chunks(chunk).enumerate() {
+        if shared {
+            let start = i * chunk;
+            decoder.feed_bytes(input_bytes.slice(start..start + piece.len()));
+        } else {
+            decoder.feed(piece);
+        }
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {

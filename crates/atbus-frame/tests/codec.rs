@@ -259,6 +259,63 @@ fn decoding_from_bytes_shares_the_payload() {
     );
 }
 
+#[test]
+fn packages_whole_in_fed_bytes_share_them_and_split_ones_are_joined() {
+    let frame = |byte: u8| FrameMessage {
+        head: None,
+        body: Some(Body::Packet(atbus_proto::PacketData {
+            content: Bytes::from(vec![byte; 1000]),
+            ..Default::default()
+        })),
+    };
+    let content = |f: FrameMessage| match f.body {
+        Some(Body::Packet(p)) => p.content,
+        _ => panic!("packet expected"),
+    };
+    let mut stream = Vec::new();
+    for b in 1..=3 {
+        stream.extend(wire(&frame(b)));
+    }
+    let one = wire(&frame(1)).len();
+    // The first read ends inside the second package.
+    let first = Bytes::from(stream[..one + 10].to_vec());
+    let second = Bytes::from(stream[one + 10..].to_vec());
+    let mut decoder = StreamDecoder::new(FrameLimits::default());
+    decoder.feed_bytes(first.clone());
+    let got = content(decoder.next_frame().expect("valid").expect("whole"));
+    assert!(
+        first.as_ptr_range().contains(&got.as_ptr()),
+        "not a slice of the read"
+    );
+    assert_eq!(got, vec![1u8; 1000]);
+    assert_eq!(decoder.next_frame().expect("valid"), None);
+    assert_eq!(decoder.buffered_len(), 10);
+    assert_eq!(decoder.bytes_needed(), Some((one - 10) as u64));
+    decoder.feed_bytes(second.clone());
+    let joined = content(decoder.next_frame().expect("valid").expect("joined"));
+    assert_eq!(joined, vec![2u8; 1000]);
+    assert!(
+        !second.as_ptr_range().contains(&joined.as_ptr()),
+        "joined in the decoder"
+    );
+    let third = content(decoder.next_frame().expect("valid").expect("whole"));
+    assert_eq!(third, vec![3u8; 1000]);
+    assert!(
+        second.as_ptr_range().contains(&third.as_ptr()),
+        "not a slice of the read"
+    );
+    assert_eq!(decoder.next_frame().expect("valid"), None);
+    assert_eq!(decoder.position(), stream.len() as u64);
+    // Garbage fed as bytes fails the stream like garbage fed as a slice.
+    decoder.feed_bytes(Bytes::from_static(&[2, 0, 0, 0, 0, 0]));
+    assert!(matches!(
+        decoder.next_package(),
+        Err(FrameError::UnsupportedVersion { version: 2 })
+    ));
+    assert!(decoder.is_failed());
+    assert_eq!(decoder.buffered_len(), 0);
+}
+
 /// `packet` with the fields whose bit is set in `zero` set to 0 (proto3 leaves zeros out).
 fn with_zeros(mut packet: PacketData, zero: u8) -> PacketData {
     let bit = |i: u8| zero & (1 << i) != 0;
@@ -385,6 +442,44 @@ proptest! {
                 out.push(f);
             }
         }
+        prop_assert_eq!(out, frames);
+    }
+
+    #[test]
+    fn any_chunking_fed_as_bytes_or_slices_gives_the_same_frames(
+        frames in proptest::collection::vec(strategies::frame_message(512), 1..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        shared in proptest::collection::vec(any::<bool>(), 21),
+        drain in proptest::collection::vec(any::<bool>(), 21),
+    ) {
+        let mut bytes = Vec::new();
+        for f in &frames {
+            bytes.extend(wire(f));
+        }
+        let bytes = Bytes::from(bytes);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        let mut decoder = StreamDecoder::new(FrameLimits::default());
+        let mut out = Vec::new();
+        let mut fed = 0;
+        for (i, w) in points.windows(2).enumerate() {
+            if shared[i] {
+                decoder.feed_bytes(bytes.slice(w[0]..w[1]));
+            } else {
+                decoder.feed(&bytes[w[0]..w[1]]);
+            }
+            fed += w[1] - w[0];
+            // Pulling only now and then leaves fed bytes waiting behind new feeds.
+            if drain[i] || w[1] == bytes.len() {
+                while let Some(f) = decoder.next_frame().expect("valid stream") {
+                    out.push(f);
+                }
+            }
+            prop_assert_eq!(decoder.position() + decoder.buffered_len() as u64, fed as u64);
+        }
+        prop_assert_eq!(decoder.buffered_len(), 0);
         prop_assert_eq!(out, frames);
     }
 
