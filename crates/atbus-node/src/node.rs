@@ -269,7 +269,7 @@ impl Node {
         }
     }
 
-    /// Bytes read from a byte-stream link, in any split.
+    /// Bytes read from a byte-stream link, in any split (copied into the link's decoder).
     pub fn handle_link_bytes(&mut self, now: Instant, link: LinkId, bytes: &[u8]) {
         self.last_now = self.last_now.max(now);
         let Some(l) = self.links.get_mut(&link) else {
@@ -284,6 +284,30 @@ impl Node {
             return;
         };
         decoder.feed(bytes);
+        self.decode_stream(now, link);
+    }
+
+    /// Bytes read from a byte-stream link, in any split, as the transport handed them over:
+    /// packages that lie whole inside `data` are decoded where they are, and message data
+    /// delivered from them shares `data`'s buffer (no copy).
+    pub fn handle_link_read(&mut self, now: Instant, link: LinkId, data: Bytes) {
+        self.last_now = self.last_now.max(now);
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.is_closed() {
+            return;
+        }
+        let Some(decoder) = l.decoder.as_mut() else {
+            self.handle_datagram(now, link, data);
+            return;
+        };
+        decoder.feed_bytes(data);
+        self.decode_stream(now, link);
+    }
+
+    /// Routes every whole package the decoder of byte-stream `link` holds.
+    fn decode_stream(&mut self, now: Instant, link: LinkId) {
         while let Some(decoder) = self
             .links
             .get_mut(&link)

@@ -360,7 +360,7 @@ impl NodeDriver {
             }
             TransportEvent::Bytes { link, data } => {
                 if let Some(id) = self.node_link(link) {
-                    self.node.handle_link_bytes(now, id, &data);
+                    self.node.handle_link_read(now, id, data);
                 }
             }
             TransportEvent::Datagram { link, data } => {
