@@ -563,6 +563,7 @@ fn charts(out: &Results) -> Vec<(&'static str, svg::Chart)> {
                 log_x: true,
                 log_y: false,
                 series,
+                x_ticks: Vec::new(),
             },
         ));
     }
@@ -597,6 +598,10 @@ fn charts(out: &Results) -> Vec<(&'static str, svg::Chart)> {
                 log_x: true,
                 log_y: true,
                 series,
+                x_ticks: SWEEP_SIZES
+                    .iter()
+                    .map(|&n| (n as f64, size_label(n)))
+                    .collect(),
             },
         ));
     }
@@ -649,11 +654,12 @@ impl Cause {
                  (8 MiB windows change nothing) — docs/transport.md, What the profile shows"
             }
             Cause::HopCpu => {
-                "system calls already equal the raw ping-pong's plus one `epoll_wait` per side; \
-                 the gap is CPU per hop in atbus-node and atbus-stream: the session's send path \
-                 (≈ 22 400 instructions per round trip), decoding and routing in `route_package` \
-                 (≈ 14 500, mostly prost), `Session::handle_frame` (≈ 10 900) and allocation — \
-                 docs/transport.md, What the profile shows"
+                "per round trip one `epoll_wait` per side more than the blocking ping-pong, the \
+                 other system calls equal; the rest is CPU in atbus-node and atbus-stream, about \
+                 41 500 instructions per round trip: the session's send path (≈ 10 200, of which \
+                 encoding ≈ 4 000), `Session::handle_frame` (≈ 7 200), the node's and session's \
+                 `poll_timeout` (≈ 3 900), prost decoding of the bodies (≈ 3 100), the driver's \
+                 reads and allocation — docs/transport.md, the last before/after table"
             }
             Cause::RelayHop => {
                 "the relay adds a third process-side hop: its core spends ≈ 3 550 instructions \
@@ -868,7 +874,8 @@ fn section(p: &Params, families: &[Family], out: &Results) -> String {
     let _ = writeln!(
         w,
         "- atbus over other links (TCP table only, same client and echo code as the direct \
-         rows, default configurations): `udp://127.0.0.1`; `mem://` (both nodes in this \
+         rows, default configurations): `udp://127.0.0.1` (the default IPv4 datagram MTU of \
+         548 bytes, so a 64 KiB message is about 120 datagrams); `mem://` (both nodes in this \
          process); one session over two paths, `tcp://` and `unix://` to the same echo node; and \
          one relay hop: client and echo each linked over `tcp://` to an `atbus-relay` \
          `RelayDriver` (default `RelayConfig`) on its own thread, the client routing to the echo \
@@ -942,6 +949,15 @@ fn section(p: &Params, families: &[Family], out: &Results) -> String {
     s
 }
 
+/// "64 B", "4 KiB".
+fn size_label(size: usize) -> String {
+    if size >= 1024 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
 /// The message-size sweep as a table: one row per size, one column per contender.
 fn sweep_table(w: &mut String, p: &Params, out: &Results) {
     if out.sweep.is_empty() {
@@ -977,12 +993,7 @@ fn sweep_table(w: &mut String, p: &Params, out: &Results) {
         if cells.iter().all(|c| c == "–") {
             continue;
         }
-        let label = if size >= 1024 {
-            format!("{} KiB", size / 1024)
-        } else {
-            format!("{size} B")
-        };
-        let _ = writeln!(w, "| {label} | {} |", cells.join(" | "));
+        let _ = writeln!(w, "| {} | {} |", size_label(size), cells.join(" | "));
     }
     let _ = writeln!(w);
 }

@@ -961,6 +961,7 @@ pub fn chart(rows: &[UdpRow], sim: &[crate::report::RowFigures]) -> crate::svg::
         log_x: false,
         log_y: true,
         series,
+        x_ticks: Vec::new(),
     }
 }
 

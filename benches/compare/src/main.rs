@@ -80,10 +80,10 @@ struct LossyArgs {
     #[arg(long)]
     no_udp: bool,
     /// Real seconds of each bulk run over the proxy.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 10)]
     udp_bulk_secs: u64,
     /// Messages of each latency run over the proxy.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     udp_latency_messages: usize,
     /// Write the goodput-vs-loss plot (SVG) into this directory.
     #[arg(long)]

@@ -33,6 +33,8 @@ pub struct Chart {
     pub log_y: bool,
     /// The lines.
     pub series: Vec<Series>,
+    /// x-axis ticks (value, label) to draw instead of the automatic ones, when not empty.
+    pub x_ticks: Vec<(f64, String)>,
 }
 
 const WIDTH: f64 = 880.0;
@@ -190,7 +192,12 @@ pub fn render(c: &Chart) -> String {
         LEFT + pw / 2.0,
         escape(&c.title)
     );
-    for (v, text) in xa.ticks() {
+    let x_ticks = if c.x_ticks.is_empty() {
+        xa.ticks()
+    } else {
+        c.x_ticks.clone()
+    };
+    for (v, text) in x_ticks {
         let Some(f) = xa.frac(v).filter(|f| (-1e-9..=1.0 + 1e-9).contains(f)) else {
             continue;
         };
@@ -309,6 +316,7 @@ mod tests {
                     dashed: true,
                 },
             ],
+            x_ticks: Vec::new(),
         }
     }
 
@@ -325,6 +333,15 @@ mod tests {
         assert_eq!(s.matches("<circle").count(), 4);
         // Decades 1 … 100 000 on x (64 … 65 536 spans 10^1 … 10^5).
         assert!(s.contains(">100k</text>") && s.contains(">10</text>"));
+    }
+
+    #[test]
+    fn given_ticks_replace_the_automatic_ones() {
+        let mut c = chart(true);
+        c.x_ticks = vec![(64.0, "64 B".into()), (65536.0, "64 KiB".into())];
+        let s = render(&c);
+        assert!(s.contains(">64 B</text>") && s.contains(">64 KiB</text>"));
+        assert!(!s.contains(">100k</text>"));
     }
 
     #[test]
