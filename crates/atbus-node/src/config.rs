@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use atbus_auth::{AntiReplayConfig, StreamSet, TokenError, TokenKeyring};
 use atbus_discovery::validate;
 use atbus_stream::SessionConfig;
 
@@ -56,6 +57,112 @@ impl std::fmt::Debug for AccessToken {
             .finish()
     }
 }
+
+/// How this node authenticates the peers that open links to it (node-wide: every listener of
+/// the node applies the same policy; see `docs/security.md` §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Peers without credentials are accepted as open links; credentials a peer presents are
+    /// still verified.
+    None,
+    /// Every peer proves a credential (pre-shared access token or signed token) in the 1-RTT
+    /// handshake; 0-RTT early data is discarded (the client sends it again in the session).
+    OneRtt,
+    /// As [`AuthMode::OneRtt`], and a client's first flight may carry a 0-RTT proof and early
+    /// data, delivered once if the proof is fresh and never seen before. As a client: put early
+    /// data into the first flight ([`crate::Node::send_early`]).
+    ZeroRtt,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(AuthMode::None),
+            "1rtt" => Ok(AuthMode::OneRtt),
+            "0rtt" => Ok(AuthMode::ZeroRtt),
+            other => Err(format!("unknown auth mode {other:?} (none, 1rtt or 0rtt)")),
+        }
+    }
+}
+
+/// A signed token (`atbus1.…`, issued by an [`atbus_auth::TokenKeyring`]) and its holder
+/// secret: the credential a client presents in its hello.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedToken {
+    bytes: Vec<u8>,
+    key_id: String,
+    holder_secret: [u8; 32],
+}
+
+impl SignedToken {
+    /// A token in binary form with its holder secret. Only the layout is checked here (the
+    /// signature is the server's business).
+    pub fn new(token: Vec<u8>, holder_secret: [u8; 32]) -> Result<Self, TokenError> {
+        let t = atbus_auth::token::decode(&token)?;
+        Ok(Self {
+            bytes: token,
+            key_id: t.key_id,
+            holder_secret,
+        })
+    }
+
+    /// A token in text form (`atbus1.…`) with its holder secret.
+    pub fn from_text(text: &str, holder_secret: [u8; 32]) -> Result<Self, TokenError> {
+        Self::new(atbus_auth::token::from_text(text)?, holder_secret)
+    }
+
+    /// The key id that signed it.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The binary token.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub(crate) fn holder_secret(&self) -> &[u8] {
+        &self.holder_secret
+    }
+}
+
+impl std::fmt::Debug for SignedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedToken")
+            .field("key_id", &self.key_id)
+            .field("holder_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What an anonymous peer gets on a node that accepts them ([`NodeConfig::anonymous`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonymousPolicy {
+    /// Stream ids an anonymous peer may send on (default 0–15); a packet on another closes the
+    /// link with `AUTH_FAILED`.
+    pub streams: StreamSet,
+    /// Data packets per second accepted from one anonymous link (default 200); packets beyond
+    /// are dropped unread, so the peer's session slows down through its own loss recovery.
+    pub max_packets_per_sec: u32,
+    /// Lifetime of the token issued with an assigned name, when the key ring has an issuing
+    /// key (default 3600 s).
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for AnonymousPolicy {
+    fn default() -> Self {
+        Self {
+            streams: StreamSet::from_ranges([0..=15]).unwrap_or_default(),
+            max_packets_per_sec: 200,
+            token_lifetime_secs: 3600,
+        }
+    }
+}
+
+/// Default of [`NodeConfig::max_early_data`].
+pub const DEFAULT_MAX_EARLY_DATA: usize = 16 * 1024;
 
 /// Shortest token secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -136,6 +243,25 @@ pub struct NodeConfig {
     /// Largest package on a relayed path (default 1224, the IPv6-safe UDP payload), so a frame
     /// fits every link of the relay chain and relays never re-fragment; capped by the link MTU.
     pub relayed_path_mtu: usize,
+    /// Authentication policy of inbound links; `None` (the default) means [`AuthMode::OneRtt`]
+    /// when credentials are configured (`tokens` or `token_keyring`), else [`AuthMode::None`].
+    /// As a client, [`AuthMode::ZeroRtt`] makes the node put early data in its first flight.
+    pub auth: Option<AuthMode>,
+    /// Keys that verify signed tokens presented by peers (and, with an issuing key, sign the
+    /// tokens handed to anonymous peers).
+    pub token_keyring: Option<TokenKeyring>,
+    /// The signed token this node presents as a client (before `tokens`).
+    pub signed_token: Option<SignedToken>,
+    /// Accept peers without credentials and assign them names (default: off).
+    pub anonymous: Option<AnonymousPolicy>,
+    /// As a client: ask the server for an assigned name (the hello's name is empty); the node
+    /// takes the name the server assigns ([`crate::NodeEvent::NameAssigned`]).
+    pub request_assigned_name: bool,
+    /// 0-RTT freshness window and nonce cache (default ±10 s, 65 536 nonces).
+    pub anti_replay: AntiReplayConfig,
+    /// Most bytes of early data in one first flight (default 16 KiB), both to send and to
+    /// accept.
+    pub max_early_data: usize,
     /// Protocol version announced; always [`atbus_proto::PROTOCOL_VERSION`] outside tests.
     #[doc(hidden)]
     pub protocol_version: i32,
@@ -161,6 +287,13 @@ impl NodeConfig {
             limits: NodeLimits::default(),
             relays: Vec::new(),
             relayed_path_mtu: DEFAULT_RELAYED_PATH_MTU,
+            auth: None,
+            token_keyring: None,
+            signed_token: None,
+            anonymous: None,
+            request_assigned_name: false,
+            anti_replay: AntiReplayConfig::default(),
+            max_early_data: DEFAULT_MAX_EARLY_DATA,
             protocol_version: atbus_proto::PROTOCOL_VERSION as i32,
         }
     }
@@ -171,7 +304,29 @@ impl NodeConfig {
         self
     }
 
+    /// The authentication policy in effect (see [`NodeConfig::auth`]).
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth
+            .unwrap_or(if self.tokens.is_empty() && self.token_keyring.is_none() {
+                AuthMode::None
+            } else {
+                AuthMode::OneRtt
+            })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth_mode() != AuthMode::None
+            && self.tokens.is_empty()
+            && self.token_keyring.is_none()
+            && self.signed_token.is_none()
+            && self.anonymous.is_none()
+        {
+            return Err(ConfigError::Token(
+                "auth 1rtt/0rtt needs access tokens, a token key ring, a signed token or \
+                 anonymous peers"
+                    .to_owned(),
+            ));
+        }
         check_name(&self.name).map_err(ConfigError::Name)?;
         check_namespace(&self.namespace).map_err(ConfigError::Namespace)?;
         check_labels(&self.labels, usize::MAX).map_err(ConfigError::Label)?;

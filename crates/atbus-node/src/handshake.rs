@@ -9,11 +9,12 @@ use atbus_proto::{
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
+use crate::access::{Credential, LinkGuard};
 use crate::auth::{self, NONCE_LEN, Role};
-use crate::config::{check_labels, check_name, check_namespace};
+use crate::config::{AuthMode, SignedToken, check_labels, check_name, check_namespace};
 use crate::link::{LinkState, Retransmit};
 use crate::node::Node;
-use crate::types::{LinkCloseReason, LinkId, LinkKind};
+use crate::types::{LinkCloseReason, LinkId, LinkKind, NodeEvent};
 
 type Reject = LinkCloseReason;
 
@@ -37,10 +38,8 @@ impl Node {
             nonce: nonce.into(),
             capabilities: self.config.capabilities,
             key_id: self
-                .config
-                .tokens
-                .first()
-                .map(|t| t.key_id().to_owned())
+                .client_credential()
+                .map(|(key_id, _, _)| key_id.to_owned())
                 .unwrap_or_default(),
             unix_time_ms: self.unix_ms,
             auth_proof: Bytes::new(),
@@ -51,6 +50,7 @@ impl Node {
                 .unwrap_or(i64::MAX),
             session_receive_window: i64::try_from(self.config.session.session_receive_window)
                 .unwrap_or(i64::MAX),
+            early_data: Vec::new(),
         }
     }
 
@@ -66,7 +66,18 @@ impl Node {
                 ),
             ));
         }
-        check_name(&h.node_name).map_err(|m| reject(ProtocolError, m))?;
+        // An empty name asks for an assigned one; only an anonymous listener answers it.
+        if h.node_name.is_empty() {
+            if self.config.anonymous.is_none() {
+                return Err(reject(
+                    AtbusCloseReason::AuthFailed,
+                    "anonymous-refused: the peer sends no name and this node does not accept \
+                     anonymous peers",
+                ));
+            }
+        } else {
+            check_name(&h.node_name).map_err(|m| reject(ProtocolError, m))?;
+        }
         check_namespace(&h.namespace_name).map_err(|m| reject(ProtocolError, m))?;
         if h.labels.len() > self.config.limits.max_labels {
             return Err(reject(
@@ -119,7 +130,9 @@ impl Node {
                 },
                 Some(Step::Hello(hello)),
             ) => {
-                if **client == hello {
+                let mut again = hello;
+                again.early_data = Vec::new();
+                if **client == again {
                     // The reply was lost: the same reply goes out again.
                     let package = package.clone();
                     self.queue_control(id, package);
@@ -181,8 +194,65 @@ impl Node {
 
     fn server_on_hello(&mut self, id: LinkId, hello: HandshakeHello) -> Result<(), Reject> {
         self.check_peer_hello(&hello)?;
-        let token = if self.config.tokens.is_empty() {
-            if !hello.key_id.is_empty() {
+        let (credential, guard) = self.server_credential(&hello)?;
+        let secret = credential.secret(self).map(<[u8]>::to_vec);
+        let early_data_status =
+            self.admit_early_data(&hello, secret.as_deref(), guard.as_deref())?;
+        let mtu = self.links.get(&id).map_or(0, |l| l.mtu);
+        let mut reply = self.our_hello(mtu);
+        reply.key_id = hello.key_id.clone();
+        // The client's hello went into `th` whole, early data aside (its proof covers it).
+        let mut client = hello;
+        client.early_data = Vec::new();
+        let th = auth::transcript_hash(&client, &reply);
+        if let Some(secret) = &secret {
+            reply.auth_proof = auth::proof(secret, Role::Server, &th).to_vec().into();
+        }
+        let package = self.handshake_package(Step::HelloReply(reply));
+        self.queue_control(id, package.clone());
+        if let Some(link) = self.links.get_mut(&id) {
+            link.state = LinkState::ReplySent {
+                client: Box::new(client),
+                package,
+                th,
+                credential,
+                early_data_status,
+            };
+            link.guard = guard;
+        }
+        Ok(())
+    }
+
+    /// What the client of a hello proves: a signed token, a pre-shared token, nothing (open
+    /// link) or nothing with an assigned name (anonymous); and the guard of its link.
+    fn server_credential(
+        &mut self,
+        hello: &HandshakeHello,
+    ) -> Result<(Credential, Option<Box<LinkGuard>>), Reject> {
+        if hello.node_name.is_empty() {
+            if !hello.key_id.is_empty() || !hello.assigned_token.is_empty() {
+                return Err(reject(
+                    AtbusCloseReason::ProtocolError,
+                    "a hello with credentials must name its sender",
+                ));
+            }
+            let Some(policy) = &self.config.anonymous else {
+                return Err(reject(
+                    AtbusCloseReason::AuthFailed,
+                    "anonymous-refused: this node does not accept anonymous peers",
+                ));
+            };
+            let guard = LinkGuard::anonymous(policy.streams.clone(), policy.max_packets_per_sec);
+            let name = self.assign_anonymous_name();
+            return Ok((Credential::Anonymous(name), Some(Box::new(guard))));
+        }
+        if !hello.assigned_token.is_empty() {
+            let token = self.verify_signed_token(hello)?;
+            let guard = LinkGuard::for_token(&token);
+            return Ok((Credential::Signed(Box::new(token)), Some(Box::new(guard))));
+        }
+        if !hello.key_id.is_empty() {
+            if self.config.tokens.is_empty() {
                 return Err(reject(
                     AtbusCloseReason::AuthFailed,
                     format!(
@@ -190,14 +260,6 @@ impl Node {
                          (a token is configured on one side only)",
                         hello.key_id
                     ),
-                ));
-            }
-            None
-        } else {
-            if hello.key_id.is_empty() {
-                return Err(reject(
-                    AtbusCloseReason::AuthFailed,
-                    "peer presents no access token but this node requires one",
                 ));
             }
             let Some(index) = self
@@ -211,26 +273,30 @@ impl Node {
                     format!("unknown access key id {:?}", hello.key_id),
                 ));
             };
-            Some(index)
-        };
-        let mtu = self.links.get(&id).map_or(0, |l| l.mtu);
-        let mut reply = self.our_hello(mtu);
-        reply.key_id = hello.key_id.clone();
-        let th = auth::transcript_hash(&hello, &reply);
-        if let Some(t) = token.and_then(|i| self.config.tokens.get(i)) {
-            reply.auth_proof = auth::proof(t.secret(), Role::Server, &th).to_vec().into();
+            return Ok((Credential::Shared(index), None));
         }
-        let package = self.handshake_package(Step::HelloReply(reply));
-        self.queue_control(id, package.clone());
-        if let Some(link) = self.links.get_mut(&id) {
-            link.state = LinkState::ReplySent {
-                client: Box::new(hello),
-                package,
-                th,
-                token,
-            };
+        if self.config.anonymous.is_some() && self.name_taken(&hello.node_name) {
+            return Err(reject(
+                AtbusCloseReason::AuthFailed,
+                format!(
+                    "name-taken: {:?} is configured or in use here; anonymous peers get an \
+                     assigned name (send an empty name)",
+                    hello.node_name
+                ),
+            ));
         }
-        Ok(())
+        match self.config.auth_mode() {
+            AuthMode::None => Ok((Credential::Open, None)),
+            _ if self.config.anonymous.is_some() => Err(reject(
+                AtbusCloseReason::AuthFailed,
+                "anonymous-name-claimed: peers without credentials get an assigned name here \
+                 (send an empty name)",
+            )),
+            _ => Err(reject(
+                AtbusCloseReason::AuthFailed,
+                "peer presents no access token but this node requires one",
+            )),
+        }
     }
 
     fn client_on_reply(
@@ -245,8 +311,11 @@ impl Node {
         };
         let mut unsigned = reply.clone();
         unsigned.auth_proof = Bytes::new();
-        let th = auth::transcript_hash(hello, &unsigned);
-        let keys = match self.config.tokens.first() {
+        let mut sent = (**hello).clone();
+        sent.auth_proof = Bytes::new();
+        sent.early_data = Vec::new();
+        let th = auth::transcript_hash(&sent, &unsigned);
+        let keys = match self.client_credential() {
             None => {
                 if !reply.key_id.is_empty() || !reply.auth_proof.is_empty() {
                     return Err(reject(
@@ -256,29 +325,27 @@ impl Node {
                 }
                 None
             }
-            Some(token) => {
-                if reply.key_id != token.key_id() {
+            Some((key_id, secret, _)) => {
+                if reply.key_id != key_id {
                     return Err(reject(
                         AtbusCloseReason::AuthFailed,
                         format!(
-                            "peer answered for access key {:?}, this node presented {:?}",
-                            reply.key_id,
-                            token.key_id()
+                            "peer answered for access key {:?}, this node presented {key_id:?}",
+                            reply.key_id
                         ),
                     ));
                 }
-                if !auth::verify(token.secret(), Role::Server, &th, &reply.auth_proof) {
+                if !auth::verify(secret, Role::Server, &th, &reply.auth_proof) {
                     return Err(reject(
                         AtbusCloseReason::AuthFailed,
                         format!(
-                            "peer's proof for access key {:?} does not verify (the tokens differ)",
-                            token.key_id()
+                            "peer's proof for access key {key_id:?} does not verify (the tokens differ)"
                         ),
                     ));
                 }
                 Some((
-                    auth::proof(token.secret(), Role::Client, &th),
-                    auth::session_keys(token.secret(), &th),
+                    auth::proof(secret, Role::Client, &th),
+                    auth::session_keys(secret, &th),
                 ))
             }
         };
@@ -307,24 +374,29 @@ impl Node {
         confirm: HandshakeConfirm,
     ) -> Result<(), Reject> {
         let Some(LinkState::ReplySent {
-            client, th, token, ..
+            client,
+            th,
+            credential,
+            early_data_status,
+            ..
         }) = self.links.get(&id).map(|l| &l.state)
         else {
             return Ok(());
         };
-        let client = (**client).clone();
-        let keys = match token.and_then(|i| self.config.tokens.get(i)) {
-            Some(t) => {
-                if !auth::verify(t.secret(), Role::Client, th, &confirm.auth_proof) {
+        let mut client = (**client).clone();
+        let (th, credential, early_data_status) = (*th, credential.clone(), *early_data_status);
+        let keys = match credential.secret(self) {
+            Some(secret) => {
+                if !auth::verify(secret, Role::Client, &th, &confirm.auth_proof) {
                     return Err(reject(
                         AtbusCloseReason::AuthFailed,
                         format!(
                             "peer's proof for access key {:?} does not verify (the tokens differ)",
-                            t.key_id()
+                            client.key_id
                         ),
                     ));
                 }
-                Some(auth::session_keys(t.secret(), th))
+                Some(auth::session_keys(secret, &th))
             }
             None => {
                 if !confirm.auth_proof.is_empty() {
@@ -336,10 +408,22 @@ impl Node {
                 None
             }
         };
-        let accept = HandshakeAccept {
+        if let Some(link) = self.links.get_mut(&id) {
+            link.validated = true;
+        }
+        let mut accept = HandshakeAccept {
             capabilities: self.config.capabilities & client.capabilities,
+            early_data_status,
             ..HandshakeAccept::default()
         };
+        if let Credential::Anonymous(name) = &credential {
+            client.node_name = name.clone();
+            accept.assigned_name = name.clone();
+            if let Some(issued) = self.issue_anonymous_token(name) {
+                accept.assigned_token = issued.bytes.into();
+                accept.assigned_holder_secret = issued.holder_secret.0.to_vec().into();
+            }
+        }
         let package = self.handshake_package(Step::Accept(accept));
         // The accept goes out before anything the session sends on the new path.
         self.queue_control(id, package.clone());
@@ -356,8 +440,11 @@ impl Node {
         &mut self,
         now: Instant,
         id: LinkId,
-        _accept: HandshakeAccept,
+        accept: HandshakeAccept,
     ) -> Result<(), Reject> {
+        if !accept.assigned_name.is_empty() {
+            self.take_assigned_name(&accept)?;
+        }
         let Some(link) = self.links.get_mut(&id) else {
             return Ok(());
         };
@@ -366,7 +453,37 @@ impl Node {
         else {
             return Ok(());
         };
-        self.establish(now, id, &server, keys)
+        self.establish(now, id, &server, keys)?;
+        self.client_early_outcome(id, &server.node_name, accept.early_data_status);
+        Ok(())
+    }
+
+    /// Client: adopts the name (and token) the server assigned, if this node asked for one.
+    fn take_assigned_name(&mut self, accept: &HandshakeAccept) -> Result<(), Reject> {
+        if !self.config.request_assigned_name {
+            return Err(reject(
+                AtbusCloseReason::ProtocolError,
+                "the server assigned a name this node did not ask for",
+            ));
+        }
+        check_name(&accept.assigned_name)
+            .map_err(|m| reject(AtbusCloseReason::ProtocolError, m))?;
+        let name = accept.assigned_name.clone();
+        self.config.name = name.clone();
+        self.config.session.local_name = name.clone();
+        self.config.request_assigned_name = false;
+        let token = <[u8; 32]>::try_from(accept.assigned_holder_secret.as_ref())
+            .ok()
+            .and_then(|secret| SignedToken::new(accept.assigned_token.to_vec(), secret).ok());
+        let text = token
+            .as_ref()
+            .map(|t| atbus_auth::token::to_text(t.bytes()));
+        if token.is_some() {
+            self.config.signed_token = token;
+        }
+        self.events
+            .push_back(NodeEvent::NameAssigned { name, token: text });
+        Ok(())
     }
 
     /// Encodes a handshake step as a whole package.
@@ -388,6 +505,9 @@ impl Node {
 
     /// Runs handshake timers of one link: retransmission and the overall deadline.
     pub(crate) fn link_timeout(&mut self, now: Instant, id: LinkId) {
+        if self.guard_timeout(now, id) {
+            return;
+        }
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };

@@ -66,6 +66,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod access;
 #[doc(hidden)]
 pub mod auth;
 mod config;
@@ -80,11 +81,16 @@ mod relayed;
 pub mod routed;
 mod types;
 
+pub use access::{
+    ANONYMOUS_PREFIX, EARLY_DATA_ACCEPTED, EARLY_DATA_NONE, EARLY_DATA_REFUSED, MAX_EARLY_MESSAGES,
+    token_defect,
+};
+pub use atbus_auth;
 pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};
 pub use auth::SessionKeys;
 pub use config::{
-    AccessToken, DEFAULT_RELAYED_PATH_MTU, MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits,
-    capabilities,
+    AccessToken, AnonymousPolicy, AuthMode, DEFAULT_MAX_EARLY_DATA, DEFAULT_RELAYED_PATH_MTU,
+    MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits, SignedToken, capabilities,
 };
 pub use error::{ConfigError, NodeError};
 pub use fuzz::fuzz_handshake;

@@ -8,6 +8,7 @@ use atbus_proto::HandshakeHello;
 use atbus_stream::PathId;
 use bytes::Bytes;
 
+use crate::access::{Credential, LinkGuard};
 use crate::auth::{SessionKeys, TranscriptHash};
 use crate::types::LinkKind;
 
@@ -34,7 +35,10 @@ pub(crate) enum LinkState {
         client: Box<HandshakeHello>,
         package: Vec<u8>,
         th: TranscriptHash,
-        token: Option<usize>,
+        /// What the client proved (or will prove in its confirm).
+        credential: Credential,
+        /// What the server did with the hello's early data (`handshake_accept`).
+        early_data_status: i32,
     },
     /// Client: confirm sent, waiting for accept.
     ConfirmSent {
@@ -97,6 +101,21 @@ pub(crate) struct Link {
     pub last_received: Instant,
     /// Link-level liveness of relay and router-mode links (no session pings them).
     pub keepalive: Option<Keepalive>,
+    /// What a token or the anonymous policy allows on this link, checked on every frame.
+    pub guard: Option<Box<LinkGuard>>,
+    /// Client: the server this link was opened for and the early data of its first flight
+    /// (sent again in the session unless the server accepted it).
+    pub early: Option<Box<EarlyFlight>>,
+    /// Client: whether the first flight carried the early data with a 0-RTT proof.
+    pub early_sent: bool,
+    /// Bytes received and sent while the handshake runs (amplification limit on datagram
+    /// links: a server sends at most 3× what it received before the peer is validated).
+    pub handshake_rx: usize,
+    /// See `handshake_rx`.
+    pub handshake_tx: usize,
+    /// Whether the peer's address is validated: this side opened the link, or the peer
+    /// answered the server's hello_reply.
+    pub validated: bool,
 }
 
 /// Link-level keepalive: a ping every `interval`, the link closes after `idle` of silence.
@@ -108,7 +127,53 @@ pub(crate) struct Keepalive {
     pub ping_id: i64,
 }
 
+/// Early data of a client's first flight: the server it is for and the messages
+/// (stream id, data).
+pub(crate) type EarlyFlight = (String, Vec<(i64, Bytes)>);
+
+/// A server sends at most this many times what it received on a datagram link before the
+/// handshake validated the peer.
+pub(crate) const AMPLIFICATION_FACTOR: usize = 3;
+
 impl Link {
+    /// A link whose handshake starts at `now`.
+    pub fn new(
+        kind: LinkKind,
+        mtu: usize,
+        decoder: Option<StreamDecoder>,
+        handshake_deadline: Instant,
+        url: Option<usize>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            kind,
+            mtu,
+            decoder,
+            state: LinkState::AwaitHello,
+            control: VecDeque::new(),
+            handshake_deadline,
+            url,
+            last_received: now,
+            keepalive: None,
+            guard: None,
+            early: None,
+            early_sent: false,
+            handshake_rx: 0,
+            handshake_tx: 0,
+            validated: false,
+        }
+    }
+
+    /// Whether this side may send `len` more bytes now: always, except for a server on a
+    /// datagram link whose peer is not validated yet, which stays within
+    /// [`AMPLIFICATION_FACTOR`] × what it received (RFC 9000 §8.1), `link_close` included.
+    pub fn may_send(&self, len: usize) -> bool {
+        self.kind != LinkKind::Datagram
+            || self.validated
+            || self.handshake_tx.saturating_add(len)
+                <= self.handshake_rx.saturating_mul(AMPLIFICATION_FACTOR)
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.state, LinkState::Closed)
     }
@@ -124,6 +189,7 @@ impl Link {
                 )
             }
             LinkState::AwaitHello | LinkState::ReplySent { .. } => Some(self.handshake_deadline),
+            LinkState::Established { .. } => self.guard.as_ref().and_then(|g| g.paused_until),
             LinkState::Relay { .. } | LinkState::Routed { .. } => self
                 .keepalive
                 .map(|k| k.next_ping.min(self.last_received + k.idle)),

@@ -44,6 +44,12 @@ pub struct Node {
     pub(crate) routed: VecDeque<RoutedFrame>,
     /// Peers reached through a relay: peer name → relay name.
     pub(crate) relay_routes: BTreeMap<String, String>,
+    /// 0-RTT anti-replay guard, started at the first wall-clock reading.
+    pub(crate) anti_replay: Option<atbus_auth::AntiReplay>,
+    /// Client: early data queued for links not up yet (server name, messages).
+    pub(crate) early_pending: BTreeMap<LinkId, crate::link::EarlyFlight>,
+    /// 0-RTT flights accepted, replayed, refused otherwise.
+    pub(crate) early_stats: (u64, u64, u64),
 }
 
 impl std::fmt::Debug for Node {
@@ -90,6 +96,9 @@ impl Node {
             last_now: now,
             routed: VecDeque::new(),
             relay_routes: BTreeMap::new(),
+            anti_replay: None,
+            early_pending: BTreeMap::new(),
+            early_stats: (0, 0, 0),
         };
         node.run_reconnects(now);
         Ok(node)
@@ -226,21 +235,11 @@ impl Node {
             .values()
             .filter(|l| l.state.in_handshake())
             .count();
-        self.links.insert(
-            link,
-            Link {
-                kind,
-                mtu,
-                decoder: (kind == LinkKind::ByteStream)
-                    .then(|| StreamDecoder::new(self.frame_limits)),
-                state: LinkState::AwaitHello,
-                control: VecDeque::new(),
-                handshake_deadline: now + self.config.handshake_timeout,
-                url,
-                last_received: now,
-                keepalive: None,
-            },
-        );
+        let decoder = (kind == LinkKind::ByteStream).then(|| StreamDecoder::new(self.frame_limits));
+        let deadline = now + self.config.handshake_timeout;
+        let mut new_link = Link::new(kind, mtu, decoder, deadline, url, now);
+        new_link.validated = direction == Direction::Outbound;
+        self.links.insert(link, new_link);
         if in_flight >= self.config.limits.max_handshakes_in_flight {
             let reason = LinkCloseReason::local(
                 AtbusCloseReason::LimitExceeded,
@@ -255,6 +254,7 @@ impl Node {
         if direction == Direction::Outbound {
             let package_limit = mtu.min(self.frame_limits.max_package_len());
             let hello = self.our_hello(package_limit);
+            let hello = self.client_first_flight(link, hello);
             let package =
                 self.handshake_package(atbus_proto::handshake_data::Step::Hello(hello.clone()));
             self.queue_control(link, package.clone());
@@ -334,9 +334,12 @@ impl Node {
     /// One datagram (or in-process buffer) of whole packages arrived on `link`.
     pub fn handle_datagram(&mut self, now: Instant, link: LinkId, datagram: Bytes) {
         self.last_now = self.last_now.max(now);
-        let Some(l) = self.links.get(&link) else {
+        let Some(l) = self.links.get_mut(&link) else {
             return;
         };
+        if !l.validated {
+            l.handshake_rx = l.handshake_rx.saturating_add(datagram.len());
+        }
         if l.is_closed() {
             return;
         }
@@ -408,7 +411,7 @@ impl Node {
     /// Runs every timer due at `now`; `unix_ms` is the wall clock (Unix time in milliseconds).
     pub fn handle_timeout(&mut self, now: Instant, unix_ms: i64) {
         self.last_now = self.last_now.max(now);
-        self.unix_ms = unix_ms;
+        self.set_unix_time(unix_ms);
         let names: Vec<String> = self.peers.keys().cloned().collect();
         for name in &names {
             if let Some(p) = self.peers.get_mut(name) {
@@ -564,8 +567,22 @@ impl Node {
                 if !buf.is_empty() && buf.len() + p.len() > link.mtu {
                     break;
                 }
+                if !link.may_send(p.len()) {
+                    // Amplification limit: dropped; the peer's retransmission raises the budget.
+                    link.control.pop_front();
+                    continue;
+                }
+                if !link.validated {
+                    link.handshake_tx += p.len();
+                }
                 buf.extend_from_slice(p);
                 link.control.pop_front();
+            }
+            if buf.is_empty() {
+                if link.is_closed() {
+                    self.links.remove(&id);
+                }
+                return self.poll_control(buf);
             }
         }
         if link.is_closed() && link.control.is_empty() {
@@ -668,6 +685,13 @@ impl Node {
         let Some(l) = self.links.get(&link) else {
             return;
         };
+        // Token-bound and anonymous links: streams and rate, on every frame.
+        if l.guard.is_some() && !self.guard_frame(now, link, &frame) {
+            return;
+        }
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
         match frame.body {
             Some(Body::Handshake(data)) => self.on_handshake(now, link, data),
             Some(Body::LinkClose(close)) => {
@@ -745,12 +769,13 @@ impl Node {
         send_close: bool,
         act: bool,
     ) {
+        if self.links.get(&id).is_none_or(Link::is_closed) {
+            return;
+        }
+        self.early_data_lost(id);
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        if link.is_closed() {
-            return;
-        }
         tracing::debug!(link = id.0, %reason, "link closed");
         let state = std::mem::replace(&mut link.state, LinkState::Closed);
         let url = link.url.take();

@@ -226,6 +226,34 @@ pub enum NodeEvent {
         /// Why.
         reason: UndeliverableReason,
     },
+    /// A message that arrived as 0-RTT early data in a client's first flight (delivered once,
+    /// before the handshake finished). It may have been delayed by up to the freshness window:
+    /// refuse non-idempotent requests here. It is not part of the stream's ordered data.
+    EarlyData {
+        /// Peer name (the name its credential binds).
+        peer: String,
+        /// Stream.
+        stream_id: i64,
+        /// The message.
+        data: Bytes,
+    },
+    /// Client: whether the server accepted the early data of a first flight; refused early
+    /// data was sent again in the session.
+    EarlyDataStatus {
+        /// Peer (server) name.
+        peer: String,
+        /// Accepted and delivered as 0-RTT.
+        accepted: bool,
+    },
+    /// Client: the server assigned this node a name (it asked with
+    /// `NodeConfig::request_assigned_name`), and a token to reconnect with it if the server
+    /// issues tokens (the node keeps it as its `signed_token`).
+    NameAssigned {
+        /// The name this node now uses.
+        name: String,
+        /// The token (`atbus1.…`), when one came with the name.
+        token: Option<String>,
+    },
     /// A relay could not forward a frame this node sent (`forward_error`).
     ForwardError {
         /// The link to the relay it came back on.

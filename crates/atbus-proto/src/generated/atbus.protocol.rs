@@ -297,6 +297,20 @@ pub struct HandshakeHello {
     /// Receive credit the sender grants the whole session at start, in bytes (0 = as above).
     #[prost(int64, tag = "14")]
     pub session_receive_window: i64,
+    /// 0-RTT early data (client hello only, with a 0-RTT proof in auth_proof; see
+    /// docs/security.md). Delivered once if the server accepts the proof, otherwise discarded.
+    #[prost(message, repeated, tag = "15")]
+    pub early_data: ::prost::alloc::vec::Vec<EarlyDataMessage>,
+}
+/// One message sent as 0-RTT early data in a client hello.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EarlyDataMessage {
+    /// Stream the message belongs to.
+    #[prost(int64, tag = "1")]
+    pub stream_id: i64,
+    /// The message.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// Proof that closes a 1-RTT handshake.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -317,6 +331,13 @@ pub struct HandshakeAccept {
     /// Accepted capabilities (intersection of both sides).
     #[prost(int64, tag = "3")]
     pub capabilities: i64,
+    /// What the server did with the hello's early data: 0 = there was none, 1 = accepted and
+    /// delivered, 2 = refused and discarded (the client sends it again in the session).
+    #[prost(int32, tag = "4")]
+    pub early_data_status: i32,
+    /// Holder secret of assigned_token (the key of the client's proofs when it reconnects).
+    #[prost(bytes = "bytes", tag = "5")]
+    pub assigned_holder_secret: ::prost::bytes::Bytes,
 }
 /// Stateless retry under load: the client repeats its hello with this cookie.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
