@@ -69,9 +69,14 @@ struct TokenArgs {
     /// --token-file or the ATBUS_TOKEN environment variable
     #[arg(long = "token", value_name = "TOKEN", conflicts_with = "token_file")]
     tokens: Vec<String>,
-    /// File with one token per line (`KEY_ID:SECRET`; blank lines and `#` comments skipped)
+    /// File with one token per line (`KEY_ID:SECRET`; blank lines and `#` comments skipped),
+    /// or a signed token: its `atbus1.…` text, or the JSON `atbus token issue --json` prints
+    /// (token and holder secret)
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Holder secret (base64url) of a signed `--token atbus1.…`
+    #[arg(long, value_name = "B64")]
+    holder_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,24 @@ struct NodeArgs {
     /// upstream (`own`) or the destination's advertised relay (`target`)
     #[arg(long, value_name = "own|target", value_parser = parse_preference, default_value = "own")]
     relay_preference: RelayPreference,
+    /// How peers connecting to this node authenticate (every --listen address): none (open
+    /// links accepted), 1rtt (a pre-shared or signed token proved in the handshake), 0rtt
+    /// (as 1rtt, and 0-RTT early data accepted once). Default: 1rtt with --token or
+    /// --token-keyring, else none
+    #[arg(long, value_name = "MODE")]
+    auth: Option<atbus_node::AuthMode>,
+    /// Accept peers without credentials: each gets an assigned name (anon-…), streams 0-15,
+    /// 200 packets/s, and a token to reconnect when --token-keyring is given
+    #[arg(long)]
+    anonymous: bool,
+    /// File with one signing key `KEY_ID:SECRET` per line (`#` comments skipped): verifies the
+    /// signed tokens peers present; the first key issues tokens to anonymous peers
+    #[arg(long, value_name = "FILE")]
+    token_keyring: Option<PathBuf>,
+    /// 0-RTT freshness window in seconds: a first flight stamped further from this node's clock
+    /// is refused, and so is every 0-RTT flight during the first window after start
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    zero_rtt_window: f64,
 }
 
 /// `--relay-preference` for clap.
@@ -251,6 +274,14 @@ struct SendArgs {
     /// relay for the connection planner
     #[arg(long, value_name = "NAME")]
     upstream_relay: Option<String>,
+    /// Send the first messages (up to the window and 16 KiB) as 0-RTT early data in the first
+    /// flight; needs a token. The summary's early_data_accepted says whether the node took them
+    /// (otherwise they went again after the handshake)
+    #[arg(long)]
+    early_data: bool,
+    /// Ask the node for an assigned name instead of --name (it must run with --anonymous)
+    #[arg(long)]
+    anonymous: bool,
 }
 
 const NODE_HELP: &str = "\
@@ -469,6 +500,69 @@ fn tokens(args: &TokenArgs) -> Result<Vec<atbus_node::AccessToken>, ExitCode> {
     })
 }
 
+/// Pre-shared tokens and the signed token (`atbus1.…` in --token or --token-file).
+type Credentials = (
+    Vec<atbus_node::AccessToken>,
+    Option<atbus_node::SignedToken>,
+);
+
+fn credentials(args: &TokenArgs) -> Result<Credentials, ExitCode> {
+    let fail = |err: &dyn std::fmt::Display| {
+        eprintln!("atbus: error: {err:#}");
+        ExitCode::from(2)
+    };
+    let holder = args.holder_secret.as_deref();
+    if let Some(text) = args.tokens.iter().find(|t| t.starts_with("atbus1.")) {
+        let signed = atbus_cli::send::signed_token(text, holder).map_err(|e| fail(&e))?;
+        let rest: Vec<String> = args
+            .tokens
+            .iter()
+            .filter(|t| !t.starts_with("atbus1."))
+            .cloned()
+            .collect();
+        let psk = atbus_cli::token::collect(&rest, None).map_err(|e| fail(&e))?;
+        return Ok((psk, Some(signed)));
+    }
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(&format!("token file {}: {e}", path.display())))?;
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or_default();
+        if first.starts_with('{') || first.starts_with("atbus1.") {
+            let body = if first.starts_with('{') {
+                text.as_str()
+            } else {
+                first
+            };
+            let signed = atbus_cli::send::signed_token(body, holder).map_err(|e| fail(&e))?;
+            return Ok((Vec::new(), Some(signed)));
+        }
+    }
+    Ok((tokens(args)?, None))
+}
+
+fn token_keyring(path: &Path) -> Result<atbus_node::atbus_auth::TokenKeyring, ExitCode> {
+    let keys: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect(),
+        Err(err) => {
+            eprintln!("atbus: error: token key ring {}: {err}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    atbus_cli::token_issue::keyring(&keys, Default::default()).map_err(|err| {
+        eprintln!("atbus: error: token key ring {}: {err}", path.display());
+        ExitCode::from(2)
+    })
+}
+
 /// SIGINT or SIGTERM asks the node to stop (its loop wakes at once); a second one ends the
 /// process without waiting for the graceful shutdown.
 fn watch_signals(stop: atbus_cli::node::StopSignal) -> io::Result<()> {
@@ -492,9 +586,20 @@ fn watch_signals(stop: atbus_cli::node::StopSignal) -> io::Result<()> {
 
 fn run_node(args: NodeArgs) -> ExitCode {
     init_tracing("info");
-    let tokens = match tokens(&args.tokens) {
+    let (tokens, signed_token) = match credentials(&args.tokens) {
         Ok(t) => t,
         Err(code) => return code,
+    };
+    let token_keyring = match args.token_keyring.as_deref().map(token_keyring).transpose() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let auth = atbus_cli::node::AuthOptions {
+        auth: args.auth,
+        anonymous: args.anonymous,
+        token_keyring,
+        signed_token,
+        zero_rtt_window: Duration::try_from_secs_f64(args.zero_rtt_window).ok(),
     };
     let stop = atbus_cli::node::StopSignal::new();
     if let Err(err) = watch_signals(stop.clone()) {
@@ -515,7 +620,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         advertise_relay: args.advertise_relay,
         relay_preference: args.relay_preference,
     };
-    match atbus_cli::node::run(&options, &stop, &mut io::stdout()) {
+    match atbus_cli::node::run_with_auth(&options, &auth, &stop, &mut io::stdout()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("atbus: error: {err:#}");
@@ -562,7 +667,7 @@ fn run_discovery_list(args: ListArgs) -> ExitCode {
 
 fn run_send(args: SendArgs) -> ExitCode {
     init_tracing("warn");
-    let tokens = match tokens(&args.tokens) {
+    let (tokens, signed_token) = match credentials(&args.tokens) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -614,6 +719,11 @@ fn run_send(args: SendArgs) -> ExitCode {
             }
         },
     };
+    let auth = atbus_cli::send::ClientAuth {
+        signed_token,
+        early_data: args.early_data,
+        anonymous: args.anonymous,
+    };
     let options = atbus_cli::send::Options {
         name: args.name,
         connect,
@@ -627,6 +737,13 @@ fn run_send(args: SendArgs) -> ExitCode {
         timeout: Duration::from_secs(args.timeout),
         progress: io::stderr().is_terminal(),
     };
+    if planned.is_some() && (auth.signed_token.is_some() || auth.early_data || auth.anonymous) {
+        eprintln!(
+            "atbus: error: signed tokens, --early-data and --anonymous are not supported with \
+             --discovery yet: give --connect and --to"
+        );
+        return ExitCode::from(2);
+    }
     let report = match &mut planned {
         Some(p) => {
             let report = atbus_cli::send::run_planned(&options, &p.hops);
@@ -638,7 +755,7 @@ fn run_send(args: SendArgs) -> ExitCode {
             p.backend.shutdown();
             report
         }
-        None => atbus_cli::send::run_via(&options, args.upstream_relay.as_deref()),
+        None => atbus_cli::send::run_with_auth(&options, args.upstream_relay.as_deref(), &auth),
     };
     let report = match report {
         Ok(r) => r,

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
+use atbus_node::atbus_auth::TokenKeyring;
+use atbus_node::{
+    AccessToken, AnonymousPolicy, AuthMode, Delivery, NodeConfig, NodeError, NodeEvent, SignedToken,
+};
 use atbus_stream::SendError;
 use atbus_transport_mio::{NodeDriver, TransportConfig, TransportHandle, Url};
 use bytes::Bytes;
@@ -44,6 +47,24 @@ pub struct Options {
     pub advertise_relay: Option<String>,
     /// Which of the two relays is dialled first.
     pub relay_preference: atbus_discovery::RelayPreference,
+}
+
+/// How `atbus node` authenticates the peers that connect to it (node-wide: every `--listen`
+/// address applies it), and what it presents to the peers it connects to.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    /// `--auth none|1rtt|0rtt`; `None`: 1rtt with credentials configured, else none.
+    pub auth: Option<AuthMode>,
+    /// `--anonymous`: accept peers without credentials and assign them names.
+    pub anonymous: bool,
+    /// `--token-keyring FILE`: keys that verify signed tokens (the first also issues the
+    /// tokens handed to anonymous peers).
+    pub token_keyring: Option<TokenKeyring>,
+    /// A signed token presented to the peers this node connects to.
+    pub signed_token: Option<SignedToken>,
+    /// `--zero-rtt-window SECS`: 0-RTT freshness window (default 10 s); 0-RTT is refused for
+    /// one window after the node starts.
+    pub zero_rtt_window: Option<Duration>,
 }
 
 /// A request to stop a running node, which wakes its loop at once (from a signal-watching
@@ -98,6 +119,9 @@ impl StopSignal {
 /// sender-side reader pushes back instead of growing memory here.
 #[derive(Debug, Default)]
 pub struct Echo {
+    /// 0-RTT early data waiting for its sender's link to come up (it arrives before the
+    /// handshake finished, possibly while an older session of the same name still exists).
+    early: VecDeque<(String, i64, Bytes)>,
     /// Streams with something to read.
     readable: BTreeSet<(String, i64)>,
     /// Echoes the session refused (`WouldBlock`), oldest first.
@@ -112,8 +136,22 @@ impl Echo {
         self.readable.insert((peer, stream_id));
     }
 
+    /// Notes early data (echoed once the sender's link is accepted).
+    pub fn early(&mut self, peer: String, stream_id: i64, data: Bytes) {
+        self.early.push_back((peer, stream_id, data));
+    }
+
+    /// `peer`'s link was accepted: its early data is echoed in its (new) session.
+    pub fn link_accepted(&mut self, peer: &str) {
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+            self.early.drain(..).partition(|(p, _, _)| p == peer);
+        self.early = rest;
+        self.pending.extend(mine);
+    }
+
     /// Forgets what belongs to `peer` (it went away for good).
     pub fn forget(&mut self, peer: &str) {
+        self.early.retain(|(p, _, _)| p != peer);
         self.readable.retain(|(p, _)| p != peer);
         self.pending.retain(|(p, _, _)| p != peer);
     }
@@ -270,7 +308,31 @@ fn register(
 /// `out`. With `options.discovery`, registers the node's record once the listeners are bound
 /// (failing when the name is taken) and deregisters it on the way out.
 pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow::Result<()> {
+    run_with_auth(options, &AuthOptions::default(), stop, out)
+}
+
+/// The wall clock in Unix milliseconds, for token expiry and 0-RTT freshness.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// As [`run`], with the authentication policy `auth`.
+pub fn run_with_auth(
+    options: &Options,
+    auth: &AuthOptions,
+    stop: &StopSignal,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
+    config.auth = auth.auth;
+    config.token_keyring = auth.token_keyring.clone();
+    config.signed_token = auth.signed_token.clone();
+    config.anonymous = auth.anonymous.then(AnonymousPolicy::default);
+    if let Some(w) = auth.zero_rtt_window {
+        config.anti_replay.window_ms = u64::try_from(w.as_millis()).unwrap_or(u64::MAX);
+    }
     config.namespace = options.namespace.clone();
     config.connect = options.connect.iter().map(Url::to_string).collect();
     config.relays = relays(options);
@@ -286,6 +348,7 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
         }
     }
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    driver.node_mut().set_unix_time(unix_ms());
     stop.attach(driver.transport().handle());
     let mut bound_urls = Vec::new();
     for url in &options.listen {
@@ -303,6 +366,7 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
     };
     let mut echo = Echo::default();
     while !stop.is_requested() {
+        driver.node_mut().set_unix_time(unix_ms());
         driver.run_once(Some(Duration::from_millis(100)))?;
         while let Some(failure) = driver.poll_link_failure() {
             tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");
@@ -319,6 +383,17 @@ pub fn run(options: &Options, stop: &StopSignal, out: &mut impl Write) -> anyhow
                         }
                     }
                 }
+                NodeEvent::EarlyData {
+                    peer,
+                    stream_id,
+                    data,
+                } => {
+                    tracing::info!(%peer, stream_id, len = data.len(), "0-RTT early data");
+                    if options.echo {
+                        echo.early(peer, stream_id, data);
+                    }
+                }
+                NodeEvent::LinkAccepted { peer, .. } => echo.link_accepted(&peer),
                 NodeEvent::PeerUp { peer, incarnation } => {
                     tracing::info!(%peer, incarnation, "peer up");
                 }

@@ -15,7 +15,9 @@ use atbus_discovery::{
     NodeRecord, PlanPolicy, RelayPreference, RelayRef, Route, Selector, plan_connection,
 };
 
-use atbus_node::{AccessToken, Delivery, NodeConfig, NodeError, NodeEvent};
+use atbus_node::{
+    AccessToken, AuthMode, Delivery, LinkId, NodeConfig, NodeError, NodeEvent, SignedToken,
+};
 use atbus_stream::SendError;
 use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
 use bytes::{Bytes, BytesMut};
@@ -46,6 +48,46 @@ pub struct Options {
     pub timeout: Duration,
     /// Draw a progress bar on standard error.
     pub progress: bool,
+}
+
+/// How `atbus send` authenticates beyond pre-shared tokens (`Options::tokens`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    /// A signed token with its holder secret (`--token atbus1.… --holder-secret`, or a
+    /// `--token-file` holding the JSON of `atbus token issue --json`).
+    pub signed_token: Option<SignedToken>,
+    /// Send the first messages as 0-RTT early data in the first flight (`--early-data`).
+    pub early_data: bool,
+    /// Ask the server for an assigned name instead of using `--name` (`--anonymous`).
+    pub anonymous: bool,
+}
+
+/// Reads a signed token: `text` is `atbus1.…` and `holder_secret` its base64url holder secret,
+/// or `text` is the JSON object `atbus token issue --json` prints (with both inside).
+pub fn signed_token(text: &str, holder_secret: Option<&str>) -> anyhow::Result<SignedToken> {
+    use base64::Engine as _;
+    let text = text.trim();
+    let (token, secret) = if text.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("token JSON has no {k:?} string"))
+        };
+        (field("token")?, field("holder_secret")?)
+    } else {
+        let secret = holder_secret.ok_or_else(|| {
+            anyhow::anyhow!("a signed token (atbus1.…) needs its holder secret: --holder-secret")
+        })?;
+        (text.to_owned(), secret.trim().to_owned())
+    };
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret.as_bytes())
+        .map_err(|e| anyhow::anyhow!("holder secret is not base64url: {e}"))?;
+    let secret = <[u8; 32]>::try_from(secret.as_slice())
+        .map_err(|_| anyhow::anyhow!("holder secret must be 32 bytes"))?;
+    Ok(SignedToken::from_text(&token, secret)?)
 }
 
 /// The result of a run; `--json` prints it as one line.
@@ -83,6 +125,11 @@ pub struct Report {
     pub to: String,
     /// Why the run stopped early (refused, connection failed, lost, timed out), if it did.
     pub error: Option<String>,
+    /// With `--early-data`: whether the server accepted the early data as 0-RTT (null when
+    /// none was sent in the first flight).
+    pub early_data_accepted: Option<bool>,
+    /// With `--anonymous`: the name the server assigned.
+    pub assigned_name: Option<String>,
 }
 
 impl Report {
@@ -138,21 +185,39 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 /// As [`run`]; with `relay`, `options.connect` is that relay (trusted as one, and redialled
 /// with backoff when its link drops) and the messages to `options.to` go through it.
 pub fn run_via(options: &Options, relay: Option<&str>) -> anyhow::Result<Report> {
+    run_with_auth(options, relay, &ClientAuth::default())
+}
+
+/// As [`run_via`], authenticating with `auth` too.
+pub fn run_with_auth(
+    options: &Options,
+    relay: Option<&str>,
+    auth: &ClientAuth,
+) -> anyhow::Result<Report> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.relays = relay.map(str::to_owned).into_iter().collect();
+    config.signed_token = auth.signed_token.clone();
+    config.request_assigned_name = auth.anonymous;
+    if auth.early_data {
+        config.auth = Some(AuthMode::ZeroRtt);
+    }
     if relay.is_some() {
         config.connect = vec![options.connect.to_string()];
     }
     let mut driver = NodeDriver::new(config, TransportConfig::default())?;
-    if relay.is_none() {
-        driver.connect(&options.connect)?;
-    }
+    driver.node_mut().set_unix_time(unix_ms());
+    let link = if relay.is_none() {
+        Some(driver.connect(&options.connect)?)
+    } else {
+        None
+    };
     if let Some(relay) = relay {
         driver
             .node_mut()
             .route_via_relay(Instant::now(), &options.to, relay)?;
     }
-    let report = exchange_via(&mut driver, options, relay);
+    let early_link = link.filter(|_| auth.early_data);
+    let report = exchange_inner(&mut driver, options, relay, early_link);
     // Acknowledgements both ways go out before the links close.
     let _ = driver.shutdown(Duration::from_secs(1));
     report
@@ -178,6 +243,24 @@ pub fn exchange_via(
     options: &Options,
     relay: Option<&str>,
 ) -> anyhow::Result<Report> {
+    exchange_inner(driver, options, relay, None)
+}
+
+/// The wall clock in Unix milliseconds, for token expiry and 0-RTT freshness.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The exchange; with `early_link` (a link not up yet) the first messages of the window go
+/// as early data in its first flight.
+fn exchange_inner(
+    driver: &mut NodeDriver,
+    options: &Options,
+    relay: Option<&str>,
+    early_link: Option<LinkId>,
+) -> anyhow::Result<Report> {
     let streams = options.streams.max(1);
     let pattern = pattern(options.size);
     // Per stream: (seq, send time) of messages in flight, oldest first.
@@ -192,6 +275,30 @@ pub fn exchange_via(
     // Relayed: whether the relay link was ever up, and an outage in progress (since, why).
     let mut relay_seen = false;
     let mut outage: Option<(Instant, String)> = None;
+    let mut early_data_accepted = None;
+    let mut assigned_name = None;
+    if let Some(link) = early_link {
+        // As many messages as the window allows and the first flight holds.
+        let mut bytes = 0;
+        while sent < options.count.min(options.window)
+            && (sent as usize) < atbus_node::MAX_EARLY_MESSAGES
+            && bytes + options.size <= atbus_node::DEFAULT_MAX_EARLY_DATA
+        {
+            let stream = sent % u64::from(streams);
+            let data = message(&pattern, sent);
+            if driver
+                .node_mut()
+                .send_early(link, &options.to, stream as i64, data)
+                .is_err()
+            {
+                break;
+            }
+            in_flight[stream as usize].push_back((sent, Instant::now()));
+            bytes += options.size;
+            sent += 1;
+        }
+        started = Some(Instant::now());
+    }
     let bar = if options.progress {
         let bar = indicatif::ProgressBar::new(options.count);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -225,6 +332,7 @@ pub fn exchange_via(
                 }
             }
         }
+        driver.node_mut().set_unix_time(unix_ms());
         driver.run_once(Some(Duration::from_millis(50)))?;
         bar.set_position(received + corrupted);
         if let Some(failure) = driver.poll_link_failure() {
@@ -239,6 +347,7 @@ pub fn exchange_via(
                 error = Some(why);
             }
         }
+        let mut lost = None;
         while let Some(event) = driver.poll_event() {
             match event {
                 NodeEvent::PeerUp { peer, .. } if peer == options.to => {
@@ -277,8 +386,17 @@ pub fn exchange_via(
                         (Instant::now(), format!("lost the relayed path to {peer:?}"))
                     });
                 }
+                NodeEvent::EarlyDataStatus { accepted, .. } => early_data_accepted = Some(accepted),
+                NodeEvent::NameAssigned { name, .. } => assigned_name = Some(name),
+                NodeEvent::LinkClosed {
+                    reason: Some(reason),
+                    ..
+                } if reason.by_peer && reason.code != atbus_proto::AtbusCloseReason::Normal => {
+                    error.get_or_insert(format!("link closed: {reason}"));
+                }
                 NodeEvent::PeerDown { peer } => {
-                    error = Some(format!("lost the connection to {peer:?}"));
+                    // The link's close reason, if the peer gave one, comes right after.
+                    lost = Some(format!("lost the connection to {peer:?}"));
                 }
                 NodeEvent::Undeliverable {
                     stream_id, reason, ..
@@ -317,6 +435,9 @@ pub fn exchange_via(
                 error = Some(format!("{why}; no echo for {RELAY_OUTAGE:?}"));
             }
         }
+        if let Some(lost) = lost {
+            error.get_or_insert(lost);
+        }
     }
     bar.finish_and_clear();
     let elapsed = match (started, finished) {
@@ -341,6 +462,8 @@ pub fn exchange_via(
         first_hop: relay.unwrap_or(&options.to).to_owned(),
         to: options.to.clone(),
         error,
+        early_data_accepted,
+        assigned_name,
     })
 }
 
@@ -544,6 +667,8 @@ pub fn run_planned(options: &Options, hops: &[Hop]) -> anyhow::Result<Report> {
         first_hop: String::new(),
         to: options.to.clone(),
         error: Some(error),
+        early_data_accepted: None,
+        assigned_name: None,
     })
 }
 

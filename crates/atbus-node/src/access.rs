@@ -390,6 +390,11 @@ impl Node {
                  token key ring",
             ));
         };
+        if self.unix_ms <= 0 {
+            return Err(auth_failed(
+                "token-refused: this node does not know the time yet (no wall clock given)",
+            ));
+        }
         let now = u64::try_from(self.unix_ms / 1000).unwrap_or(0);
         let token = ring
             .verify(&hello.assigned_token, &self.config.namespace, now)

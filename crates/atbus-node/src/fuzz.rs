@@ -5,7 +5,13 @@ use std::time::{Duration, Instant};
 use atbus_frame::FrameLimits;
 use bytes::Bytes;
 
-use crate::{AccessToken, Direction, LinkKind, Node, NodeConfig};
+use crate::{AccessToken, AnonymousPolicy, AuthMode, Direction, LinkKind, Node, NodeConfig};
+
+/// Signing key of the fuzz node's token key ring (key id `k1`), so seeds can carry valid
+/// signed tokens.
+pub const FUZZ_TOKEN_SECRET: &[u8] = b"fuzz-token-signing-secret-012345";
+/// Wall clock of the fuzz node at start, Unix milliseconds.
+pub const FUZZ_UNIX_MS: i64 = 1_800_000_000_000;
 
 /// A deterministic RNG for the fuzz body (not for production use).
 struct FuzzRng(u64);
@@ -39,7 +45,9 @@ impl rand_core::CryptoRng for FuzzRng {}
 /// many bytes. `op % 8`: 0 raw bytes on a byte-stream link; 1 a datagram; 2 the bytes wrapped as
 /// a valid package (so they reach the frame router) on a byte-stream link; 3 the same on a
 /// datagram link; 4 a new link (direction and kind from `op`); 5 close a link; 6 advance time;
-/// 7 drain outputs.
+/// 7 drain outputs. The first byte configures the node: bit 0 a pre-shared token `k1`, bit 1
+/// a token key ring (`k1`, [`FUZZ_TOKEN_SECRET`]), `auth 0rtt` and anonymous peers. Its wall
+/// clock starts at [`FUZZ_UNIX_MS`] and advances with time.
 pub fn fuzz_handshake(data: &[u8]) {
     let start = Instant::now();
     let mut now = start;
@@ -47,10 +55,21 @@ pub fn fuzz_handshake(data: &[u8]) {
     if data.first().is_some_and(|b| b & 1 == 1) {
         config.tokens = vec![AccessToken::new("k1", *b"0123456789abcdef")];
     }
+    if data.first().is_some_and(|b| b & 2 == 2) {
+        let mut ring = atbus_auth::TokenKeyring::new();
+        if let Ok(key) = atbus_auth::TokenKey::new("k1", FUZZ_TOKEN_SECRET.to_vec()) {
+            let _ = ring.insert(key);
+        }
+        config.token_keyring = Some(ring);
+        config.auth = Some(AuthMode::ZeroRtt);
+        config.anonymous = Some(AnonymousPolicy::default());
+        config.anti_replay.window_ms = 1000;
+    }
     config.limits.max_handshakes_in_flight = 4;
     let Ok(mut node) = Node::new(config, now, FuzzRng(7)) else {
         return;
     };
+    node.set_unix_time(FUZZ_UNIX_MS);
     let mut links = vec![(node.new_link_id(), LinkKind::ByteStream, 1 << 16)];
     node.handle_link_up(
         now,
@@ -128,7 +147,8 @@ pub fn fuzz_handshake(data: &[u8]) {
             }
             6 => {
                 now += Duration::from_millis(u64::from(op) * 40);
-                node.handle_timeout(now, 0);
+                let elapsed = i64::try_from(now.duration_since(start).as_millis()).unwrap_or(0);
+                node.handle_timeout(now, FUZZ_UNIX_MS + elapsed);
             }
             _ => {}
         }

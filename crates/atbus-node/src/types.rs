@@ -228,7 +228,9 @@ pub enum NodeEvent {
     },
     /// A message that arrived as 0-RTT early data in a client's first flight (delivered once,
     /// before the handshake finished). It may have been delayed by up to the freshness window:
-    /// refuse non-idempotent requests here. It is not part of the stream's ordered data.
+    /// refuse non-idempotent requests here. It is not part of the stream's ordered data. It
+    /// comes before the link's `LinkAccepted`: answer after that event (until then an older
+    /// session of the same name, about to be replaced, may still exist).
     EarlyData {
         /// Peer name (the name its credential binds).
         peer: String,

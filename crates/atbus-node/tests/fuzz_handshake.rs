@@ -47,7 +47,94 @@ fn seeds() -> Vec<Vec<u8>> {
             out.push(s);
         }
     }
+    // A node with a token key ring, 0-RTT and anonymous peers (flag bit 1): a hello asking
+    // for an assigned name, and one with a signed token, early data and a 0-RTT proof, after
+    // the guard's warm-up (time passes first).
+    let anonymous = frame(Step::Hello(HandshakeHello {
+        protocol_version: 1,
+        incarnation_id: 43,
+        nonce: vec![8u8; 32].into(),
+        ..Default::default()
+    }));
+    let token = token_hello();
+    for op in [2u8, 3u8] {
+        for h in [&anonymous, &token] {
+            let mut s = vec![2u8, 6 + 8 * 4, op, h.len() as u8];
+            s.extend_from_slice(h);
+            s.extend_from_slice(&[7, op, confirm.len() as u8]);
+            s.extend_from_slice(&confirm);
+            s.extend_from_slice(&[7, 6 + 8 * 30]);
+            out.push(s);
+        }
+    }
     out
+}
+
+/// A client hello with a signed token for `fz`, one early message and its 0-RTT proof, made
+/// for the fuzz node's key and clock (stamped 1.72 s after its start; the seed lets 1.52 s
+/// pass first, and the fuzz node's window is 1 s).
+fn token_hello() -> Vec<u8> {
+    use atbus_node::atbus_auth::{
+        EarlyContext, EarlyProof, StreamSet, TokenClaims, TokenKey, TokenKeyring,
+    };
+    use atbus_node::fuzz::{FUZZ_TOKEN_SECRET, FUZZ_UNIX_MS};
+    let mut ring = TokenKeyring::new();
+    ring.insert(TokenKey::new("k1", FUZZ_TOKEN_SECRET.to_vec()).unwrap())
+        .unwrap();
+    let now_s = (FUZZ_UNIX_MS / 1000) as u64;
+    let issued = ring
+        .issue(&TokenClaims {
+            name: "fz".into(),
+            namespace: String::new(),
+            streams: StreamSet::parse("0-3").unwrap(),
+            issued_at: now_s,
+            expires_at: now_s + 60,
+            nonce: [6; 16],
+        })
+        .unwrap();
+    let mut hello = HandshakeHello {
+        protocol_version: 1,
+        node_name: "fz".into(),
+        incarnation_id: 44,
+        nonce: vec![7u8; 32].into(),
+        key_id: "k1".into(),
+        assigned_token: issued.bytes.clone().into(),
+        early_data: vec![atbus_proto::EarlyDataMessage {
+            stream_id: 1,
+            data: vec![b'e'; 4].into(),
+        }],
+        ..Default::default()
+    };
+    let flight = hello.encode_to_vec();
+    let ctx = EarlyContext {
+        key_id: "k1",
+        client_name: "fz",
+        namespace: "",
+        server_name: "fuzz-node",
+        first_flight: &flight,
+    };
+    let stamp = (FUZZ_UNIX_MS + 1720) as u64;
+    let proof = EarlyProof::sign(&issued.holder_secret.0, &ctx, stamp, [5; 32]).unwrap();
+    hello.auth_proof = proof.to_bytes().to_vec().into();
+    let f = frame(Step::Hello(hello));
+    assert!(
+        f.len() <= 255,
+        "a seed chunk is at most 255 bytes ({})",
+        f.len()
+    );
+    f
+}
+
+/// Writes the seeds into the checked-in corpus (`cargo test -p atbus-node --test
+/// fuzz_handshake -- --ignored` after changing the handshake's wire form).
+#[test]
+#[ignore = "writes fuzz/corpus/node_handshake; run by hand after a wire change"]
+fn seeds_into_the_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/node_handshake");
+    for (i, s) in seeds().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), s).unwrap();
+    }
 }
 
 struct XorShift(u64);
