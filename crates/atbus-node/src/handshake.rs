@@ -171,12 +171,28 @@ impl Node {
                 }
                 Ok(())
             }
+            (
+                LinkState::Routed {
+                    accept: Some((package, proof)),
+                    ..
+                },
+                Some(Step::Confirm(confirm)),
+            ) => {
+                // The same on a router-mode link (a relay's).
+                if bool::from(proof.as_ref().ct_eq(confirm.auth_proof.as_ref())) {
+                    let package = package.clone();
+                    self.queue_control(id, package);
+                }
+                Ok(())
+            }
             (LinkState::ConfirmSent { .. }, Some(Step::Accept(accept))) => {
                 self.client_on_accept(now, id, accept)
             }
-            // Retransmissions crossing the final step.
-            (LinkState::Established { .. }, Some(Step::Hello(_) | Step::Accept(_)))
-            | (LinkState::Established { .. }, Some(Step::HelloReply(_)))
+            // Retransmissions crossing the final step (relay and router-mode links included).
+            (
+                LinkState::Established { .. } | LinkState::Relay { .. } | LinkState::Routed { .. },
+                Some(Step::Hello(_) | Step::Accept(_) | Step::HelloReply(_)),
+            )
             | (LinkState::Closed, _) => Ok(()),
             (_, Some(Step::Retry(_))) => Err(reject(
                 AtbusCloseReason::ProtocolError,
@@ -429,7 +445,9 @@ impl Node {
         self.queue_control(id, package.clone());
         self.establish(now, id, &client, keys)?;
         if let Some(link) = self.links.get_mut(&id) {
-            if let LinkState::Established { accept, .. } = &mut link.state {
+            if let LinkState::Established { accept, .. } | LinkState::Routed { accept, .. } =
+                &mut link.state
+            {
                 *accept = Some((package, confirm.auth_proof));
             }
         }

@@ -67,6 +67,8 @@ pub(crate) enum LinkState {
         key_id: String,
         /// Largest package the peer accepts (its hello's `max_package_size`).
         max_package: usize,
+        /// Server: the accept package and the client's proof, to answer a retransmitted confirm.
+        accept: Option<(Vec<u8>, Bytes)>,
     },
     /// Closed: only queued control packages (a `link_close`) remain to go out.
     Closed,

@@ -161,6 +161,7 @@ impl Node {
                 capabilities,
                 key_id,
                 max_package,
+                ..
             } => (
                 peer,
                 *capabilities,

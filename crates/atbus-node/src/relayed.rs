@@ -55,6 +55,7 @@ impl Node {
                     .ok()
                     .filter(|&m| m > 0)
                     .unwrap_or(usize::MAX),
+                accept: None,
             },
         );
         Ok(())
