@@ -377,6 +377,23 @@ impl Node {
         }
     }
 
+    /// The link early data was queued for never came up: the data is reported undeliverable.
+    pub(crate) fn early_connect_failed(&mut self, link: LinkId) {
+        let Some((server, messages)) = self.early_pending.remove(&link) else {
+            return;
+        };
+        for (stream_id, data) in messages {
+            self.events.push_back(NodeEvent::Undeliverable {
+                peer: server.clone(),
+                stream_id,
+                offset: 0,
+                data,
+                meta: atbus_stream::MessageMeta::default(),
+                reason: crate::types::UndeliverableReason::Dropped,
+            });
+        }
+    }
+
     // ----- server side -----
 
     /// Verifies the signed token of `hello` and the name it binds.
@@ -568,5 +585,56 @@ impl Node {
         self.actions
             .push_back(crate::types::Action::ResumeReading { link });
         true
+    }
+}
+
+/// What a per-source bound counts of a peer address `ip:port` (`[v6]:port`): the IPv4 address,
+/// or the /64 prefix of an IPv6 address. `None` for anything else (Unix paths, `mem://` names)
+/// and for loopback addresses (local processes cannot be spoofed from the network, and tests
+/// and benchmarks open many links from one loopback address at once).
+pub fn source_key(peer: &str) -> Option<std::net::IpAddr> {
+    let addr: std::net::SocketAddr = peer.parse().ok()?;
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    Some(match addr.ip() {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    })
+}
+
+impl Node {
+    /// The driver reports where inbound `link` comes from (`ip:port` as the socket gave it).
+    /// Handshakes still running from the same IPv4 address or IPv6 /64 are bounded by
+    /// [`crate::NodeLimits::max_handshakes_per_source`]; past it the link is refused with
+    /// `LIMIT_EXCEEDED`. Addresses that are not IP (Unix sockets) and loopback addresses are
+    /// not counted ([`source_key`]).
+    pub fn handle_link_source(&mut self, now: Instant, link: LinkId, peer: &str) {
+        let Some(key) = source_key(peer) else {
+            return;
+        };
+        let same = self
+            .links
+            .iter()
+            .filter(|(id, l)| **id != link && l.source == Some(key) && l.state.in_handshake())
+            .count();
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if !l.state.in_handshake() {
+            return;
+        }
+        l.source = Some(key);
+        let max = self.config.limits.max_handshakes_per_source;
+        if same >= max {
+            let reason = LinkCloseReason::local(
+                AtbusCloseReason::LimitExceeded,
+                format!("{same} handshakes in flight from {key}, the limit per source is {max}"),
+            );
+            self.reject_link(now, link, reason, true);
+        }
     }
 }

@@ -178,6 +178,11 @@ pub struct NodeLimits {
     /// Links whose handshake is not finished, at once (default 64); more are refused with
     /// `LIMIT_EXCEEDED`.
     pub max_handshakes_in_flight: usize,
+    /// Inbound links whose handshake is not finished, at once, from one source address (an
+    /// IPv4 address or an IPv6 /64, loopback not counted; default 8), counted once the driver
+    /// reports the source ([`crate::Node::handle_link_source`]); more are refused with
+    /// `LIMIT_EXCEEDED`.
+    pub max_handshakes_per_source: usize,
     /// Established links per peer (default 8).
     pub max_links_per_peer: usize,
     /// Peers with a session at once (default 1024).
@@ -195,6 +200,7 @@ impl Default for NodeLimits {
     fn default() -> Self {
         Self {
             max_handshakes_in_flight: 64,
+            max_handshakes_per_source: 8,
             max_links_per_peer: 8,
             max_peers: 1024,
             max_labels: 64,

@@ -83,7 +83,7 @@ mod types;
 
 pub use access::{
     ANONYMOUS_PREFIX, EARLY_DATA_ACCEPTED, EARLY_DATA_NONE, EARLY_DATA_REFUSED, MAX_EARLY_MESSAGES,
-    token_defect,
+    source_key, token_defect,
 };
 pub use atbus_auth;
 pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};

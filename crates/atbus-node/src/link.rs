@@ -118,6 +118,9 @@ pub(crate) struct Link {
     /// Whether the peer's address is validated: this side opened the link, or the peer
     /// answered the server's hello_reply.
     pub validated: bool,
+    /// The peer's source address as the driver reported it, reduced to what a bound per
+    /// source counts (an IPv4 address, an IPv6 /64).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Link-level keepalive: a ping every `interval`, the link closes after `idle` of silence.
@@ -163,6 +166,7 @@ impl Link {
             handshake_rx: 0,
             handshake_tx: 0,
             validated: false,
+            source: None,
         }
     }
 

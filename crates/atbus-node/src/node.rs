@@ -369,6 +369,8 @@ impl Node {
             if let Some(i) = self.reconnects.iter().position(|r| r.link == Some(link)) {
                 self.schedule_reconnect(now, i);
             }
+            // A connect that failed: early data queued for it was never sent.
+            self.early_connect_failed(link);
             return;
         }
         let reason =

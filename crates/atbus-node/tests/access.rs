@@ -776,3 +776,85 @@ fn a_datagram_server_sends_at_most_three_times_what_it_received_before_validatio
     r.pump();
     assert!(established(&r, "c"));
 }
+
+#[test]
+fn half_open_handshakes_are_bounded_per_source_address() {
+    let now = Instant::now();
+    let mut config = NodeConfig::new("server");
+    config.limits.max_handshakes_per_source = 2;
+    let mut server = Node::new(config, now, ChaCha20Rng::seed_from_u64(40)).unwrap();
+    let open = |server: &mut Node, peer: &str| {
+        let id = server.new_link_id();
+        server.handle_link_up(now, id, LinkKind::ByteStream, 65536, Direction::Inbound);
+        server.handle_link_source(now, id, peer);
+        id
+    };
+    let a = open(&mut server, "192.0.2.7:1000");
+    let b = open(&mut server, "192.0.2.7:1001");
+    let c = open(&mut server, "192.0.2.7:1002");
+    // Another address and the same IPv6 /64 twice are counted on their own; Unix and loopback
+    // peers are not counted.
+    let d = open(&mut server, "192.0.2.8:1000");
+    let e = open(&mut server, "[2001:db8::1]:5");
+    let f = open(&mut server, "[2001:db8::ffff]:6");
+    let g = open(&mut server, "[2001:db8::2]:7");
+    let u: Vec<_> = (0..4)
+        .map(|i| open(&mut server, if i % 2 == 0 { "" } else { "127.0.0.1:9" }))
+        .collect();
+    for id in [a, b, d, e, f] {
+        assert!(server.is_handshaking(id), "{id:?}");
+    }
+    for id in u {
+        assert!(server.is_handshaking(id));
+    }
+    for id in [c, g] {
+        assert!(!server.is_handshaking(id), "{id:?} should be refused");
+    }
+    let refused: Vec<_> = std::iter::from_fn(|| server.poll_event())
+        .filter_map(|e| match e {
+            NodeEvent::LinkRejected { reason, .. } => Some(reason.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![AtbusCloseReason::LimitExceeded; 2]);
+    assert_eq!(
+        atbus_node::source_key("[2001:db8:1:2:3:4:5:6]:9"),
+        "2001:db8:1:2::".parse().ok()
+    );
+}
+
+#[test]
+fn early_data_of_a_connect_that_failed_is_reported_undeliverable() {
+    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
+    let now = Instant::now();
+    let mut client = Node::new(
+        client_config("svc-a", Some(signed(&t))),
+        now,
+        ChaCha20Rng::seed_from_u64(50),
+    )
+    .unwrap();
+    let link = client.new_link_id();
+    client.send_early(link, "server", 1, &b"lost"[..]).unwrap();
+    // More than the first flight may hold is refused at once.
+    assert!(
+        client
+            .send_early(
+                link,
+                "server",
+                1,
+                vec![0u8; atbus_node::DEFAULT_MAX_EARLY_DATA]
+            )
+            .is_err()
+    );
+    client.handle_link_closed(now, link);
+    let lost: Vec<_> = std::iter::from_fn(|| client.poll_event())
+        .filter_map(|e| match e {
+            NodeEvent::Undeliverable { peer, data, .. } => Some((peer, data)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lost,
+        vec![("server".to_owned(), Bytes::from_static(b"lost"))]
+    );
+}

@@ -285,6 +285,8 @@ impl NodeDriver {
         let mut events = std::mem::take(&mut self.events);
         let polled = self.transport.poll_events(wait, &mut events);
         let now = Instant::now();
+        // Token expiry and 0-RTT freshness need the wall clock when a hello arrives.
+        self.node.set_unix_time(unix_ms());
         for event in events.drain(..) {
             self.on_event(now, event);
         }
@@ -336,7 +338,7 @@ impl NodeDriver {
                 direction,
                 mtu,
                 local,
-                ..
+                peer,
             } => {
                 let entry = self.links.entry(link).or_default();
                 entry.up_as = Some((kind, direction));
@@ -357,6 +359,10 @@ impl NodeDriver {
                 };
                 self.node
                     .handle_link_up(now, id, node_kind(kind), mtu, direction);
+                if direction == atbus_node::Direction::Inbound {
+                    // Bounds half-open handshakes per source address.
+                    self.node.handle_link_source(now, id, &peer);
+                }
             }
             TransportEvent::Bytes { link, data } => {
                 if let Some(id) = self.node_link(link) {
