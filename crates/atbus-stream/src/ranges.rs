@@ -69,14 +69,15 @@ impl RangeSet {
         if range.start >= range.end {
             return;
         }
-        let hits: Vec<(u64, u64)> = self
+        // Overlapping ranges from the last one down, one at a time (nothing to allocate): what
+        // is put back lies outside `range`, so the next search stops at it.
+        while let Some((s, e)) = self
             .map
             .range(..range.end)
-            .rev()
-            .take_while(|(_, e)| **e > range.start)
+            .next_back()
+            .filter(|(_, e)| **e > range.start)
             .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in hits {
+        {
             self.map.remove(&s);
             if s < range.start {
                 self.map.insert(s, range.start);

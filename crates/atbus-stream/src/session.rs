@@ -1343,12 +1343,13 @@ impl Session {
                     if r.first < 0 || r.last < r.first {
                         return Err(ProtocolError::Negative("packet range"));
                     }
-                    let keys: Vec<u64> = p
+                    // One acknowledged packet at a time: nothing to collect first.
+                    while let Some(pn) = p
                         .sent
                         .range(r.first as u64..=r.last as u64)
+                        .next()
                         .map(|(&k, _)| k)
-                        .collect();
-                    for pn in keys {
+                    {
                         if let Some(sp) = p.sent.remove(&pn) {
                             p.bytes_in_flight -= sp.size;
                             if largest_newly.is_none_or(|(l, _)| pn > l) {
