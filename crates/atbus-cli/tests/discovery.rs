@@ -49,6 +49,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `atbus discovery list --discovery SPEC`, then `extra`.
+fn list(spec: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["discovery", "list", "--discovery", spec];
+    args.extend_from_slice(extra);
+    atbus(&args)
+}
+
+/// The arguments of a node called `name` listening on a free loopback TCP port, then `extra`.
+fn node_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--name", name, "--listen", "tcp://127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Asserts that `o` exited with `code` and that its stderr says `needle` (`what` names the case
+/// in the message).
+fn assert_exit(o: &Output, code: i32, needle: &str, what: &str) {
+    assert_eq!(o.status.code(), Some(code), "{what}: {}", stderr(o));
+    assert!(stderr(o).contains(needle), "{what}: {}", stderr(o));
+}
+
 fn static_file() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("nodes.toml");
@@ -67,7 +88,7 @@ fn json_records(o: &Output) -> Vec<NodeRecord> {
 #[test]
 fn static_list_table() {
     let (_dir, spec) = static_file();
-    let o = atbus(&["discovery", "list", "--discovery", &spec]);
+    let o = list(&spec, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -85,27 +106,13 @@ fn static_list_table() {
 #[test]
 fn static_list_with_selector() {
     let (_dir, spec) = static_file();
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &spec,
-        "--selector",
-        "kind=echo,area.region in (eu)",
-    ]);
+    let o = list(&spec, &["--selector", "kind=echo,area.region in (eu)"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("echo-1 ")));
 
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &spec,
-        "--selector",
-        "kind=nothing",
-    ]);
+    let o = list(&spec, &["--selector", "kind=nothing"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 1, "header only");
 }
@@ -113,7 +120,7 @@ fn static_list_with_selector() {
 #[test]
 fn static_list_json() {
     let (_dir, spec) = static_file();
-    let o = atbus(&["discovery", "list", "--discovery", &spec, "--json"]);
+    let o = list(&spec, &["--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let records = json_records(&o);
     let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
@@ -124,15 +131,7 @@ fn static_list_json() {
     assert_eq!(records[0].host.pid, 10);
     assert_eq!(records[0].gateways[0].address, ["tcp://10.0.0.1:7000"]);
 
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &spec,
-        "--json",
-        "--selector",
-        "!kind,tier notin (edge)",
-    ]);
+    let o = list(&spec, &["--json", "--selector", "!kind,tier notin (edge)"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(json_records(&o).is_empty());
 }
@@ -140,110 +139,53 @@ fn static_list_json() {
 #[test]
 fn bad_selector_exits_2() {
     let (_dir, spec) = static_file();
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &spec,
-        "--selector",
-        "kind in (a",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("selector syntax error at byte"),
-        "{}",
-        stderr(&o)
-    );
+    let o = list(&spec, &["--selector", "kind in (a"]);
+    assert_exit(&o, 2, "selector syntax error at byte", "bad selector");
     assert!(stdout(&o).is_empty());
 }
 
 #[test]
 fn bad_specs_exit_2_naming_the_part() {
-    let cases: [(&str, &str); 4] = [
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[node]]\nname = \"Bad_Name\"\n").expect("write");
+    let bad = format!("static:{}", bad.display());
+    let cases = [
         ("consul://x:1", "\"consul\""),
         ("etcd://127.0.0.1:notaport", "127.0.0.1:notaport"),
         ("etcd://", "names no endpoint"),
         ("static:", "static: needs a file name"),
+        // Specs that parse but whose file is missing or invalid.
+        ("static:/nonexistent/nodes.toml", "/nonexistent/nodes.toml"),
+        (bad.as_str(), "Bad_Name"),
     ];
     for (spec, needle) in cases {
-        let o = atbus(&["discovery", "list", "--discovery", spec]);
-        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{spec}: {}", stderr(&o));
+        assert_exit(&list(spec, &[]), 2, needle, spec);
     }
-    // Specs that parse but whose file is missing or invalid.
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        "static:/nonexistent/nodes.toml",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("/nonexistent/nodes.toml"),
-        "{}",
-        stderr(&o)
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[node]]\nname = \"Bad_Name\"\n").expect("write");
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &format!("static:{}", bad.display()),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("Bad_Name"), "{}", stderr(&o));
 }
 
 #[test]
 fn node_with_static_discovery_refuses_a_name_in_the_file() {
     let (_dir, spec) = static_file();
-    let o = Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args([
-            "node",
-            "--name",
-            "echo-1",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--discovery",
-            &spec,
-        ])
-        .output()
-        .expect("run atbus node");
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("already registered"), "{}", stderr(&o));
+    let mut args = vec!["node"];
+    args.extend(node_args("echo-1", &["--discovery", &spec]));
+    assert_exit(&atbus(&args), 1, "already registered", "name in the file");
 }
 
 #[test]
 fn node_rejects_bad_label_and_gateway() {
-    let o = atbus(&[
-        "node",
-        "--name",
-        "n",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--discovery",
-        "embedded",
-        "--gateway",
-        "tcp://gw:1@high",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("\"high\""), "{}", stderr(&o));
-    // A label key the record rules refuse: the node stops with the field named.
-    let o = atbus(&[
-        "node",
-        "--name",
-        "n",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--discovery",
-        "embedded",
-        "--label",
-        "bad key=v",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("metadata.labels"), "{}", stderr(&o));
+    let cases: [(&[&str], i32, &str); 2] = [
+        // A gateway priority that is not a number: refused while parsing the arguments.
+        (&["--gateway", "tcp://gw:1@high"], 2, "\"high\""),
+        // A label key the record rules refuse: the node stops with the field named.
+        (&["--label", "bad key=v"], 1, "metadata.labels"),
+    ];
+    for (extra, code, needle) in cases {
+        let mut args = vec!["node"];
+        args.extend(node_args("n", &["--discovery", "embedded"]));
+        args.extend_from_slice(extra);
+        assert_exit(&atbus(&args), code, needle, &extra.join(" "));
+    }
 }
 
 use atbus_discovery_etcd::testing::EtcdProcess as Etcd;
@@ -302,7 +244,7 @@ impl Drop for Node {
 }
 
 fn list_json(spec: &str) -> Vec<NodeRecord> {
-    let o = atbus(&["discovery", "list", "--discovery", spec, "--json"]);
+    let o = list(spec, &["--json"]);
     assert!(o.status.success(), "list failed: {}", stderr(&o));
     json_records(&o)
 }
@@ -331,21 +273,20 @@ fn poll_until(
 fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
     let etcd = Etcd::start();
     let spec = etcd.spec();
-    let node_args = [
-        "--name",
+    let n1_args = node_args(
         "n1",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--discovery",
-        &spec,
-        "--label",
-        "kind-tier=edge",
-        "--namespace",
-        "ns1",
-        "--gateway",
-        "tcp://edge.example.com:443@10",
-    ];
-    let mut n1 = Node::start(&node_args);
+        &[
+            "--discovery",
+            &spec,
+            "--label",
+            "kind-tier=edge",
+            "--namespace",
+            "ns1",
+            "--gateway",
+            "tcp://edge.example.com:443@10",
+        ],
+    );
+    let mut n1 = Node::start(&n1_args);
     assert!(n1.url.starts_with("tcp://127.0.0.1:"), "{}", n1.url);
 
     let records = poll_until(&spec, Duration::from_secs(15), |r| {
@@ -366,14 +307,7 @@ fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
     assert_eq!(r.gateways[1].priority, 10);
 
     // The selector reaches etcd too.
-    let o = atbus(&[
-        "discovery",
-        "list",
-        "--discovery",
-        &spec,
-        "--selector",
-        "kind-tier=edge,namespace_name=ns1",
-    ]);
+    let o = list(&spec, &["--selector", "kind-tier=edge,namespace_name=ns1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).lines().any(|l| l.starts_with("n1 ")),
@@ -384,7 +318,7 @@ fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
     // Same name again: put-if-absent refuses, the second node exits non-zero.
     let second = Command::new(env!("CARGO_BIN_EXE_atbus"))
         .arg("node")
-        .args(node_args)
+        .args(&n1_args)
         .env_remove("ATBUS_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -417,18 +351,17 @@ fn node_registers_in_etcd_refuses_duplicates_and_deregisters() {
 
 #[test]
 fn node_with_embedded_discovery_runs_and_stops_cleanly() {
-    let mut node = Node::start(&[
-        "--name",
+    let mut node = Node::start(&node_args(
         "solo",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--discovery",
-        "embedded",
-        "--label",
-        "tier=edge",
-        "--gateway",
-        "tcp://gw.example.com:443@3",
-    ]);
+        &[
+            "--discovery",
+            "embedded",
+            "--label",
+            "tier=edge",
+            "--gateway",
+            "tcp://gw.example.com:443@3",
+        ],
+    ));
     assert!(node.url.starts_with("tcp://127.0.0.1:"), "{}", node.url);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -438,17 +371,14 @@ fn node_with_embedded_discovery_runs_and_stops_cleanly() {
     let status = node.terminate();
     assert!(status.success(), "node exit status {status}");
     // --label and --gateway need --discovery.
-    let o = atbus(&[
-        "node",
-        "--name",
-        "n",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--label",
-        "a=b",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--discovery"), "{}", stderr(&o));
+    let mut args = vec!["node"];
+    args.extend(node_args("n", &["--label", "a=b"]));
+    assert_exit(
+        &atbus(&args),
+        2,
+        "--discovery",
+        "--label without --discovery",
+    );
 }
 
 /// Waits for `child` to exit within `limit` (killed and failed otherwise).
@@ -534,14 +464,7 @@ fn node_registers_over_mutual_tls_and_tls_spec_errors_are_clear() {
         pki.client_key.display()
     );
     assert!(spec.starts_with("etcds://127.0.0.1:"), "{spec}");
-    let mut node = Node::start(&[
-        "--name",
-        "tls-1",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--discovery",
-        &spec,
-    ]);
+    let mut node = Node::start(&node_args("tls-1", &["--discovery", &spec]));
     let records = poll_until(&spec, Duration::from_secs(15), |r| {
         r.iter().any(|r| r.name == "tls-1")
     });
@@ -562,8 +485,6 @@ fn node_registers_over_mutual_tls_and_tls_spec_errors_are_clear() {
         (no_ca.as_str(), "needs the CA"),
         (missing.as_str(), "nope.pem"),
     ] {
-        let o = atbus(&["discovery", "list", "--discovery", spec]);
-        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{spec}: {}", stderr(&o));
+        assert_exit(&list(spec, &[]), 2, says, spec);
     }
 }

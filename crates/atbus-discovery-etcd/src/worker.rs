@@ -202,6 +202,16 @@ fn refused(request: RequestId, reason: RefuseReason) -> DiscoveryEvent {
     DiscoveryEvent::Refused { request, reason }
 }
 
+/// The JSON to store for `record`, or the answer to a request that brings an invalid one.
+fn record_json(request: RequestId, record: &NodeRecord) -> Result<String, DiscoveryEvent> {
+    if let Err(e) = record.validate() {
+        return Err(refused(request, RefuseReason::Invalid(e)));
+    }
+    record
+        .to_json()
+        .map_err(|e| unavailable(Some(request), format!("cannot encode record: {e}")))
+}
+
 fn unavailable(request: Option<RequestId>, reason: impl Into<String>) -> DiscoveryEvent {
     DiscoveryEvent::Error {
         request,
@@ -511,20 +521,60 @@ impl Ctx {
             .map_err(|_| unavailable(Some(request), "etcd lease is being re-established"))
     }
 
+    /// The lease state for a request on a name this handle must already hold; otherwise the
+    /// answer to give (`NotRegistered` or `NotOwner`).
+    async fn lock_owned(
+        &self,
+        request: RequestId,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<tokio::sync::MutexGuard<'_, LeaseState>, DiscoveryEvent> {
+        let st = self.lock_lease(request, deadline).await?;
+        if st.owned.contains_key(name) {
+            return Ok(st);
+        }
+        drop(st);
+        Err(self.not_mine(request, name.to_owned(), deadline).await)
+    }
+
+    /// The live lease, granted (and owned names put again) when needed.
+    async fn live_lease(
+        &self,
+        st: &mut LeaseState,
+        request: RequestId,
+        deadline: Instant,
+    ) -> Result<i64, DiscoveryEvent> {
+        self.ensure_lease(st, Some(deadline))
+            .await
+            .map_err(|f| unavailable(Some(request), f.message()))
+    }
+
+    /// [`Self::retry`] until `deadline`, a final failure turned into the request's answer.
+    async fn retry_request<T, Fut>(
+        &self,
+        request: RequestId,
+        deadline: Instant,
+        f: impl FnMut(Client) -> Fut,
+    ) -> Result<T, DiscoveryEvent>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.retry(Some(deadline), f)
+            .await
+            .map_err(|f| unavailable(Some(request), f.message()))
+    }
+
     async fn register(
         &self,
         request: RequestId,
         record: NodeRecord,
         deadline: Instant,
     ) -> DiscoveryEvent {
-        if let Err(e) = record.validate() {
-            return refused(request, RefuseReason::Invalid(e));
-        }
-        let name = record.name.clone();
-        let json = match record.to_json() {
+        let json = match record_json(request, &record) {
             Ok(j) => j,
-            Err(e) => return unavailable(Some(request), format!("cannot encode record: {e}")),
+            Err(e) => return e,
         };
+        let name = record.name;
         let mut st = match self.lock_lease(request, deadline).await {
             Ok(st) => st,
             Err(e) => return e,
@@ -534,9 +584,9 @@ impl Ctx {
         }
         let key = self.config.node_key(&name);
         for _ in 0..3 {
-            let id = match self.ensure_lease(&mut st, Some(deadline)).await {
+            let id = match self.live_lease(&mut st, request, deadline).await {
                 Ok(id) => id,
-                Err(f) => return unavailable(Some(request), f.message()),
+                Err(e) => return e,
             };
             let put = self
                 .retry(Some(deadline), |c| {
@@ -571,12 +621,12 @@ impl Ctx {
     ) -> DiscoveryEvent {
         let key = self.config.node_key(&name);
         match self
-            .retry(Some(deadline), |c| get_key(c, key.clone()))
+            .retry_request(request, deadline, |c| get_key(c, key.clone()))
             .await
         {
             Ok(r) if r.kvs().is_empty() => refused(request, RefuseReason::NotRegistered { name }),
             Ok(_) => refused(request, RefuseReason::NotOwner { name }),
-            Err(f) => unavailable(Some(request), f.message()),
+            Err(e) => e,
         }
     }
 
@@ -586,26 +636,19 @@ impl Ctx {
         record: NodeRecord,
         deadline: Instant,
     ) -> DiscoveryEvent {
-        if let Err(e) = record.validate() {
-            return refused(request, RefuseReason::Invalid(e));
-        }
-        let name = record.name.clone();
-        let json = match record.to_json() {
+        let json = match record_json(request, &record) {
             Ok(j) => j,
-            Err(e) => return unavailable(Some(request), format!("cannot encode record: {e}")),
+            Err(e) => return e,
         };
-        let mut st = match self.lock_lease(request, deadline).await {
+        let name = record.name;
+        let mut st = match self.lock_owned(request, &name, deadline).await {
             Ok(st) => st,
             Err(e) => return e,
         };
-        if !st.owned.contains_key(&name) {
-            drop(st);
-            return self.not_mine(request, name, deadline).await;
-        }
         for _ in 0..3 {
-            let id = match self.ensure_lease(&mut st, Some(deadline)).await {
+            let id = match self.live_lease(&mut st, request, deadline).await {
                 Ok(id) => id,
-                Err(f) => return unavailable(Some(request), f.message()),
+                Err(e) => return e,
             };
             match self
                 .put_owned(&name, &json, id, st.previous, Some(deadline))
@@ -632,23 +675,19 @@ impl Ctx {
         name: String,
         deadline: Instant,
     ) -> DiscoveryEvent {
-        let mut st = match self.lock_lease(request, deadline).await {
+        let mut st = match self.lock_owned(request, &name, deadline).await {
             Ok(st) => st,
             Err(e) => return e,
         };
-        if !st.owned.contains_key(&name) {
-            drop(st);
-            return self.not_mine(request, name, deadline).await;
-        }
         let key = self.config.node_key(&name);
         for lease in [st.id, st.previous].into_iter().flatten() {
             match self
-                .retry(Some(deadline), |c| cas_delete(c, key.clone(), lease))
+                .retry_request(request, deadline, |c| cas_delete(c, key.clone(), lease))
                 .await
             {
                 Ok(Outcome::Done) => break,
                 Ok(_) => {}
-                Err(f) => return unavailable(Some(request), f.message()),
+                Err(e) => return e,
             }
         }
         st.owned.remove(&name);
@@ -657,19 +696,17 @@ impl Ctx {
 
     async fn get(&self, request: RequestId, name: String, deadline: Instant) -> DiscoveryEvent {
         let key = self.config.node_key(&name);
-        match self
-            .retry(Some(deadline), |c| get_key(c, key.clone()))
+        let r = match self
+            .retry_request(request, deadline, |c| get_key(c, key.clone()))
             .await
         {
-            Ok(r) => DiscoveryEvent::Record {
-                request,
-                record: r
-                    .kvs()
-                    .first()
-                    .and_then(|kv| decode(&name, kv))
-                    .map(|c| Box::new(c.record)),
-            },
-            Err(f) => unavailable(Some(request), f.message()),
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let record = r.kvs().first().and_then(|kv| decode(&name, kv));
+        DiscoveryEvent::Record {
+            request,
+            record: record.map(|c| Box::new(c.record)),
         }
     }
 
@@ -684,19 +721,16 @@ impl Ctx {
         }
         let prefix = self.nodes_prefix.clone();
         match self
-            .retry(Some(deadline), |c| get_prefix(c, prefix.clone()))
+            .retry_request(request, deadline, |c| get_prefix(c, prefix.clone()))
             .await
         {
-            Ok(r) => DiscoveryEvent::List {
-                request,
-                records: self
-                    .snapshot(&r)
-                    .into_values()
-                    .map(|c| c.record)
-                    .filter(|r| selector.matches(r))
-                    .collect(),
-            },
-            Err(f) => unavailable(Some(request), f.message()),
+            Ok(r) => {
+                let mut records: Vec<NodeRecord> =
+                    self.snapshot(&r).into_values().map(|c| c.record).collect();
+                records.retain(|r| selector.matches(r));
+                DiscoveryEvent::List { request, records }
+            }
+            Err(e) => e,
         }
     }
 
@@ -718,11 +752,11 @@ impl Ctx {
         }
         let prefix = self.nodes_prefix.clone();
         let listed = match self
-            .retry(Some(deadline), |c| get_prefix(c, prefix.clone()))
+            .retry_request(request, deadline, |c| get_prefix(c, prefix.clone()))
             .await
         {
             Ok(r) => r,
-            Err(f) => return self.shared.push(unavailable(Some(request), f.message())),
+            Err(e) => return self.shared.push(e),
         };
         let revision = listed.header().map_or(0, |h| h.revision());
         let snapshot = self.snapshot(&listed);

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::GatewayAddress;
 use crate::validate::{
-    Collector, Problem, ValidationErrors, check_annotations, check_dns1123_label,
-    check_dns1123_subdomain, check_hostname, check_label_value, check_labels, check_printable,
-    check_qualified_name,
+    Collector, Problem, ValidationErrors, check_annotations, check_count, check_dns1123_label,
+    check_dns1123_subdomain, check_hostname, check_label_value, check_labels, check_len,
+    check_printable, check_qualified_name,
 };
 
 /// Semantic label/annotation key: region (区域), e.g. `eu`.
@@ -90,109 +90,102 @@ pub struct NodeRecord {
 
 /// Host information: decides what is same machine and same process.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Host {
     /// Host name or IP; empty means unknown (then nothing counts as the same machine).
-    #[serde(default)]
     pub hostname: String,
     /// Process id.
-    #[serde(default)]
     pub pid: u32,
 }
 
 /// Microservice metadata, Kubernetes style.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Metadata {
     /// Namespace (DNS-1123 label, or empty).
-    #[serde(default)]
     pub namespace_name: String,
     /// Application API version (`[prefix/]name`, or empty).
-    #[serde(default)]
     pub api_version: String,
     /// Application kind, e.g. `gamesvr` (label-value syntax).
-    #[serde(default)]
     pub kind: String,
     /// Application group (label-value syntax).
-    #[serde(default)]
     pub group: String,
     /// Identifying key/value labels.
-    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Non-identifying key/value annotations.
-    #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
 
 /// A set of addresses with a priority and a rule saying which callers may use them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Gateway {
     /// Higher goes first among gateways that apply to a caller.
-    #[serde(default)]
     pub priority: i32,
     /// `scheme://host:port` strings (see [`GatewayAddress`]).
-    #[serde(default)]
     pub address: Vec<String>,
     /// Which callers the gateway applies to; empty means everyone.
-    #[serde(
-        rename = "match",
-        default,
-        skip_serializing_if = "GatewayMatch::is_empty"
-    )]
+    #[serde(rename = "match", skip_serializing_if = "GatewayMatch::is_empty")]
     pub match_rule: GatewayMatch,
 }
 
 /// Which callers a gateway applies to: every part that is set must match.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GatewayMatch {
     /// Host fields the caller must have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostMatch>,
     /// Metadata the caller's metadata must contain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataMatch>,
 }
 
 /// Host fields to compare; unset fields do not restrict.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostMatch {
     /// Required host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Required process id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
 }
 
 /// A subset of metadata: set scalar fields must be equal, maps must be contained.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MetadataMatch {
     /// Required namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace_name: Option<String>,
     /// Required API version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Required kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Required group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Labels the metadata must have with these values (matchLabels).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Annotations the metadata must have with these values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
 /// Names a relay: by node name, by metadata its record must contain, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RelayRef {
     /// The relay's node name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Metadata the relay's record must contain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataMatch>,
 }
 
@@ -251,30 +244,20 @@ impl NodeRecord {
             || "version".into(),
             check_printable(&self.version, limits.max_version_len),
         );
-        if self.custom_data.len() > limits.max_custom_data_len {
-            c.check(
-                || "custom_data".into(),
-                Err(Problem::TooLong {
-                    len: self.custom_data.len(),
-                    max: limits.max_custom_data_len,
-                }),
-            );
-        }
+        c.check(
+            || "custom_data".into(),
+            check_len(&self.custom_data, limits.max_custom_data_len),
+        );
         self.validate_tokens(&mut c, limits);
         c.check(
             || "host.hostname".into(),
             check_hostname(&self.host.hostname),
         );
         validate_metadata(&mut c, "metadata", &self.metadata, limits);
-        if self.gateways.len() > limits.max_gateways {
-            c.check(
-                || "gateways".into(),
-                Err(Problem::TooMany {
-                    count: self.gateways.len(),
-                    max: limits.max_gateways,
-                }),
-            );
-        }
+        c.check(
+            || "gateways".into(),
+            check_count(self.gateways.len(), limits.max_gateways),
+        );
         for (i, gw) in self.gateways.iter().enumerate() {
             validate_gateway(&mut c, &format!("gateways[{i}]"), gw, limits);
         }
@@ -285,23 +268,15 @@ impl NodeRecord {
     }
 
     fn validate_tokens(&self, c: &mut Collector, limits: &RecordLimits) {
-        if self.tokens.len() > limits.max_tokens {
-            c.check(
-                || "tokens".into(),
-                Err(Problem::TooMany {
-                    count: self.tokens.len(),
-                    max: limits.max_tokens,
-                }),
-            );
-        }
+        c.check(
+            || "tokens".into(),
+            check_count(self.tokens.len(), limits.max_tokens),
+        );
         for (i, id) in self.tokens.iter().enumerate() {
             let r = if id.is_empty() {
                 Err(Problem::Empty)
             } else if id.len() > limits.max_key_id_len {
-                Err(Problem::TooLong {
-                    len: id.len(),
-                    max: limits.max_key_id_len,
-                })
+                check_len(id, limits.max_key_id_len)
             } else if !id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
@@ -343,14 +318,25 @@ fn validate_metadata(c: &mut Collector, path: &str, m: &Metadata, limits: &Recor
     }
     c.check(|| format!("{path}.kind"), check_label_value(&m.kind));
     c.check(|| format!("{path}.group"), check_label_value(&m.group));
+    validate_maps(c, path, &m.labels, &m.annotations, limits);
+}
+
+/// The labels and annotations of metadata or of a metadata match.
+fn validate_maps(
+    c: &mut Collector,
+    path: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    limits: &RecordLimits,
+) {
     check_labels(
         c,
         &format!("{path}.labels"),
-        &m.labels,
+        labels,
         limits.max_labels,
         &FIELD_KEYS,
     );
-    check_annotations(c, &format!("{path}.annotations"), &m.annotations);
+    check_annotations(c, &format!("{path}.annotations"), annotations);
 }
 
 fn validate_metadata_match(
@@ -371,29 +357,17 @@ fn validate_metadata_match(
     if let Some(v) = &m.group {
         c.check(|| format!("{path}.group"), check_label_value(v));
     }
-    check_labels(
-        c,
-        &format!("{path}.labels"),
-        &m.labels,
-        limits.max_labels,
-        &FIELD_KEYS,
-    );
-    check_annotations(c, &format!("{path}.annotations"), &m.annotations);
+    validate_maps(c, path, &m.labels, &m.annotations, limits);
 }
 
 fn validate_gateway(c: &mut Collector, path: &str, gw: &Gateway, limits: &RecordLimits) {
     if gw.address.is_empty() {
         c.check(|| format!("{path}.address"), Err(Problem::Empty));
     }
-    if gw.address.len() > limits.max_addresses_per_gateway {
-        c.check(
-            || format!("{path}.address"),
-            Err(Problem::TooMany {
-                count: gw.address.len(),
-                max: limits.max_addresses_per_gateway,
-            }),
-        );
-    }
+    c.check(
+        || format!("{path}.address"),
+        check_count(gw.address.len(), limits.max_addresses_per_gateway),
+    );
     for (j, a) in gw.address.iter().enumerate() {
         let r = GatewayAddress::parse(a)
             .map(|_| ())

@@ -213,9 +213,18 @@ fn is_lower_alnum(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
-fn check_len(s: &str, max: usize) -> Result<(), Problem> {
+pub(crate) fn check_len(s: &str, max: usize) -> Result<(), Problem> {
     if s.len() > max {
         Err(Problem::TooLong { len: s.len(), max })
+    } else {
+        Ok(())
+    }
+}
+
+/// At most `max` items.
+pub(crate) fn check_count(count: usize, max: usize) -> Result<(), Problem> {
+    if count > max {
+        Err(Problem::TooMany { count, max })
     } else {
         Ok(())
     }
@@ -370,15 +379,7 @@ pub(crate) fn check_labels(
     max: usize,
     reserved_keys: &[&str],
 ) {
-    if labels.len() > max {
-        c.check(
-            || path.to_owned(),
-            Err(Problem::TooMany {
-                count: labels.len(),
-                max,
-            }),
-        );
-    }
+    c.check(|| path.to_owned(), check_count(labels.len(), max));
     for (k, v) in labels {
         let field = || format!("{path}[{k:?}]");
         let key_check = check_qualified_name(k)
