@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use atbus_discovery::{NodeRecord, Selector};
 use atbus_relay::service::{MetricsServer, MetricsSnapshot, RelayDriver, TransportConfig, Url};
-use atbus_relay::{RelayConfig, RelayEvent};
+use atbus_relay::{RelayConfig, RelayEvent, RelayFile};
 use clap::Args;
 
 use crate::discovery::{Backend, GatewayArg, RecordParts, Spec};
@@ -31,8 +31,9 @@ pub struct RelayArgs {
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Address to accept nodes and relays on: tcp://HOST:PORT, udp://HOST:PORT, unix:///PATH
-    /// or mem://NAME (port 0 binds a free port); repeatable
-    #[arg(long, value_name = "URL", required = true)]
+    /// or mem://NAME (port 0 binds a free port); repeatable, replaces the file's `listen`;
+    /// required unless the --config file has `listen`
+    #[arg(long, value_name = "URL")]
     pub listen: Vec<Url>,
     /// Peer relay or upstream to dial (redialled with backoff); repeatable, added to the file's
     #[arg(long, value_name = "URL")]
@@ -63,20 +64,19 @@ pub struct RelayArgs {
     pub discovery: Option<Spec>,
     /// Address URL[@PRIORITY] other namespaces reach the relay on (published for every
     /// caller; the --listen addresses are published for the relay's own namespace); repeatable
-    #[arg(
-        long = "gateway",
-        value_name = "URL[@PRIORITY]",
-        requires = "discovery"
-    )]
+    /// (replaces the file's `gateways`; needs discovery here or in the file)
+    #[arg(long = "gateway", value_name = "URL[@PRIORITY]")]
     pub gateways: Vec<GatewayArg>,
-    /// Label KEY=VALUE of the relay's record; repeatable
-    #[arg(long = "label", value_name = "KEY=VALUE", requires = "discovery",
+    /// Label KEY=VALUE of the relay's record (added to the file's `labels`; needs discovery
+    /// here or in the file); repeatable
+    #[arg(long = "label", value_name = "KEY=VALUE",
           value_parser = crate::discovery::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Also trust as peer relays the relays (records of kind `relay`) this selector matches,
     /// e.g. `area.region=eu` or `name in (relay-1,relay-2)`; add --token key ids shared only by
-    /// relays (`relay_key_ids` in --config) so that a name alone is not enough
-    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse, requires = "discovery")]
+    /// relays (`relay_key_ids` in --config) so that a name alone is not enough (needs
+    /// discovery here or in the file)
+    #[arg(long, value_name = "SELECTOR", value_parser = Selector::parse)]
     pub peer_relay_selector: Option<Selector>,
 }
 
@@ -113,14 +113,43 @@ Examples:
 
 /// Builds the relay configuration: the file (if any), then the command-line options.
 pub fn config(args: &RelayArgs) -> anyhow::Result<RelayConfig> {
+    merge(args).map(|(config, _)| config)
+}
+
+/// The file (if any) under the command line: the relay core's configuration, and the arguments
+/// with the file's service settings (`listen`, `metrics_listen`, `token_file`, `discovery`,
+/// `gateways`, `peer_relay_selector`) filled in where the command line gives none.
+pub fn merge(args: &RelayArgs) -> anyhow::Result<(RelayConfig, RelayArgs)> {
+    let mut merged = args.clone();
+    let mut file_tokens = None;
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            RelayConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            let file =
+                RelayFile::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+            fill_from_file(&mut merged, &file).with_context(|| format!("in {}", path.display()))?;
+            file_tokens = file.token_file.clone();
+            file.config
         }
         None => RelayConfig::new(String::new()),
     };
+    if merged.listen.is_empty() {
+        anyhow::bail!("the relay needs an address: --listen URL or `listen` in the --config file");
+    }
+    if merged.discovery.is_none() {
+        let needs = [
+            (!merged.gateways.is_empty(), "--gateway (`gateways`)"),
+            (!merged.labels.is_empty(), "--label"),
+            (
+                merged.peer_relay_selector.is_some(),
+                "--peer-relay-selector",
+            ),
+        ];
+        if let Some((_, what)) = needs.iter().find(|(set, _)| *set) {
+            anyhow::bail!("{what} needs --discovery SPEC or `discovery` in the --config file");
+        }
+    }
     if let Some(name) = &args.name {
         config.node.name.clone_from(name);
     }
@@ -149,14 +178,54 @@ pub fn config(args: &RelayArgs) -> anyhow::Result<RelayConfig> {
         .context("cannot read the tokens")?;
     if !tokens.is_empty() {
         config.node.tokens = tokens;
+    } else if let Some(path) = file_tokens {
+        // None on the command line or in ATBUS_TOKEN: the file's `token_file` joins its
+        // [[tokens]].
+        let more = crate::token::read_file(&path)
+            .with_context(|| format!("cannot read the token_file {}", path.display()))?;
+        config.node.tokens.extend(more);
     }
-    Ok(config)
+    Ok((config, merged))
+}
+
+/// Takes the file's service settings for what the command line leaves unset (an argument
+/// given on the command line replaces the file's value).
+fn fill_from_file(args: &mut RelayArgs, file: &RelayFile) -> anyhow::Result<()> {
+    if args.listen.is_empty() {
+        args.listen = file
+            .listen
+            .iter()
+            .map(|u| u.parse::<Url>().with_context(|| format!("listen {u:?}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if args.metrics_listen.is_none() {
+        args.metrics_listen = file.metrics_listen;
+    }
+    if args.discovery.is_none() {
+        if let Some(spec) = &file.discovery {
+            args.discovery =
+                Some(Spec::parse(spec).with_context(|| format!("discovery {spec:?}"))?);
+        }
+    }
+    if args.gateways.is_empty() {
+        args.gateways = file
+            .gateways
+            .iter()
+            .map(|g| g.parse().with_context(|| format!("gateways {g:?}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if args.peer_relay_selector.is_none() {
+        args.peer_relay_selector
+            .clone_from(&file.peer_relay_selector);
+    }
+    Ok(())
 }
 
 /// Runs the relay until `stop` is requested; prints `listening on URL` per listener and
 /// `metrics on URL` to `out`.
 pub fn run(args: &RelayArgs, stop: &StopSignal, out: &mut impl Write) -> anyhow::Result<()> {
-    let config = config(args)?;
+    let (config, args) = merge(args)?;
+    let args = &args;
     let name = config.node.name.clone();
     let mut driver = RelayDriver::new(config, TransportConfig::default())?;
     stop.attach(driver.transport().handle());
@@ -601,15 +670,139 @@ mod tests {
 
     #[test]
     fn discovery_options_need_discovery() {
-        let parsed = Cli::try_parse_from([
-            "atbus-relay",
-            "--name",
-            "r",
+        for extra in [
+            ["--peer-relay-selector", "kind=relay"],
+            ["--gateway", "tcp://gw.example.com:1"],
+            ["--label", "zone=a"],
+        ] {
+            let mut line = vec!["--name", "r", "--listen", "tcp://127.0.0.1:0"];
+            line.extend(extra);
+            let err = config(&args(&line)).unwrap_err();
+            assert!(err.to_string().contains("needs --discovery"), "{err}");
+            line.extend(["--discovery", "embedded"]);
+            assert!(config(&args(&line)).is_ok(), "{line:?}");
+        }
+    }
+
+    /// Writes `text` as a relay file and returns (dir, path).
+    fn relay_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn the_file_gives_the_service_settings() {
+        let (dir, path) = relay_file("");
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "file-key:0123456789abcdef\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"relay-f\"\nlisten = [\"tcp://127.0.0.1:0\"]\n\
+                 metrics_listen = \"127.0.0.1:0\"\ndiscovery = \"embedded\"\n\
+                 gateways = [\"tcp://relay-f.example.com:7000@5\"]\n\
+                 peer_relay_selector = \"kind=relay\"\ntoken_file = {:?}\n\
+                 [[tokens]]\nkey_id = \"inline\"\nsecret = \"0123456789abcdef\"\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // ATBUS_TOKEN would replace the file's tokens.
+        assert!(std::env::var_os(crate::token::TOKEN_ENV).is_none());
+        let (c, merged) = merge(&args(&["--config", &path])).unwrap();
+        assert_eq!(c.node.name, "relay-f");
+        assert_eq!(merged.listen.len(), 1);
+        assert_eq!(merged.listen[0].to_string(), "tcp://127.0.0.1:0");
+        assert_eq!(merged.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            merged.discovery.as_ref().map(Spec::to_string).as_deref(),
+            Some("embedded")
+        );
+        assert_eq!(merged.gateways.len(), 1);
+        assert_eq!(merged.gateways[0].url, "tcp://relay-f.example.com:7000");
+        assert_eq!(merged.gateways[0].priority, 5);
+        assert_eq!(
+            merged
+                .peer_relay_selector
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("kind=relay")
+        );
+        let ids: Vec<&str> = c.node.tokens.iter().map(|t| t.key_id()).collect();
+        assert_eq!(ids, ["inline", "file-key"]);
+
+        // The command line replaces each of them.
+        let (c, merged) = merge(&args(&[
+            "--config",
+            &path,
             "--listen",
-            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:7",
+            "--metrics-listen",
+            "127.0.0.1:8",
+            "--discovery",
+            "static:/x.toml",
+            "--gateway",
+            "tcp://other.example.com:1",
             "--peer-relay-selector",
-            "kind=relay",
-        ]);
-        assert!(parsed.is_err());
+            "zone=b",
+            "--token",
+            "cli:0123456789abcdef",
+        ]))
+        .unwrap();
+        assert_eq!(merged.listen[0].to_string(), "tcp://127.0.0.1:7");
+        assert_eq!(merged.metrics_listen, Some("127.0.0.1:8".parse().unwrap()));
+        assert_eq!(
+            merged.discovery.as_ref().map(Spec::to_string).as_deref(),
+            Some("static:/x.toml")
+        );
+        assert_eq!(merged.gateways[0].url, "tcp://other.example.com:1");
+        assert_eq!(
+            merged
+                .peer_relay_selector
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("zone=b")
+        );
+        let ids: Vec<&str> = c.node.tokens.iter().map(|t| t.key_id()).collect();
+        assert_eq!(ids, ["cli"]);
+    }
+
+    #[test]
+    fn bad_file_settings_name_the_key_and_the_file() {
+        let err = config(&args(&["--name", "r"])).unwrap_err();
+        assert!(err.to_string().contains("needs an address"), "{err}");
+        for (text, says) in [
+            ("name = \"r\"", "needs an address"),
+            ("name = \"r\"\nlisten = [\"ftp://x:1\"]", "listen"),
+            (
+                "name = \"r\"\nlisten = [\"tcp://127.0.0.1:0\"]\ndiscovery = \"consul://x\"",
+                "discovery",
+            ),
+            (
+                "name = \"r\"\nlisten = [\"tcp://127.0.0.1:0\"]\ngateways = [\"tcp://g:1@hi\"]",
+                "gateways",
+            ),
+            (
+                "name = \"r\"\nlisten = [\"tcp://127.0.0.1:0\"]\ngateways = [\"tcp://g:1\"]",
+                "needs --discovery",
+            ),
+            (
+                "name = \"r\"\nlisten = [\"tcp://127.0.0.1:0\"]\ntoken_file = \"/nonexistent/t\"",
+                "/nonexistent/t",
+            ),
+        ] {
+            let (_dir, path) = relay_file(text);
+            let err = config(&args(&["--config", &path])).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(says), "{text}: {msg}");
+            if ["listen", "discovery", "gateways"].contains(&says) {
+                assert!(msg.contains(&path), "{text}: {msg}");
+            }
+        }
     }
 }

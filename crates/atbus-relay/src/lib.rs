@@ -74,6 +74,7 @@ pub mod service;
 
 pub use config::{DEFAULT_HOP_LIMIT, RelayConfig};
 pub use error::{DropReason, RelayError};
+pub use file::RelayFile;
 pub use metrics::{
     DelayHistogram, LinkMetrics, OTHER_DESTINATIONS, QUEUE_DELAY_BOUNDS, QueueDelays, RelayMetrics,
 };
