@@ -693,6 +693,10 @@ mod tests {
         (dir, path)
     }
 
+    fn selector_text(a: &RelayArgs) -> Option<String> {
+        a.peer_relay_selector.as_ref().map(ToString::to_string)
+    }
+
     #[test]
     fn the_file_gives_the_service_settings() {
         let (dir, path) = relay_file("");
@@ -724,14 +728,7 @@ mod tests {
         assert_eq!(merged.gateways.len(), 1);
         assert_eq!(merged.gateways[0].url, "tcp://relay-f.example.com:7000");
         assert_eq!(merged.gateways[0].priority, 5);
-        assert_eq!(
-            merged
-                .peer_relay_selector
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
-            Some("kind=relay")
-        );
+        assert_eq!(selector_text(&merged).as_deref(), Some("kind=relay"));
         let ids: Vec<&str> = c.node.tokens.iter().map(|t| t.key_id()).collect();
         assert_eq!(ids, ["inline", "file-key"]);
 
@@ -760,14 +757,7 @@ mod tests {
             Some("static:/x.toml")
         );
         assert_eq!(merged.gateways[0].url, "tcp://other.example.com:1");
-        assert_eq!(
-            merged
-                .peer_relay_selector
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
-            Some("zone=b")
-        );
+        assert_eq!(selector_text(&merged).as_deref(), Some("zone=b"));
         let ids: Vec<&str> = c.node.tokens.iter().map(|t| t.key_id()).collect();
         assert_eq!(ids, ["cli"]);
     }

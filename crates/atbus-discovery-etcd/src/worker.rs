@@ -564,17 +564,14 @@ impl Ctx {
             .map_err(|f| unavailable(Some(request), f.message()))
     }
 
+    /// `json` is the record's checked JSON form ([`record_json`]).
     async fn register(
         &self,
         request: RequestId,
-        record: NodeRecord,
+        name: String,
+        json: String,
         deadline: Instant,
     ) -> DiscoveryEvent {
-        let json = match record_json(request, &record) {
-            Ok(j) => j,
-            Err(e) => return e,
-        };
-        let name = record.name;
         let mut st = match self.lock_lease(request, deadline).await {
             Ok(st) => st,
             Err(e) => return e,
@@ -630,17 +627,14 @@ impl Ctx {
         }
     }
 
+    /// `json` is the record's checked JSON form ([`record_json`]).
     async fn update(
         &self,
         request: RequestId,
-        record: NodeRecord,
+        name: String,
+        json: String,
         deadline: Instant,
     ) -> DiscoveryEvent {
-        let json = match record_json(request, &record) {
-            Ok(j) => j,
-            Err(e) => return e,
-        };
-        let name = record.name;
         let mut st = match self.lock_owned(request, &name, deadline).await {
             Ok(st) => st,
             Err(e) => return e,
@@ -897,8 +891,14 @@ pub(crate) async fn run_requests(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<
     while let Some(cmd) = rx.recv().await {
         let deadline = Instant::now() + ctx.config.request_timeout;
         let event = match cmd {
-            Command::Register(r, rec) => ctx.register(r, rec, deadline).await,
-            Command::Update(r, rec) => ctx.update(r, rec, deadline).await,
+            Command::Register(r, rec) => match record_json(r, &rec) {
+                Ok(json) => ctx.register(r, rec.name, json, deadline).await,
+                Err(refusal) => refusal,
+            },
+            Command::Update(r, rec) => match record_json(r, &rec) {
+                Ok(json) => ctx.update(r, rec.name, json, deadline).await,
+                Err(refusal) => refusal,
+            },
             Command::Deregister(r, name) => ctx.deregister(r, name, deadline).await,
             Command::Get(r, name) => ctx.get(r, name, deadline).await,
             Command::List(r, sel) => ctx.list(r, sel, deadline).await,
