@@ -628,6 +628,7 @@ impl Node {
             return;
         }
         l.source = Some(key);
+        l.peer_addr = peer.parse().ok();
         let max = self.config.limits.max_handshakes_per_source;
         if same >= max {
             let reason = LinkCloseReason::local(
@@ -636,5 +637,170 @@ impl Node {
             );
             self.reject_link(now, link, reason, true);
         }
+    }
+}
+
+// ----- stateless cookie / retry -----
+
+/// Length of a handshake cookie (a truncated HMAC-SHA256).
+pub const COOKIE_LEN: usize = 16;
+
+/// How long one cookie secret is used before a fresh one replaces it; a cookie verifies under
+/// the current secret or the one before, so it lives between one and two periods.
+pub const COOKIE_ROTATION: Duration = Duration::from_secs(120);
+
+/// Longest cookie a client echoes back; anything longer is a protocol error.
+pub const MAX_COOKIE_LEN: usize = 64;
+
+/// The rotating secrets of the stateless cookie (`docs/security.md` §9.4). Secrets are drawn
+/// from the node's caller-supplied RNG; time comes from the `now` passed in.
+#[derive(Default)]
+pub(crate) struct CookieJar {
+    /// The current secret, its slot number and when it was drawn.
+    current: Option<([u8; 32], u64, Instant)>,
+    /// The secret of the slot before, while it is still accepted.
+    previous: Option<([u8; 32], u64)>,
+}
+
+impl std::fmt::Debug for CookieJar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieJar")
+            .field("slot", &self.current.as_ref().map(|c| c.1))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bytes a cookie is bound to: the peer's IP address and port.
+fn address_bytes(addr: &std::net::SocketAddr) -> Vec<u8> {
+    let mut out = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
+fn cookie_mac(secret: &[u8; 32], addr: &std::net::SocketAddr, slot: u64) -> [u8; COOKIE_LEN] {
+    use hmac::Mac as _;
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let Ok(mut m) = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret) else {
+        unreachable!("HMAC accepts keys of any length")
+    };
+    m.update(b"atbus cookie v1");
+    m.update(&address_bytes(addr));
+    m.update(&slot.to_be_bytes());
+    let tag = m.finalize().into_bytes();
+    let mut out = [0u8; COOKIE_LEN];
+    out.copy_from_slice(&tag[..COOKIE_LEN]);
+    out
+}
+
+impl CookieJar {
+    /// Rotates the secret when its period is over: the current secret becomes the previous
+    /// one (still accepted) if it is less than two periods old, else both are replaced.
+    pub fn rotate(&mut self, now: Instant, rng: &mut dyn rand_core::CryptoRng) {
+        let fresh = |rng: &mut dyn rand_core::CryptoRng| {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        };
+        match self.current {
+            None => self.current = Some((fresh(rng), 0, now)),
+            Some((secret, slot, at)) => {
+                let age = now.saturating_duration_since(at);
+                if age < COOKIE_ROTATION {
+                    return;
+                }
+                self.previous = (age < 2 * COOKIE_ROTATION).then_some((secret, slot));
+                // Slots count periods, so a previous secret is always slot - 1.
+                let next = if self.previous.is_some() {
+                    slot + 1
+                } else {
+                    slot + 2
+                };
+                self.current = Some((fresh(rng), next, now));
+            }
+        }
+    }
+
+    /// The cookie for `addr` under the current secret.
+    pub fn make(&self, addr: &std::net::SocketAddr) -> Option<[u8; COOKIE_LEN]> {
+        let (secret, slot, _) = self.current.as_ref()?;
+        Some(cookie_mac(secret, addr, *slot))
+    }
+
+    /// Whether `cookie` was made for `addr` under the current or the previous secret
+    /// (constant-time comparisons).
+    pub fn verify(&self, addr: &std::net::SocketAddr, cookie: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        if cookie.len() != COOKIE_LEN {
+            return false;
+        }
+        let mut ok = subtle::Choice::from(0);
+        if let Some((secret, slot, _)) = &self.current {
+            ok |= cookie_mac(secret, addr, *slot).ct_eq(cookie);
+        }
+        if let Some((secret, slot)) = &self.previous {
+            ok |= cookie_mac(secret, addr, *slot).ct_eq(cookie);
+        }
+        ok.into()
+    }
+}
+
+impl Node {
+    /// Half-open handshakes other than `link`'s.
+    fn handshakes_in_flight_besides(&self, link: LinkId) -> usize {
+        self.links
+            .iter()
+            .filter(|(id, l)| **id != link && l.state.in_handshake())
+            .count()
+    }
+
+    /// Server, first thing on a hello of inbound `link`: under load (at least
+    /// [`crate::NodeLimits::cookie_threshold`] other handshakes in flight), a datagram link
+    /// from a known network address must echo a valid cookie. Without one the node answers
+    /// with a `handshake_retry` carrying a fresh cookie and forgets the link (no `link_close`,
+    /// no handshake state), and returns false. True: go on with the hello.
+    pub(crate) fn cookie_gate(&mut self, now: Instant, link: LinkId, cookie: &[u8]) -> bool {
+        let Some(l) = self.links.get(&link) else {
+            return false;
+        };
+        let Some(addr) = l.peer_addr else {
+            // Byte streams are validated by their transport; Unix and loopback peers cannot
+            // be spoofed from the network.
+            return true;
+        };
+        if l.kind != crate::types::LinkKind::Datagram {
+            return true;
+        }
+        if self.handshakes_in_flight_besides(link) < self.config.limits.cookie_threshold {
+            return true;
+        }
+        self.cookies.rotate(now, &mut *self.rng);
+        if self.cookies.verify(&addr, cookie) {
+            self.cookie_stats.1 += 1;
+            return true;
+        }
+        let Some(fresh) = self.cookies.make(&addr) else {
+            return false;
+        };
+        self.cookie_stats.0 += 1;
+        let package = self.handshake_package(atbus_proto::handshake_data::Step::Retry(
+            atbus_proto::HandshakeRetry {
+                cookie: Bytes::copy_from_slice(&fresh),
+            },
+        ));
+        self.queue_control(link, package);
+        let reason = LinkCloseReason::local(
+            AtbusCloseReason::LimitExceeded,
+            "cookie-retry: under load, the hello must echo a valid cookie",
+        );
+        self.close_link(now, link, reason, false, true);
+        false
+    }
+
+    /// Retries sent and hellos admitted with a valid cookie since the node started.
+    pub fn cookie_stats(&self) -> (u64, u64) {
+        self.cookie_stats
     }
 }

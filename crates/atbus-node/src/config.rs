@@ -183,6 +183,11 @@ pub struct NodeLimits {
     /// reports the source ([`crate::Node::handle_link_source`]); more are refused with
     /// `LIMIT_EXCEEDED`.
     pub max_handshakes_per_source: usize,
+    /// Half-open handshakes (besides the new one) from which the node is under load: a hello
+    /// on a datagram link from a network address must then echo a valid cookie, else it is
+    /// answered with a stateless `handshake_retry` (default 32, half of
+    /// `max_handshakes_in_flight`; `usize::MAX` turns cookies off). See `docs/security.md` §9.4.
+    pub cookie_threshold: usize,
     /// Established links per peer (default 8).
     pub max_links_per_peer: usize,
     /// Peers with a session at once (default 1024).
@@ -201,6 +206,7 @@ impl Default for NodeLimits {
         Self {
             max_handshakes_in_flight: 64,
             max_handshakes_per_source: 8,
+            cookie_threshold: 32,
             max_links_per_peer: 8,
             max_peers: 1024,
             max_labels: 64,

@@ -122,8 +122,20 @@ impl Node {
         };
         let datagram = link.kind == LinkKind::Datagram;
         let step = data.step;
+        let cookie = data.cookie;
         let result = match (&link.state, step) {
-            (LinkState::AwaitHello, Some(Step::Hello(hello))) => self.server_on_hello(id, hello),
+            (LinkState::AwaitHello, Some(Step::Hello(hello))) => {
+                // The cookie is checked before any other work; without a valid one under load
+                // the node answers with a retry and forgets the link.
+                if self.cookie_gate(now, id, &cookie) {
+                    self.server_on_hello(id, hello)
+                } else {
+                    Ok(())
+                }
+            }
+            (LinkState::HelloSent { .. }, Some(Step::Retry(retry))) => {
+                self.client_on_retry(id, retry.cookie)
+            }
             (
                 LinkState::ReplySent {
                     client, package, ..
@@ -194,10 +206,8 @@ impl Node {
                 Some(Step::Hello(_) | Step::Accept(_) | Step::HelloReply(_)),
             )
             | (LinkState::Closed, _) => Ok(()),
-            (_, Some(Step::Retry(_))) => Err(reject(
-                AtbusCloseReason::ProtocolError,
-                "handshake_retry is not supported by this node",
-            )),
+            // A retry after the reply: late or duplicated, ignored.
+            (_, Some(Step::Retry(_))) => Ok(()),
             (_, _) => Err(reject(
                 AtbusCloseReason::ProtocolError,
                 "unexpected handshake step",
@@ -206,6 +216,32 @@ impl Node {
         if let Err(reason) = result {
             self.reject_link(now, id, reason, true);
         }
+    }
+
+    /// Client: the server is under load and asks for the same hello again with `cookie`.
+    fn client_on_retry(&mut self, id: LinkId, cookie: Bytes) -> Result<(), Reject> {
+        if cookie.is_empty() || cookie.len() > crate::access::MAX_COOKIE_LEN {
+            return Err(reject(
+                AtbusCloseReason::ProtocolError,
+                format!("handshake_retry cookie of {} bytes", cookie.len()),
+            ));
+        }
+        let Some(LinkState::HelloSent { hello, .. }) = self.links.get(&id).map(|l| &l.state) else {
+            return Ok(());
+        };
+        let package =
+            self.control_package(atbus_proto::frame_message::Body::Handshake(HandshakeData {
+                step: Some(Step::Hello((**hello).clone())),
+                cookie,
+            }));
+        self.queue_control(id, package.clone());
+        if let Some(LinkState::HelloSent { package: p, .. }) =
+            self.links.get_mut(&id).map(|l| &mut l.state)
+        {
+            // Retransmissions carry the cookie too.
+            *p = package;
+        }
+        Ok(())
     }
 
     fn server_on_hello(&mut self, id: LinkId, hello: HandshakeHello) -> Result<(), Reject> {

@@ -85,6 +85,7 @@ pub use access::{
     ANONYMOUS_PREFIX, EARLY_DATA_ACCEPTED, EARLY_DATA_NONE, EARLY_DATA_REFUSED, MAX_EARLY_MESSAGES,
     source_key, token_defect,
 };
+pub use access::{COOKIE_LEN, COOKIE_ROTATION, MAX_COOKIE_LEN};
 pub use atbus_auth;
 pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};
 pub use auth::SessionKeys;

@@ -121,6 +121,8 @@ pub(crate) struct Link {
     /// The peer's source address as the driver reported it, reduced to what a bound per
     /// source counts (an IPv4 address, an IPv6 /64).
     pub source: Option<std::net::IpAddr>,
+    /// The peer's full network address (not loopback), which a handshake cookie is bound to.
+    pub peer_addr: Option<std::net::SocketAddr>,
 }
 
 /// Link-level keepalive: a ping every `interval`, the link closes after `idle` of silence.
@@ -167,6 +169,7 @@ impl Link {
             handshake_tx: 0,
             validated: false,
             source: None,
+            peer_addr: None,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Node {
     pub(crate) early_pending: BTreeMap<LinkId, crate::link::EarlyFlight>,
     /// 0-RTT flights accepted, replayed, refused otherwise.
     pub(crate) early_stats: (u64, u64, u64),
+    /// Rotating secrets of the stateless handshake cookie.
+    pub(crate) cookies: crate::access::CookieJar,
+    /// Retries sent, hellos admitted with a valid cookie.
+    pub(crate) cookie_stats: (u64, u64),
 }
 
 impl std::fmt::Debug for Node {
@@ -99,6 +103,8 @@ impl Node {
             anti_replay: None,
             early_pending: BTreeMap::new(),
             early_stats: (0, 0, 0),
+            cookies: crate::access::CookieJar::default(),
+            cookie_stats: (0, 0),
         };
         node.run_reconnects(now);
         Ok(node)
