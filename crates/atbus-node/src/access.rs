@@ -656,9 +656,11 @@ pub const MAX_COOKIE_LEN: usize = 64;
 /// from the node's caller-supplied RNG; time comes from the `now` passed in.
 #[derive(Default)]
 pub(crate) struct CookieJar {
-    /// The current secret, its slot number and when it was drawn.
-    current: Option<([u8; 32], u64, Instant)>,
-    /// The secret of the slot before, while it is still accepted.
+    /// When slot 0 began (the first gated hello); slots are [`COOKIE_ROTATION`] long.
+    origin: Option<Instant>,
+    /// The secret of the current slot and the slot number.
+    current: Option<([u8; 32], u64)>,
+    /// The secret of the slot just before, while it is still accepted.
     previous: Option<([u8; 32], u64)>,
 }
 
@@ -696,36 +698,24 @@ fn cookie_mac(secret: &[u8; 32], addr: &std::net::SocketAddr, slot: u64) -> [u8;
 }
 
 impl CookieJar {
-    /// Rotates the secret when its period is over: the current secret becomes the previous
-    /// one (still accepted) if it is less than two periods old, else both are replaced.
+    /// Moves to the slot of `now`: a fresh secret for a new slot, the secret of the slot just
+    /// before kept as the previous one (still accepted), anything older dropped. A cookie thus
+    /// verifies in its own slot and the next: two to four minutes.
     pub fn rotate(&mut self, now: Instant, rng: &mut dyn rand_core::CryptoRng) {
-        let fresh = |rng: &mut dyn rand_core::CryptoRng| {
-            let mut s = [0u8; 32];
-            rng.fill_bytes(&mut s);
-            s
-        };
-        match self.current {
-            None => self.current = Some((fresh(rng), 0, now)),
-            Some((secret, slot, at)) => {
-                let age = now.saturating_duration_since(at);
-                if age < COOKIE_ROTATION {
-                    return;
-                }
-                self.previous = (age < 2 * COOKIE_ROTATION).then_some((secret, slot));
-                // Slots count periods, so a previous secret is always slot - 1.
-                let next = if self.previous.is_some() {
-                    slot + 1
-                } else {
-                    slot + 2
-                };
-                self.current = Some((fresh(rng), next, now));
-            }
+        let origin = *self.origin.get_or_insert(now);
+        let slot = now.saturating_duration_since(origin).as_secs() / COOKIE_ROTATION.as_secs();
+        if self.current.is_some_and(|(_, s)| s == slot) {
+            return;
         }
+        self.previous = self.current.filter(|(_, s)| s + 1 == slot);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        self.current = Some((secret, slot));
     }
 
     /// The cookie for `addr` under the current secret.
     pub fn make(&self, addr: &std::net::SocketAddr) -> Option<[u8; COOKIE_LEN]> {
-        let (secret, slot, _) = self.current.as_ref()?;
+        let (secret, slot) = self.current.as_ref()?;
         Some(cookie_mac(secret, addr, *slot))
     }
 
@@ -737,7 +727,7 @@ impl CookieJar {
             return false;
         }
         let mut ok = subtle::Choice::from(0);
-        if let Some((secret, slot, _)) = &self.current {
+        if let Some((secret, slot)) = &self.current {
             ok |= cookie_mac(secret, addr, *slot).ct_eq(cookie);
         }
         if let Some((secret, slot)) = &self.previous {

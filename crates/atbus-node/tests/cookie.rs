@@ -271,6 +271,8 @@ fn the_retry_is_never_larger_than_the_hello() {
         assert!(!b.sizes.is_empty());
         for (hello, retry) in &b.sizes {
             assert!(retry <= hello, "retry {retry} bytes, hello {hello} bytes");
+            // A hello carries at least its 32-byte nonce; the retry only the 16-byte cookie.
+            assert!(*retry < 32 + atbus_node::COOKIE_LEN, "retry {retry} bytes");
         }
     }
 }
