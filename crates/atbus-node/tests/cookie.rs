@@ -427,3 +427,41 @@ fn a_retry_with_an_empty_or_oversized_cookie_is_a_protocol_error() {
             <= 18
     );
 }
+
+#[test]
+fn the_repeated_hello_and_its_retransmissions_carry_the_cookie() {
+    let mut b = Bench::new(1, 1, 9);
+    b.connect();
+    let hello = b.client_hello();
+    let (steps, _) = b.answer(CLIENT_ADDR, &hello);
+    let cookie = retry_cookie(&steps);
+    let mut buf = Vec::new();
+    assert!(
+        b.server.poll_transmit(b.now, &mut buf).is_none(),
+        "the server sent nothing more"
+    );
+    // The retry reaches the client: it sends the same hello again, with the cookie.
+    let frame = FrameMessage {
+        head: None,
+        body: Some(Body::Handshake(HandshakeData {
+            step: Some(Step::Retry(atbus_proto::HandshakeRetry {
+                cookie: cookie.clone(),
+            })),
+            cookie: Bytes::new(),
+        })),
+    };
+    let mut out = Vec::new();
+    atbus_frame::encode(&frame, &FrameLimits::default(), &mut out).unwrap();
+    b.client.handle_datagram(b.now, b.lc, Bytes::from(out));
+    let (_, n) = b.client.poll_transmit(b.now, &mut buf).unwrap();
+    let again = handshake(&buf[..n]);
+    assert_eq!(again.cookie, cookie);
+    assert_eq!(again.step, handshake(&hello).step, "the same hello");
+    // That datagram is lost; the retransmission carries the cookie too.
+    b.now += Duration::from_secs(2);
+    b.client.handle_timeout(b.now, 0);
+    let (_, n) = b.client.poll_transmit(b.now, &mut buf).unwrap();
+    let resent = handshake(&buf[..n]);
+    assert_eq!(resent.cookie, cookie);
+    assert!(matches!(resent.step, Some(Step::Hello(_))));
+}
