@@ -12,7 +12,7 @@ use atbus_stream::{
     Delivery, OutgoingMessage, PathConfig, PathId, PathKind, SendError, Session, SessionConfig,
 };
 
-use crate::net::{self, MTU, Pair};
+use crate::net::{self, CwndTrace, MTU, Pair};
 
 /// The stream the workloads use.
 const STREAM: i64 = 1;
@@ -59,6 +59,7 @@ pub struct AtbusPair {
     b: Session,
     paths: Vec<SimPath>,
     buf: Vec<u8>,
+    trace: CwndTrace,
 }
 
 impl AtbusPair {
@@ -83,6 +84,7 @@ impl AtbusPair {
             b,
             paths,
             buf: Vec::with_capacity(64 * 1024),
+            trace: CwndTrace::default(),
         }
     }
 
@@ -153,6 +155,9 @@ impl Pair for AtbusPair {
         while self.a.poll_event().is_some() {}
         while self.b.poll_event().is_some() {}
         self.transmit(now);
+        if let Some(st) = self.paths.first().and_then(|p| self.a.path_stats(p.a)) {
+            self.trace.observe(st.congestion_window, st.packets_lost);
+        }
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -165,5 +170,10 @@ impl Pair for AtbusPair {
 
     fn data_stats(&self) -> LinkStats {
         net::data_direction_stats(self.paths.iter().map(|p| &p.link))
+    }
+
+    fn sender_trace(&self) -> Option<(CwndTrace, u64)> {
+        let reverse = self.paths.iter().map(|p| p.link.b_to_a.stats().sent).sum();
+        Some((self.trace, reverse))
     }
 }

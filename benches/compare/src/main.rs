@@ -79,6 +79,15 @@ struct LossyArgs {
     /// Leave out the runs over real UDP through the lossy proxy.
     #[arg(long)]
     no_udp: bool,
+    /// Run only the real-UDP part (no simulation, nothing written; the goals list only its rows).
+    #[arg(long, conflicts_with_all = ["no_udp", "write_docs"])]
+    udp_only: bool,
+    /// Run only the pairings whose name starts with this (`fast` or `normal`).
+    #[arg(long)]
+    pairing: Option<String>,
+    /// Print each atbus bulk run's sender trace (window cuts, loss batches, reverse datagrams).
+    #[arg(long)]
+    trace: bool,
     /// Real seconds of each bulk run over the proxy.
     #[arg(long, default_value_t = 10)]
     udp_bulk_secs: u64,
@@ -179,7 +188,13 @@ fn run_job(job: Job, args: &LossyArgs) -> Outcome {
     };
     match job {
         Job::KcpBulk(..) | Job::AtbusBulk(..) | Job::MultiPath(..) => {
-            Outcome::Bulk(workload::run_bulk(pair.as_mut(), &mut clock, bulk))
+            let out = workload::run_bulk(pair.as_mut(), &mut clock, bulk);
+            if let (true, Job::AtbusBulk(..), Some((t, reverse))) =
+                (args.trace, job, pair.sender_trace())
+            {
+                eprintln!("{job:?} trace: {}", t.describe(out.link.sent, reverse));
+            }
+            Outcome::Bulk(out)
         }
         Job::KcpLatency(..) | Job::AtbusLatency(..) => {
             Outcome::Latency(workload::run_latency(pair.as_mut(), &mut clock, latency))
@@ -220,9 +235,26 @@ fn run_all(list: &[Job], args: &LossyArgs) -> Vec<Outcome> {
 
 fn lossy(args: &LossyArgs) {
     let seeds = atbus_netsim::seeds(args.seeds, None);
-    let pairings = pairings(args);
+    let pairings: Vec<Pairing> = pairings(args)
+        .into_iter()
+        .filter(|p| {
+            args.pairing
+                .as_ref()
+                .is_none_or(|f| p.name.starts_with(f.as_str()))
+        })
+        .collect();
+    if args.udp_only {
+        let p = lossy_udp::UdpParams {
+            bulk: Duration::from_secs(args.udp_bulk_secs.max(1)),
+            latency_messages: args.udp_latency_messages.max(1),
+            seed: seeds.first().copied().unwrap_or(1),
+        };
+        let udp_rows = lossy_udp::run_rows(&pairings, &args.losses, p);
+        print!("{}", lossy_udp::section(&p, &udp_rows, &[]));
+        return;
+    }
     let mut jobs = Vec::new();
-    for p in pairings {
+    for &p in &pairings {
         for &loss in &args.losses {
             for &seed in &seeds {
                 jobs.push(Job::KcpBulk(p.kcp, loss, seed));
@@ -248,7 +280,7 @@ fn lossy(args: &LossyArgs) {
 
     let mut it = outcomes.into_iter();
     let mut rows = Vec::new();
-    for p in pairings {
+    for &p in &pairings {
         for &loss in &args.losses {
             let mut runs = Vec::new();
             for _ in &seeds {

@@ -58,4 +58,93 @@ pub trait Pair {
     fn next_wake(&self) -> Option<Instant>;
     /// Counters of the data direction (A→B) of the links.
     fn data_stats(&self) -> LinkStats;
+    /// atbus only: the sender's congestion window over the run and the datagrams of the reverse
+    /// (acknowledgement) direction.
+    fn sender_trace(&self) -> Option<(CwndTrace, u64)> {
+        None
+    }
+}
+
+/// The atbus sender's congestion window and declared losses, sampled after every step of its
+/// driver: how often the window shrank and in what batches losses were declared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CwndTrace {
+    /// Samples taken.
+    pub samples: u64,
+    /// Samples at which the window was smaller than at the one before.
+    pub cuts: u64,
+    /// Samples at which the declared-lost counter grew.
+    pub loss_batches: u64,
+    /// Of those, samples at which it grew by two or more.
+    pub multi_loss_batches: u64,
+    /// Packets declared lost in total.
+    pub lost: u64,
+    /// Window at the last sample, bytes.
+    pub last_cwnd: u64,
+    /// Sum of the windows sampled, bytes (for the mean).
+    cwnd_sum: u128,
+}
+
+impl CwndTrace {
+    /// Records one sample of the sender path's window and declared-lost counter.
+    pub fn observe(&mut self, cwnd: u64, lost: u64) {
+        if self.samples > 0 {
+            if cwnd < self.last_cwnd {
+                self.cuts += 1;
+            }
+            if lost > self.lost {
+                self.loss_batches += 1;
+                if lost - self.lost >= 2 {
+                    self.multi_loss_batches += 1;
+                }
+            }
+        }
+        self.samples += 1;
+        self.last_cwnd = cwnd;
+        self.lost = lost;
+        self.cwnd_sum += u128::from(cwnd);
+    }
+
+    /// Mean of the sampled windows, bytes.
+    pub fn mean_cwnd(&self) -> u64 {
+        (self.cwnd_sum / u128::from(self.samples.max(1))) as u64
+    }
+
+    /// One line for the logs and the docs.
+    pub fn describe(&self, data: u64, reverse: u64) -> String {
+        format!(
+            "{} window cuts, {} packets declared lost in {} batches ({} of them ≥ 2 packets), \
+             mean window {} B, final {} B, {} reverse datagrams for {} data datagrams ({:.2} per data datagram)",
+            self.cuts,
+            self.lost,
+            self.loss_batches,
+            self.multi_loss_batches,
+            self.mean_cwnd(),
+            self.last_cwnd,
+            reverse,
+            data,
+            reverse as f64 / data.max(1) as f64
+        )
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::CwndTrace;
+
+    #[test]
+    fn trace_counts_cuts_and_loss_batches() {
+        let mut t = CwndTrace::default();
+        for (cwnd, lost) in [(100, 0), (120, 0), (96, 1), (96, 3), (90, 3), (110, 4)] {
+            t.observe(cwnd, lost);
+        }
+        assert_eq!(t.samples, 6);
+        assert_eq!(t.cuts, 2);
+        assert_eq!(t.loss_batches, 3);
+        assert_eq!(t.multi_loss_batches, 1);
+        assert_eq!(t.lost, 4);
+        assert_eq!(t.last_cwnd, 110);
+        assert_eq!(t.mean_cwnd(), 612 / 6);
+        assert!(t.describe(10, 4).contains("0.40 per data datagram"));
+    }
 }
