@@ -68,16 +68,20 @@ impl NewReno {
     }
 
     /// Packets were declared lost at `now`; `latest_sent` is the send time of the newest of
-    /// them, `count` how many.
-    pub fn on_loss(&mut self, now: Instant, latest_sent: Instant, count: usize) {
+    /// them; `burst` says whether they completed a run of consecutive lost packet numbers
+    /// (see `Path::loss_burst`).
+    pub fn on_loss(&mut self, now: Instant, latest_sent: Instant, burst: bool) {
         if self
             .recovery_start
             .is_some_and(|start| latest_sent <= start)
         {
             return;
         }
-        if self.no_delay && count < 2 {
-            // One isolated loss on a real-time path is noise, not congestion.
+        if self.no_delay && !burst {
+            // Scattered losses on a real-time path are noise, not congestion: only a run of
+            // consecutive packets lost (what a full queue drops) backs off. Deciding by
+            // packet numbers, not by how many losses one detection round found, keeps the
+            // rule the same however acknowledgements are batched.
             return;
         }
         self.recovery_start = Some(now);
@@ -171,10 +175,10 @@ mod tests {
         cc.on_ack(t0, 1200);
         assert_eq!(cc.window, 13_200, "slow start grows by what was acked");
         let t1 = t0 + Duration::from_millis(10);
-        cc.on_loss(t1, t0, 1);
+        cc.on_loss(t1, t0, false);
         assert_eq!(cc.window, 6_600);
         // A second loss of a packet sent before recovery started does not halve again.
-        cc.on_loss(t1 + Duration::from_millis(1), t0, 1);
+        cc.on_loss(t1 + Duration::from_millis(1), t0, false);
         assert_eq!(cc.window, 6_600);
         // Acks of packets sent before recovery do not grow the window.
         cc.on_ack(t0, 1200);
@@ -190,14 +194,14 @@ mod tests {
     }
 
     #[test]
-    fn no_delay_ignores_a_single_loss() {
+    fn no_delay_ignores_isolated_losses() {
         let t0 = Instant::now();
         let mut cc = NewReno::new(1000, usize::MAX, true);
         let w = cc.window;
-        cc.on_loss(t0, t0, 1);
+        cc.on_loss(t0, t0, false);
         assert_eq!(cc.window, w);
-        cc.on_loss(t0, t0, 3);
-        assert_eq!(cc.window, w * 4 / 5, "several losses: a gentle back-off");
+        cc.on_loss(t0, t0, true);
+        assert_eq!(cc.window, w * 4 / 5, "a burst of losses: a gentle back-off");
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub(crate) const PACKET_THRESHOLD: u64 = 3;
 /// Reordering threshold in low-latency mode: fast retransmit after fewer signals.
 pub(crate) const PACKET_THRESHOLD_NO_DELAY: u64 = 2;
 
+/// Consecutive packet numbers lost in a row that low-latency mode takes as congestion (what a
+/// full queue drops); shorter runs are taken as random loss.
+pub(crate) const NO_DELAY_LOSS_RUN: u32 = 3;
+
 /// A packet that carries stream data and waits for acknowledgement.
 #[derive(Debug, Clone)]
 pub(crate) struct SentPacket {
@@ -63,6 +67,14 @@ pub(crate) struct Path {
     pub bytes_in_flight: usize,
     pub largest_acked: Option<u64>,
     pub loss_time: Option<Instant>,
+    /// Packet number of the most recent packet declared lost, across detection rounds.
+    last_lost_pn: Option<u64>,
+    /// How many consecutive packet numbers ending at `last_lost_pn` were lost.
+    lost_run: u32,
+    /// Whether the latest losses completed a run of [`NO_DELAY_LOSS_RUN`] consecutive packet
+    /// numbers (a burst), counting losses found in earlier rounds too: independent of how
+    /// many losses one detection round happens to find.
+    pub loss_burst: bool,
     pub last_ack_eliciting_sent: Option<Instant>,
     pub pto_count: u32,
     pub rtt: RttEstimator,
@@ -102,6 +114,9 @@ impl Path {
             bytes_in_flight: 0,
             largest_acked: None,
             loss_time: None,
+            last_lost_pn: None,
+            lost_run: 0,
+            loss_burst: false,
             last_ack_eliciting_sent: None,
             pto_count: 0,
             rtt: RttEstimator::new(initial_rtt),
@@ -160,6 +175,7 @@ impl Path {
         }
         let delay = self.loss_delay(granularity);
         let mut lost = Vec::new();
+        self.loss_burst = false;
         let candidates: Vec<u64> = self.sent.range(..largest).map(|(&pn, _)| pn).collect();
         for pn in candidates {
             let Some(p) = self.sent.get(&pn) else {
@@ -176,6 +192,7 @@ impl Path {
             if too_old || largest - pn >= threshold {
                 if let Some(p) = self.sent.remove(&pn) {
                     self.bytes_in_flight -= p.size;
+                    self.note_lost_pn(pn);
                     lost.push(p);
                 }
             } else {
@@ -187,15 +204,34 @@ impl Path {
         lost
     }
 
+    /// Records packet number `pn` as lost (called in increasing order within a round) and
+    /// marks a burst when it completes a run of [`NO_DELAY_LOSS_RUN`] consecutive losses.
+    fn note_lost_pn(&mut self, pn: u64) {
+        if self
+            .last_lost_pn
+            .is_some_and(|last| last.checked_add(1) == Some(pn))
+        {
+            self.lost_run = self.lost_run.saturating_add(1);
+        } else {
+            self.lost_run = 1;
+        }
+        if self.lost_run >= NO_DELAY_LOSS_RUN {
+            self.loss_burst = true;
+        }
+        self.last_lost_pn = Some(pn);
+    }
+
     /// Probe timeout fired: the oldest packets in flight (up to two) are treated as lost, and
     /// the timeout backs off.
     pub fn on_pto(&mut self) -> Vec<SentPacket> {
         self.pto_count += 1;
+        self.loss_burst = false;
         let oldest: Vec<u64> = self.sent.keys().take(2).copied().collect();
         let mut lost = Vec::new();
         for pn in oldest {
             if let Some(p) = self.sent.remove(&pn) {
                 self.bytes_in_flight -= p.size;
+                self.note_lost_pn(pn);
                 lost.push(p);
             }
         }
@@ -258,5 +294,134 @@ impl PeerPathAcks {
 
     pub fn needs_ack(&self, now: Instant) -> bool {
         self.ack_now || self.ack_deadline.is_some_and(|d| d <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PathKind;
+
+    fn path_with_flight(now: Instant, count: u64) -> Path {
+        let config = PathConfig::new(PathKind::Datagram, 1224);
+        let mut p = Path::new(
+            PathId(0),
+            config,
+            now,
+            Duration::from_millis(100),
+            usize::MAX,
+            true,
+        );
+        for pn in 0..count {
+            p.sent.insert(
+                pn,
+                SentPacket {
+                    time_sent: now,
+                    stream_id: 0,
+                    range: pn * 100..(pn + 1) * 100,
+                    finish: false,
+                    skip: false,
+                    size: 100,
+                },
+            );
+            p.bytes_in_flight += 100;
+        }
+        p.next_pn = count;
+        p
+    }
+
+    /// Acknowledges `pns` (removes them from flight) and raises the largest acknowledged.
+    fn ack(p: &mut Path, pns: &[u64]) {
+        for pn in pns {
+            if let Some(sp) = p.sent.remove(pn) {
+                p.bytes_in_flight -= sp.size;
+            }
+            p.largest_acked = Some(p.largest_acked.map_or(*pn, |l| l.max(*pn)));
+        }
+    }
+
+    fn lost_pns(lost: &[SentPacket]) -> Vec<u64> {
+        lost.iter().map(|sp| sp.range.start / 100).collect()
+    }
+
+    #[test]
+    fn isolated_losses_found_together_are_not_a_burst() {
+        let now = Instant::now();
+        let mut p = path_with_flight(now, 10);
+        ack(&mut p, &[0, 1, 2, 4, 5, 6, 8, 9]);
+        let lost = p.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![3, 7]);
+        assert!(
+            !p.loss_burst,
+            "two isolated losses in one round are not a burst"
+        );
+        assert_eq!(p.lost_run, 1);
+    }
+
+    #[test]
+    fn a_run_found_in_one_round_is_a_burst_a_shorter_one_is_not() {
+        let now = Instant::now();
+        let mut p = path_with_flight(now, 13);
+        ack(&mut p, &[0, 1, 4, 5, 6, 7, 11, 12]);
+        let lost = p.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![2, 3, 8, 9, 10]);
+        assert!(p.loss_burst, "8, 9, 10 is a run of three");
+        let mut q = path_with_flight(now, 13);
+        ack(&mut q, &[0, 1, 4, 5, 6, 7, 9, 11, 12]);
+        let lost = q.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![2, 3, 8, 10]);
+        assert!(!q.loss_burst, "runs of two are random loss");
+    }
+
+    #[test]
+    fn a_run_found_across_rounds_is_a_burst() {
+        let now = Instant::now();
+        let mut p = path_with_flight(now, 12);
+        ack(&mut p, &[0, 1, 2, 3, 6]);
+        let lost = p.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![4]);
+        assert!(!p.loss_burst);
+        ack(&mut p, &[8]);
+        let lost = p.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![5]);
+        assert!(!p.loss_burst, "4, 5 is only two");
+        ack(&mut p, &[9]);
+        let lost = p.detect_lost(now, Duration::from_millis(1));
+        assert_eq!(lost_pns(&lost), vec![7]);
+        assert!(!p.loss_burst, "6 was acknowledged: 7 starts a new run");
+        let mut q = path_with_flight(now, 12);
+        ack(&mut q, &[0, 6]);
+        assert_eq!(
+            lost_pns(&q.detect_lost(now, Duration::from_millis(1))),
+            vec![1, 2, 3, 4]
+        );
+        assert!(q.loss_burst);
+        ack(&mut q, &[10]);
+        assert_eq!(
+            lost_pns(&q.detect_lost(now, Duration::from_millis(1))),
+            vec![5, 7, 8]
+        );
+        assert!(q.loss_burst, "5 extends the run of the round before");
+        ack(&mut q, &[11]);
+        assert_eq!(
+            lost_pns(&q.detect_lost(now, Duration::from_millis(1))),
+            vec![9]
+        );
+        assert!(q.loss_burst, "7, 8, 9 is a run of three across two rounds");
+    }
+
+    #[test]
+    fn a_round_without_losses_clears_the_mark() {
+        let now = Instant::now();
+        let mut p = path_with_flight(now, 12);
+        ack(&mut p, &[0, 4]);
+        assert_eq!(
+            lost_pns(&p.detect_lost(now, Duration::from_millis(1))),
+            vec![1, 2]
+        );
+        assert!(!p.loss_burst);
+        ack(&mut p, &[3, 5, 6]);
+        assert!(p.detect_lost(now, Duration::from_millis(1)).is_empty());
+        assert!(!p.loss_burst);
     }
 }

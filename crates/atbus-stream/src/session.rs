@@ -1411,7 +1411,8 @@ impl Session {
             lost.iter().map(|sp| sp.time_sent).max(),
         ) {
             if p.is_lossy() {
-                p.cc.on_loss(now, latest, lost.len());
+                let burst = p.loss_burst;
+                p.cc.on_loss(now, latest, burst);
             }
         }
         for sp in &lost {
