@@ -563,27 +563,6 @@ fn token_keyring(path: &Path) -> Result<atbus_node::atbus_auth::TokenKeyring, Ex
     })
 }
 
-/// SIGINT or SIGTERM asks the node to stop (its loop wakes at once); a second one ends the
-/// process without waiting for the graceful shutdown.
-fn watch_signals(stop: atbus_cli::node::StopSignal) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("atbus-signals".into())
-        .spawn(move || {
-            let mut signals = signals.forever();
-            if signals.next().is_some() {
-                tracing::info!("stop requested");
-                stop.request();
-            }
-            if let Some(signal) = signals.next() {
-                eprintln!("atbus: second signal, exiting at once");
-                std::process::exit(128 + signal);
-            }
-        })?;
-    Ok(())
-}
-
 fn run_node(args: NodeArgs) -> ExitCode {
     init_tracing("info");
     let (tokens, signed_token) = match credentials(&args.tokens) {
@@ -602,7 +581,7 @@ fn run_node(args: NodeArgs) -> ExitCode {
         zero_rtt_window: Duration::try_from_secs_f64(args.zero_rtt_window).ok(),
     };
     let stop = atbus_cli::node::StopSignal::new();
-    if let Err(err) = watch_signals(stop.clone()) {
+    if let Err(err) = atbus_cli::relay::watch_signals(stop.clone()) {
         eprintln!("atbus: error: cannot install the signal handler: {err}");
         return ExitCode::from(2);
     }

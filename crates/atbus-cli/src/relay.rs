@@ -534,8 +534,8 @@ fn init_tracing() {
         .try_init();
 }
 
-/// SIGINT or SIGTERM asks the relay to stop (its loop wakes at once); a second one ends the
-/// process without waiting.
+/// SIGINT or SIGTERM asks the node or relay to stop (its loop wakes at once); a second one ends the
+/// process without waiting. Used by `atbus relay`, `atbus-relay` and `atbus node`.
 pub fn watch_signals(stop: StopSignal) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
