@@ -234,6 +234,10 @@ pub enum ProtocolError {
     /// Encrypted content on a session without keys.
     #[error("encrypted content but no keys")]
     NoKeys,
+    /// Protected content failed in a way that ends the session: the receive key reached its
+    /// integrity limit, or content that opened does not decompress.
+    #[error("content protection: {0}")]
+    Content(String),
 }
 
 /// Why the session closed.

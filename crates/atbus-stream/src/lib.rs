@@ -53,6 +53,7 @@ mod config;
 mod congestion;
 mod content;
 mod path;
+mod protect;
 pub mod ranges;
 mod rtt;
 mod send;
@@ -63,6 +64,7 @@ pub use config::{
     SessionConfig,
 };
 pub use path::PathStats;
+pub use protect::ContentStats;
 pub use reassembly::{Delivery, MessageMeta, ReceivedMessage};
 pub use rtt::RttEstimator;
 pub use session::unacked::UnacknowledgedMessage;

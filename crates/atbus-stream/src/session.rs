@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::content::{ReceivedFragment, decode_fragments};
 use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
+use crate::protect::{ContentStats, OpenFailure, PROTECTED_OVERHEAD, Protection};
 use crate::reassembly::{Delivery, MessageMeta, Piece, Reassembler, ReassemblyError};
 use crate::send::SendStream;
 
@@ -150,6 +151,10 @@ pub struct Session {
     last_stream: i64,
     /// Decoded fragments of the packet being handled (kept to reuse its allocation).
     fragments: Vec<ReceivedFragment>,
+    /// Content protection (keys, compression) installed by the node; `None`: plain.
+    protection: Option<Box<Protection>>,
+    /// Bytes the codec may add to a packet (0 on a plain session).
+    protected_overhead: usize,
 }
 
 impl Session {
@@ -188,8 +193,53 @@ impl Session {
             last_path: None,
             last_stream: -1,
             fragments: Vec::new(),
+            protection: None,
+            protected_overhead: 0,
             config,
         }
+    }
+
+    /// Installs the session's content codec (keys and/or compression; see `docs/security.md`
+    /// §8): from now on every packet sent on every path is transformed by it (compressed, then
+    /// sealed), and every packet received must open with it: with keys, a packet without
+    /// `ENCRYPTED` or whose tag does not verify is dropped and counted, never delivered.
+    /// `None` goes back to plain content. Installing keys on a session that already sent
+    /// packets is safe (packet numbers keep counting), but packets sealed under other keys
+    /// that are still on the way are dropped and sent again.
+    pub fn set_content_codec(&mut self, codec: Option<atbus_auth::ContentCodec>) {
+        let stats = self
+            .protection
+            .as_ref()
+            .map(|p| p.stats)
+            .unwrap_or_default();
+        self.protected_overhead = if codec.is_some() {
+            PROTECTED_OVERHEAD
+        } else {
+            0
+        };
+        self.protection = codec.map(|c| {
+            let mut p = Box::new(Protection::new(c));
+            p.stats = stats;
+            p
+        });
+    }
+
+    /// Whether the session seals its content (keys are installed).
+    pub fn is_encrypted(&mut self) -> bool {
+        self.protection.as_mut().is_some_and(|p| p.seals())
+    }
+
+    /// Whether a content codec (keys and/or compression) is installed.
+    pub fn has_content_codec(&self) -> bool {
+        self.protection.is_some()
+    }
+
+    /// Counters of content protection (all zero on a plain session).
+    pub fn content_stats(&self) -> ContentStats {
+        self.protection
+            .as_ref()
+            .map(|p| p.stats)
+            .unwrap_or_default()
     }
 
     // ----- getters -----
@@ -346,6 +396,7 @@ impl Session {
         p.last_received = now;
         p.stats.packets_received += 1;
         p.stats.bytes_received += wire_len as u64;
+        let head = frame.head;
         let result = match frame.body {
             Some(Body::Ping(ping)) => {
                 p.pong_due = Some((ping.ping_id, ping.timepoint_microseconds));
@@ -368,7 +419,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Some(Body::Packet(packet)) => self.on_packet(now, path, packet),
+            Some(Body::Packet(packet)) => self.on_packet(now, path, head.as_ref(), packet),
             Some(Body::Acknowledge(ack)) => self.on_ack(now, ack),
             _ => Ok(()),
         };
@@ -711,7 +762,7 @@ impl Session {
     // ----- internals -----
 
     fn overhead(&self, config: &PathConfig) -> usize {
-        PACKET_OVERHEAD + self.head_len + config.headroom
+        PACKET_OVERHEAD + self.protected_overhead + self.head_len + config.headroom
     }
 
     fn timepoint(&self, now: Instant) -> i64 {
@@ -766,12 +817,11 @@ impl Session {
                 };
                 let packet = PacketData {
                     flags: packet_flags::CLOSE_SESSION,
-                    content: content.encode_to_vec().into(),
                     timepoint_microseconds: timepoint,
                     path_id: id.0 as i64,
                     ..PacketData::default()
                 };
-                self.push_frame(Body::Packet(packet), buf);
+                self.push_close(id, packet, content, buf);
             }
             return;
         }
@@ -903,7 +953,7 @@ impl Session {
             };
             let pn = p.next_pn;
             p.next_pn += 1;
-            let packet = PacketData {
+            let mut packet = PacketData {
                 stream_id,
                 stream_offset: stream_offset as i64,
                 content: Bytes::new(),
@@ -913,8 +963,7 @@ impl Session {
                 packet_number: pn as i64,
                 path_id: id.0 as i64,
             };
-            let Ok(size) = encode_packet(Some(&self.head), &packet, &content, &self.limits, buf)
-            else {
+            let Some(size) = self.encode_data_packet(&mut packet, &content, buf) else {
                 return;
             };
             debug_assert!(
@@ -945,6 +994,56 @@ impl Session {
                 },
             );
         }
+    }
+
+    /// Appends the package of a data packet: straight into `buf` on a plain session, through
+    /// the content codec otherwise (a codec failure closes the session).
+    #[inline]
+    fn encode_data_packet(
+        &mut self,
+        packet: &mut PacketData,
+        content: &PacketContent,
+        buf: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let Some(protection) = self.protection.as_deref_mut() else {
+            return encode_packet(Some(&self.head), packet, content, &self.limits, buf).ok();
+        };
+        match protection.encode(&self.head, packet, content, &self.limits, buf) {
+            Ok(size) => Some(size),
+            Err(err) => {
+                self.close_with(
+                    CloseReason {
+                        code: AtbusCloseReason::InternalError as i32,
+                        message: format!("cannot send: {err}"),
+                    },
+                    false,
+                );
+                None
+            }
+        }
+    }
+
+    /// Appends the close packet of path `id`. A protected session seals it under a fresh
+    /// packet number of the path (never the number of a data packet).
+    fn push_close(
+        &mut self,
+        id: PathId,
+        mut packet: PacketData,
+        content: PacketContent,
+        buf: &mut Vec<u8>,
+    ) {
+        let Some(protection) = self.protection.as_deref_mut() else {
+            packet.content = content.encode_to_vec().into();
+            self.push_frame(Body::Packet(packet), buf);
+            return;
+        };
+        let Some(p) = self.paths.get_mut(&id) else {
+            return;
+        };
+        packet.packet_number = p.next_pn as i64;
+        p.next_pn += 1;
+        // A session whose keys cannot seal any more sends no close; the peer times out.
+        let _ = protection.encode(&self.head, &mut packet, &content, &self.limits, buf);
     }
 
     /// Picks the next stream with something to send (round robin) and cuts its chunk.
@@ -1071,7 +1170,8 @@ impl Session {
         &mut self,
         now: Instant,
         path: PathId,
-        packet: PacketData,
+        head: Option<&MessageHead>,
+        mut packet: PacketData,
     ) -> Result<(), ProtocolError> {
         for (value, name) in [
             (packet.stream_id, "stream_id"),
@@ -1086,7 +1186,13 @@ impl Session {
         if packet.flags & !packet_flags::ALL != 0 {
             return Err(ProtocolError::UnknownFlags(packet.flags));
         }
-        if packet.flags & packet_flags::ENCRYPTED != 0 {
+        if let Some(protection) = self.protection.as_deref_mut() {
+            match protection.open(head, &mut packet) {
+                Ok(()) => {}
+                Err(OpenFailure::Dropped) => return Ok(()),
+                Err(OpenFailure::Fatal(e)) => return Err(ProtocolError::Content(e.to_string())),
+            }
+        } else if packet.flags & packet_flags::ENCRYPTED != 0 {
             return Err(ProtocolError::NoKeys);
         }
         if packet.flags & packet_flags::CLOSE_SESSION != 0 {

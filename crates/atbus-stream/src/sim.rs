@@ -83,6 +83,9 @@ pub struct SimPair {
     pub paths: Vec<SimPath>,
     /// Largest package or datagram seen on any path.
     pub max_package_seen: usize,
+    /// When `Some`, every transmit is also recorded here (sender, path index, bytes), for tests
+    /// that look at what went on the wire.
+    pub capture: Option<Vec<(Side, usize, Bytes)>>,
     seed: u64,
     buf: Vec<u8>,
 }
@@ -98,6 +101,7 @@ impl SimPair {
             clock,
             paths: Vec::new(),
             max_package_seen: 0,
+            capture: None,
             seed,
             buf: Vec::new(),
         }
@@ -172,11 +176,15 @@ impl SimPair {
                 let Some(t) = session.poll_transmit(now, &mut self.buf) else {
                     break;
                 };
-                let p = self
+                let (index, p) = self
                     .paths
                     .iter_mut()
-                    .find(|p| p.alive && t.path == if side == Side::A { p.a } else { p.b })
+                    .enumerate()
+                    .find(|(_, p)| p.alive && t.path == if side == Side::A { p.a } else { p.b })
                     .ok_or(SimError::UnknownPath(t.path))?;
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.push((side, index, Bytes::copy_from_slice(&self.buf[..t.size])));
+                }
                 if p.kind != PathKind::ByteStream {
                     if t.size > p.mtu {
                         return Err(SimError::OverMtu {

@@ -1,0 +1,261 @@
+//! Content protection of a session: the hook between the session and `atbus-auth`'s
+//! [`ContentCodec`] (compression, then AEAD sealing; see `docs/security.md` §8).
+//!
+//! Layering: `atbus-auth` is a pure layer-1 crate (no I/O, no clock, no randomness), so the
+//! session (layer 2) calls it directly; the node (layer 3) decides the keys and installs the
+//! codec with [`crate::Session::set_content_codec`]. A session without a codec takes none of
+//! these paths: its packets are encoded straight into the caller's buffer as before.
+//!
+//! Sending, the fragments of a packet are encoded into a reused buffer, transformed by the
+//! codec into a second one, and the frame is written around the result into a third, which
+//! `encode_raw` wraps in the package: no allocation per packet once the buffers are warm.
+//! Receiving, a packet opens into a buffer of its own, which becomes the `Bytes` the fragments
+//! (and the reassembler) keep.
+
+use atbus_auth::{ContentCodec, ContentError, ContentHeader, ProtectError, SEAL_OVERHEAD};
+use atbus_frame::{FrameError, FrameLimits, encode_raw};
+use atbus_proto::{MessageHead, PacketContent, PacketData, packet_flags};
+use bytes::Bytes;
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, int32, int64};
+
+/// Key of `frame_message.head`.
+const FRAME_HEAD: u32 = 1;
+/// Key of `frame_message.packet`.
+const FRAME_PACKET: u32 = 7;
+/// Key of `packet_data.content`.
+const PACKET_CONTENT: u32 = 3;
+
+/// Bytes a protected packet may need beyond its plain encoding: the key phase and tag, and a
+/// longer content length varint.
+pub(crate) const PROTECTED_OVERHEAD: usize = SEAL_OVERHEAD + 4;
+
+/// Counters of content protection, from [`crate::Session::content_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentStats {
+    /// Packets sealed (or only compressed, on a session with compression and no keys).
+    pub packets_encoded: u64,
+    /// Of those, packets sent with the `COMPRESSED` flag.
+    pub packets_compressed: u64,
+    /// Received packets whose content opened.
+    pub packets_opened: u64,
+    /// Received packets dropped because their tag did not verify (or their key phase, or
+    /// their header, did not match): altered on the way, or forged.
+    pub dropped_bad_tag: u64,
+    /// Received packets dropped because they were not flagged `ENCRYPTED` on a session with
+    /// keys (no downgrade), or flagged `COMPRESSED` on a session without compression.
+    pub dropped_refused: u64,
+}
+
+/// Why a received packet was not opened.
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// Dropped and counted; the session goes on (an attacker can always inject garbage).
+    Dropped,
+    /// The receive key saw too many forgeries, or authenticated content was malformed: the
+    /// session must close.
+    Fatal(ContentError),
+}
+
+/// The codec of a session and its reused buffers.
+pub(crate) struct Protection {
+    codec: ContentCodec,
+    /// Encoded `packet_content` of the packet being sent.
+    plain: Vec<u8>,
+    /// Its wire form (compressed and/or sealed).
+    wire: Vec<u8>,
+    /// The `frame_message` around it.
+    frame: Vec<u8>,
+    pub(crate) stats: ContentStats,
+}
+
+impl std::fmt::Debug for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protection")
+            .field("codec", &self.codec)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Why a packet could not be sealed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SealFailure {
+    /// The codec refused (key limit reached, packet number exhausted).
+    #[error("content protection: {0}")]
+    Codec(#[from] ContentError),
+    /// The package did not fit.
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl Protection {
+    pub(crate) fn new(codec: ContentCodec) -> Self {
+        Self {
+            codec,
+            plain: Vec::new(),
+            wire: Vec::new(),
+            frame: Vec::new(),
+            stats: ContentStats::default(),
+        }
+    }
+
+    /// Whether the codec seals (a session with keys).
+    pub(crate) fn seals(&mut self) -> bool {
+        self.codec.protection_mut().is_some()
+    }
+
+    /// Appends the package of `packet` with `content` transformed by the codec to `buf`;
+    /// `packet.flags` gets `ENCRYPTED`/`COMPRESSED` as the codec set them. Returns the package
+    /// size. On error `buf` is unchanged.
+    pub(crate) fn encode(
+        &mut self,
+        head: &MessageHead,
+        packet: &mut PacketData,
+        content: &PacketContent,
+        limits: &FrameLimits,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, SealFailure> {
+        self.plain.clear();
+        // A `Vec` grows as needed: encoding into it cannot run out of room.
+        let _ = content.encode(&mut self.plain);
+        self.wire.clear();
+        let mut header = ContentHeader::of(Some(head), packet);
+        self.codec
+            .encode(&mut header, &self.plain, &mut self.wire)?;
+        packet.flags = header.flags;
+        self.stats.packets_encoded += 1;
+        if packet.flags & packet_flags::COMPRESSED != 0 {
+            self.stats.packets_compressed += 1;
+        }
+        write_frame(head, packet, &self.wire, &mut self.frame);
+        Ok(encode_raw(&self.frame, limits, buf)?)
+    }
+
+    /// Opens `packet`'s content in place (its flags lose `ENCRYPTED` and `COMPRESSED`).
+    pub(crate) fn open(
+        &mut self,
+        head: Option<&MessageHead>,
+        packet: &mut PacketData,
+    ) -> Result<(), OpenFailure> {
+        let header = ContentHeader::of(head, packet);
+        let mut out = Vec::with_capacity(packet.content.len());
+        match self.codec.decode(&header, &packet.content, &mut out) {
+            Ok(_) => {
+                self.stats.packets_opened += 1;
+                packet.content = Bytes::from(out);
+                packet.flags &= !(packet_flags::ENCRYPTED | packet_flags::COMPRESSED);
+                Ok(())
+            }
+            Err(ContentError::Protect(ProtectError::IntegrityLimitReached { failed })) => Err(
+                OpenFailure::Fatal(ProtectError::IntegrityLimitReached { failed }.into()),
+            ),
+            Err(ContentError::Protect(_)) => {
+                self.stats.dropped_bad_tag += 1;
+                Err(OpenFailure::Dropped)
+            }
+            Err(
+                ContentError::NotEncrypted
+                | ContentError::EncryptionNotNegotiated
+                | ContentError::CompressionNotNegotiated,
+            ) => {
+                self.stats.dropped_refused += 1;
+                Err(OpenFailure::Dropped)
+            }
+            // Content that opened (or was not sealed) but does not decompress: the peer's own
+            // bytes are malformed.
+            Err(e) => Err(OpenFailure::Fatal(e)),
+        }
+    }
+}
+
+/// Writes `frame_message { head, packet }` with `content` as `packet.content` into `frame`
+/// (cleared first), fields in number order as prost writes them.
+fn write_frame(head: &MessageHead, packet: &PacketData, content: &[u8], frame: &mut Vec<u8>) {
+    let int64s_before = [(1, packet.stream_id), (2, packet.stream_offset)];
+    let int32s = [(4, packet.flags), (5, packet.padding_size)];
+    let int64s_after = [
+        (6, packet.timepoint_microseconds),
+        (7, packet.packet_number),
+        (8, packet.path_id),
+    ];
+    let len64 = |fields: &[(u32, i64)]| -> usize {
+        fields
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(tag, v)| int64::encoded_len(*tag, v))
+            .sum()
+    };
+    let content_field = if content.is_empty() {
+        0
+    } else {
+        prost::encoding::key_len(PACKET_CONTENT)
+            + encoded_len_varint(content.len() as u64)
+            + content.len()
+    };
+    let packet_len = len64(&int64s_before)
+        + content_field
+        + int32s
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(tag, v)| int32::encoded_len(*tag, v))
+            .sum::<usize>()
+        + len64(&int64s_after);
+    frame.clear();
+    let head_len = head.encoded_len();
+    encode_key(FRAME_HEAD, WireType::LengthDelimited, frame);
+    encode_varint(head_len as u64, frame);
+    head.encode_raw(frame);
+    encode_key(FRAME_PACKET, WireType::LengthDelimited, frame);
+    encode_varint(packet_len as u64, frame);
+    for (tag, v) in int64s_before.iter().filter(|(_, v)| *v != 0) {
+        int64::encode(*tag, v, frame);
+    }
+    if !content.is_empty() {
+        encode_key(PACKET_CONTENT, WireType::LengthDelimited, frame);
+        encode_varint(content.len() as u64, frame);
+        frame.extend_from_slice(content);
+    }
+    for (tag, v) in int32s.iter().filter(|(_, v)| *v != 0) {
+        int32::encode(*tag, v, frame);
+    }
+    for (tag, v) in int64s_after.iter().filter(|(_, v)| *v != 0) {
+        int64::encode(*tag, v, frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atbus_proto::{FrameMessage, frame_message::Body};
+
+    #[test]
+    fn written_frame_decodes_as_prost_would_encode_it() {
+        let head = MessageHead {
+            source: "a".into(),
+            destination: "b".into(),
+            ..MessageHead::default()
+        };
+        let packet = PacketData {
+            stream_id: 3,
+            stream_offset: 9000,
+            flags: packet_flags::ENCRYPTED,
+            timepoint_microseconds: 77,
+            packet_number: 5,
+            path_id: 1,
+            ..PacketData::default()
+        };
+        let content = b"sealed bytes";
+        let mut frame = Vec::new();
+        write_frame(&head, &packet, content, &mut frame);
+        let expected = FrameMessage {
+            head: Some(head.clone()),
+            body: Some(Body::Packet(PacketData {
+                content: Bytes::from_static(content),
+                ..packet.clone()
+            })),
+        };
+        assert_eq!(frame, expected.encode_to_vec());
+        assert_eq!(FrameMessage::decode(&frame[..]).ok(), Some(expected));
+    }
+}
