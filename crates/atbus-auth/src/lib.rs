@@ -101,6 +101,7 @@ mod keyring;
 pub mod protect;
 mod replay;
 mod streams;
+pub mod tls;
 pub mod token;
 
 #[doc(hidden)]

@@ -1,0 +1,550 @@
+//! The TLS driver between two in-memory ends, with certificates made here by rcgen (none is
+//! stored). The clock is an argument, so validity periods are tested at fixed dates.
+
+use std::time::Instant;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
+};
+
+use super::*;
+
+/// 2027-06-01 00:00 UTC in Unix milliseconds: inside every default validity period below.
+const JUNE_2027_MS: i64 = 1_811_808_000_000;
+/// 2031-01-01 in Unix milliseconds: after the certificates that expire at the end of 2030.
+const JAN_2031_MS: i64 = 1_924_992_000_000;
+/// 2020-01-01 in Unix milliseconds: before certificates valid from 2026.
+const JAN_2020_MS: i64 = 1_577_836_800_000;
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self {
+            issuer: Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    /// A leaf with the given URI SANs (and DNS names), valid `from`..`until` (years).
+    fn leaf(&self, uris: &[&str], dns: &[&str], from: i32, until: i32) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
+                .expect("leaf params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI((*uri).try_into().expect("URI is ASCII")));
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "atbus node");
+        params.not_before = date_time_ymd(from, 1, 1);
+        params.not_after = date_time_ymd(until, 1, 1);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+fn config(leaf: Option<&Leaf>, ca: &Ca, mtls: bool) -> TlsConfig {
+    TlsConfig::from_pem(
+        leaf.map(|l| l.cert.as_bytes()),
+        leaf.map(|l| l.key.as_bytes()),
+        ca.pem.as_bytes(),
+        mtls,
+    )
+    .expect("TLS config")
+}
+
+/// Client and server of one handshake, driven over virtual time.
+struct Pair {
+    client: TlsHandshake,
+    server: TlsHandshake,
+    now: Instant,
+    unix_ms: i64,
+    client_error: Option<TlsError>,
+    server_error: Option<TlsError>,
+    /// Records sent in each direction (client→server, server→client).
+    sent: [usize; 2],
+}
+
+impl Pair {
+    fn new(client: &TlsConfig, server: &TlsConfig, transport: TlsTransport, unix_ms: i64) -> Self {
+        let now = Instant::now();
+        let mut client = TlsHandshake::client(client, transport, now).expect("client");
+        let mut server = TlsHandshake::server(server, transport, now).expect("server");
+        client.expect_peer(AtbusIdentity::new("game", "lobby-1"));
+        server.expect_peer(AtbusIdentity::new("game", "player-17"));
+        Self {
+            client,
+            server,
+            now,
+            unix_ms,
+            client_error: None,
+            server_error: None,
+            sent: [0; 2],
+        }
+    }
+
+    /// Runs until neither side has anything to send or a timer to run. `drop(direction,
+    /// index)` says whether the `index`-th record of a direction (0 = client→server) is lost.
+    fn run(&mut self, mut drop: impl FnMut(usize, usize) -> bool) {
+        let mut buf = Vec::new();
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for direction in 0..2 {
+                let (from, to, error) = if direction == 0 {
+                    (&mut self.client, &mut self.server, &mut self.server_error)
+                } else {
+                    (&mut self.server, &mut self.client, &mut self.client_error)
+                };
+                while from.poll_transmit(self.now, &mut buf) {
+                    assert!(buf.len() <= DATA_HEADER_LEN + MAX_RECORD_DATA);
+                    let index = self.sent[direction];
+                    self.sent[direction] += 1;
+                    if !drop(direction, index) {
+                        if let Err(e) = to.handle_record(self.now, self.unix_ms, &buf) {
+                            error.get_or_insert(e);
+                        }
+                    }
+                    buf.clear();
+                    moved = true;
+                }
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let settled = self.client.is_settled() && self.server.is_complete();
+            match next {
+                Some(at) if !settled => {
+                    self.now = self.now.max(at);
+                    self.client.handle_timeout(self.now);
+                    self.server.handle_timeout(self.now);
+                    if let Some(e) = self.client.error() {
+                        self.client_error.get_or_insert(e.clone());
+                    }
+                    if let Some(e) = self.server.error() {
+                        self.server_error.get_or_insert(e.clone());
+                    }
+                }
+                _ => return,
+            }
+        }
+        panic!("handshake did not settle");
+    }
+}
+
+struct Pki {
+    ca: Ca,
+    server: Leaf,
+    client: Leaf,
+}
+
+fn pki() -> Pki {
+    let ca = Ca::new("atbus test CA");
+    let server = ca.leaf(&["atbus://game/lobby-1"], &[], 2026, 2030);
+    let client = ca.leaf(&["atbus://game/player-17"], &[], 2026, 2030);
+    Pki { ca, server, client }
+}
+
+fn assert_keys_agree(pair: &Pair) {
+    let c = pair.client.export_secrets(b"ctx").expect("client secrets");
+    let s = pair.server.export_secrets(b"ctx").expect("server secrets");
+    assert_eq!(c, s);
+    assert_ne!(c.client_to_server.0, c.server_to_client.0);
+    // The context binds the secrets.
+    let other = pair.client.export_secrets(b"other").expect("secrets");
+    assert_ne!(other.client_to_server.0, c.client_to_server.0);
+    // They key content protection on both ends.
+    let suite = crate::CipherSuite::ChaCha20Poly1305;
+    let mut seal = crate::PacketProtection::new(
+        suite,
+        Side::Client,
+        &c.client_to_server.0,
+        &c.server_to_client.0,
+    )
+    .expect("client protection");
+    let mut open = crate::PacketProtection::new(
+        suite,
+        Side::Server,
+        &s.client_to_server.0,
+        &s.server_to_client.0,
+    )
+    .expect("server protection");
+    let header = crate::ContentHeader {
+        flags: atbus_proto::packet_flags::ENCRYPTED,
+        ..crate::ContentHeader::default()
+    };
+    let mut sealed = Vec::new();
+    seal.seal(&header, b"hello", &mut sealed).expect("seal");
+    let mut plain = Vec::new();
+    open.open(&header, &sealed, &mut plain).expect("open");
+    assert_eq!(plain, b"hello");
+}
+
+#[test]
+fn mutual_tls_completes_and_both_sides_export_equal_secrets() {
+    let pki = pki();
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let mut pair = Pair::new(&client, &server, TlsTransport::reliable(), JUNE_2027_MS);
+    pair.run(|_, _| false);
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.server_error, None);
+    assert!(pair.client.is_complete() && pair.server.is_complete());
+    assert!(pair.client.is_settled());
+    assert_eq!(
+        pair.client.peer_identity(),
+        Some(&AtbusIdentity::new("game", "lobby-1"))
+    );
+    assert_eq!(
+        pair.server.peer_identity(),
+        Some(&AtbusIdentity::new("game", "player-17"))
+    );
+    assert_keys_agree(&pair);
+    // A reliable transport needs no acknowledgement records: client hello, server flight
+    // (hello, then the handshake level), client finished.
+    assert_eq!(pair.sent, [2, 2], "records per direction");
+}
+
+#[test]
+fn lossy_link_with_small_records_completes_through_retransmission() {
+    let pki = pki();
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let transport = TlsTransport {
+        max_record_data: 100,
+        ..TlsTransport::datagram()
+    };
+    let mut pair = Pair::new(&client, &server, transport, JUNE_2027_MS);
+    let start = pair.now;
+    // Lose every third record in each direction, including the first of each.
+    pair.run(|_, i| i % 3 == 0);
+    assert_eq!(pair.client_error, None);
+    assert_eq!(pair.server_error, None);
+    assert!(pair.client.is_settled() && pair.server.is_complete());
+    assert_keys_agree(&pair);
+    assert!(pair.now > start, "retransmission timers ran");
+    assert!(pair.now - start < DEFAULT_TLS_DEADLINE);
+}
+
+#[test]
+fn lost_final_acknowledgement_is_answered_again() {
+    let pki = pki();
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, false);
+    let mut pair = Pair::new(&client, &server, TlsTransport::datagram(), JUNE_2027_MS);
+    // Drop every pure acknowledgement of the server once: the client resends its finished
+    // flight until one gets through.
+    let mut dropped = 0;
+    pair.run(|direction, i| {
+        let lose = direction == 1 && i >= 2 && dropped < 2;
+        dropped += usize::from(lose);
+        lose
+    });
+    assert_eq!(dropped, 2);
+    assert!(pair.client.is_settled() && pair.server.is_complete());
+    assert_keys_agree(&pair);
+}
+
+/// Runs a handshake expected to fail; returns (client error, server error).
+fn failing(client: &TlsConfig, server: &TlsConfig, unix_ms: i64) -> (TlsError, TlsError) {
+    let mut pair = Pair::new(client, server, TlsTransport::reliable(), unix_ms);
+    pair.run(|_, _| false);
+    assert!(pair.client.export_secrets(b"").is_err() || pair.server.export_secrets(b"").is_err());
+    (
+        pair.client_error.expect("client sees a failure"),
+        pair.server_error.expect("server sees a failure"),
+    )
+}
+
+#[test]
+fn server_certificate_from_another_ca_is_unknown_issuer() {
+    let pki = pki();
+    let other = Ca::new("some other CA");
+    let rogue = other.leaf(&["atbus://game/lobby-1"], &[], 2026, 2030);
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&rogue), &other, false);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(c, TlsError::UnknownIssuer);
+    assert_eq!(s, TlsError::PeerRefused(TlsRefusal::UnknownIssuer));
+    assert_eq!(c.code(), "tls-unknown-issuer");
+    assert_eq!(s.code(), "tls-peer-unknown-issuer");
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_unknown_issuer() {
+    let pki = pki();
+    let other = Ca::new("some other CA");
+    let rogue = other.leaf(&["atbus://game/player-17"], &[], 2026, 2030);
+    let client = config(Some(&rogue), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(s, TlsError::UnknownIssuer);
+    assert_eq!(c, TlsError::PeerRefused(TlsRefusal::UnknownIssuer));
+}
+
+#[test]
+fn expired_and_not_yet_valid_certificates_are_refused_at_the_given_clock() {
+    let pki = pki();
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, false);
+    // The same certificates succeed in 2027, are expired in 2031, not yet valid in 2020.
+    let (c, s) = failing(&client, &server, JAN_2031_MS);
+    assert_eq!(c, TlsError::CertificateExpired);
+    assert_eq!(s, TlsError::PeerRefused(TlsRefusal::CertificateExpired));
+    let (c, s) = failing(&client, &server, JAN_2020_MS);
+    assert_eq!(c, TlsError::CertificateNotYetValid);
+    assert_eq!(s, TlsError::PeerRefused(TlsRefusal::CertificateNotYetValid));
+}
+
+#[test]
+fn expired_client_certificate_is_refused_by_the_server() {
+    let pki = pki();
+    let old = pki.ca.leaf(&["atbus://game/player-17"], &[], 2020, 2027);
+    let client = config(Some(&old), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(s, TlsError::CertificateExpired);
+    assert_eq!(c, TlsError::PeerRefused(TlsRefusal::CertificateExpired));
+}
+
+#[test]
+fn mutual_tls_required_but_client_has_no_certificate() {
+    let pki = pki();
+    let client = config(None, &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(s, TlsError::ClientCertificateRequired);
+    assert_eq!(
+        c,
+        TlsError::PeerRefused(TlsRefusal::ClientCertificateRequired)
+    );
+
+    // Without mutual TLS the same client completes, with no certified identity.
+    let server = config(Some(&pki.server), &pki.ca, false);
+    let mut pair = Pair::new(&client, &server, TlsTransport::reliable(), JUNE_2027_MS);
+    pair.run(|_, _| false);
+    assert_eq!((&pair.client_error, &pair.server_error), (&None, &None));
+    assert!(pair.server.is_complete());
+    assert_eq!(pair.server.peer_identity(), None);
+    assert_keys_agree(&pair);
+}
+
+#[test]
+fn client_certificate_naming_another_node_is_an_identity_mismatch() {
+    let pki = pki();
+    let mallory = pki.ca.leaf(&["atbus://game/mallory"], &[], 2026, 2030);
+    let client = config(Some(&mallory), &pki.ca, false);
+    let server = config(Some(&pki.server), &pki.ca, true);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(
+        s,
+        TlsError::IdentityMismatch {
+            claimed: "atbus://game/player-17".into(),
+            certified: "atbus://game/mallory".into(),
+        }
+    );
+    assert_eq!(c, TlsError::PeerRefused(TlsRefusal::IdentityMismatch));
+    // Another namespace is another identity too.
+    let elsewhere = pki.ca.leaf(&["atbus://chat/player-17"], &[], 2026, 2030);
+    let client = config(Some(&elsewhere), &pki.ca, false);
+    let (_, s) = failing(&client, &server, JUNE_2027_MS);
+    assert!(matches!(s, TlsError::IdentityMismatch { .. }), "{s:?}");
+}
+
+#[test]
+fn server_certificate_naming_another_node_is_refused_by_the_client() {
+    let pki = pki();
+    let impostor = pki.ca.leaf(&["atbus://game/lobby-2"], &[], 2026, 2030);
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&impostor), &pki.ca, false);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert!(matches!(c, TlsError::IdentityMismatch { .. }), "{c:?}");
+    assert_eq!(s, TlsError::PeerRefused(TlsRefusal::IdentityMismatch));
+}
+
+#[test]
+fn certificate_without_atbus_uri_san_is_refused() {
+    let pki = pki();
+    let plain = pki.ca.leaf(
+        &["https://example.test/x"],
+        &["lobby.example.test"],
+        2026,
+        2030,
+    );
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&plain), &pki.ca, false);
+    let (c, s) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(c, TlsError::NoAtbusIdentity);
+    assert_eq!(s, TlsError::PeerRefused(TlsRefusal::NoAtbusIdentity));
+}
+
+#[test]
+fn a_certificate_may_carry_several_identities() {
+    let pki = pki();
+    let multi = pki.ca.leaf(
+        &["atbus://game/lobby-0", "atbus://game/lobby-1"],
+        &[],
+        2026,
+        2030,
+    );
+    assert_eq!(
+        certificate_identities(
+            &<rustls::pki_types::CertificateDer<'_> as rustls::pki_types::pem::PemObject>::pem_slice_iter(multi.cert.as_bytes())
+                .next()
+                .expect("one cert")
+                .expect("PEM")
+        ),
+        vec![
+            AtbusIdentity::new("game", "lobby-0"),
+            AtbusIdentity::new("game", "lobby-1")
+        ]
+    );
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&multi), &pki.ca, false);
+    let mut pair = Pair::new(&client, &server, TlsTransport::reliable(), JUNE_2027_MS);
+    pair.run(|_, _| false);
+    assert_eq!(
+        pair.client.peer_identity(),
+        Some(&AtbusIdentity::new("game", "lobby-1"))
+    );
+}
+
+#[test]
+fn silent_peer_times_out_at_the_deadline() {
+    let pki = pki();
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let start = Instant::now();
+    let mut hs = TlsHandshake::client(&client, TlsTransport::datagram(), start).expect("client");
+    let mut buf = Vec::new();
+    let mut sends = 0;
+    let mut now = start;
+    let mut alert = None;
+    loop {
+        while hs.poll_transmit(now, &mut buf) {
+            match TlsRecord::decode(&buf).expect("own record decodes") {
+                TlsRecord::Data { .. } => sends += 1,
+                TlsRecord::Alert { refusal, alert: a } => alert = Some((refusal, a)),
+            }
+            buf.clear();
+        }
+        let Some(at) = hs.poll_timeout() else { break };
+        now = at;
+        hs.handle_timeout(now);
+    }
+    assert_eq!(hs.error(), Some(&TlsError::Timeout));
+    assert_eq!(now - start, DEFAULT_TLS_DEADLINE);
+    // Sent at 0, then after 250 ms, 500 ms and every second: a dozen times in 10 s.
+    assert!((10..=13).contains(&sends), "{sends} sends");
+    // The peer is told, once.
+    assert_eq!(alert, Some((TlsRefusal::Timeout, 0)));
+    assert!(!hs.poll_transmit(now, &mut buf));
+}
+
+#[test]
+fn malformed_and_lying_records_fail_the_handshake() {
+    let pki = pki();
+    let server_config = config(Some(&pki.server), &pki.ca, false);
+    let now = Instant::now();
+    let mut server =
+        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    assert!(matches!(
+        server.handle_record(now, JUNE_2027_MS, &[7, 7, 7]),
+        Err(TlsError::Record(_))
+    ));
+    // A record acknowledging bytes the server never sent.
+    let mut server =
+        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    let mut rec = Vec::new();
+    TlsRecord::Data {
+        level: 0,
+        offset: 0,
+        ack: [10, 0],
+        bytes: b"x",
+    }
+    .encode(&mut rec);
+    assert!(matches!(
+        server.handle_record(now, JUNE_2027_MS, &rec),
+        Err(TlsError::Record(_))
+    ));
+    // Garbage handshake bytes: rustls refuses them.
+    let mut server =
+        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    rec.clear();
+    TlsRecord::Data {
+        level: 0,
+        offset: 0,
+        ack: [0, 0],
+        bytes: &[0xff; 40],
+    }
+    .encode(&mut rec);
+    let err = server
+        .handle_record(now, JUNE_2027_MS, &rec)
+        .expect_err("garbage refused");
+    assert!(matches!(err, TlsError::Tls(_)), "{err:?}");
+    let mut out = Vec::new();
+    assert!(server.poll_transmit(now, &mut out));
+    assert!(matches!(
+        TlsRecord::decode(&out),
+        Ok(TlsRecord::Alert {
+            refusal: TlsRefusal::HandshakeFailure,
+            ..
+        })
+    ));
+    assert!(!server.poll_transmit(now, &mut out), "one alert per record");
+}
+
+#[test]
+fn a_node_without_a_certificate_cannot_serve() {
+    let pki = pki();
+    let client_only = config(None, &pki.ca, false);
+    assert!(!client_only.can_serve());
+    assert_eq!(
+        TlsHandshake::server(&client_only, TlsTransport::reliable(), Instant::now()).err(),
+        Some(TlsError::NoServerCertificate)
+    );
+    assert!(matches!(
+        TlsConfig::from_pem(
+            Some(pki.client.cert.as_bytes()),
+            None,
+            pki.ca.pem.as_bytes(),
+            false
+        ),
+        Err(TlsConfigError::CertificateWithoutKey)
+    ));
+    // A key that is not the certificate's.
+    let other = pki.ca.leaf(&["atbus://game/x"], &[], 2026, 2030);
+    assert!(matches!(
+        TlsConfig::from_pem(
+            Some(pki.client.cert.as_bytes()),
+            Some(other.key.as_bytes()),
+            pki.ca.pem.as_bytes(),
+            false
+        ),
+        Err(TlsConfigError::Refused(_))
+    ));
+}
