@@ -1,7 +1,7 @@
 //! The TLS driver between two in-memory ends, with certificates made here by rcgen (none is
 //! stored). The clock is an argument, so validity periods are tested at fixed dates.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
@@ -547,4 +547,115 @@ fn a_node_without_a_certificate_cannot_serve() {
         ),
         Err(TlsConfigError::Refused(_))
     ));
+}
+
+/// A datagram network between the two ends: each record is lost, delayed (so records
+/// reorder) or duplicated by a seeded generator; time jumps to the next delivery or timer.
+fn run_over_network(pair: &mut Pair, seed: u64, loss_pct: u64, dup_pct: u64) {
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // (delivery time, sequence, direction, record)
+    let mut in_flight: Vec<(Instant, u64, usize, Vec<u8>)> = Vec::new();
+    let mut seq = 0u64;
+    let mut buf = Vec::new();
+    for _ in 0..100_000 {
+        for direction in 0..2 {
+            let from = if direction == 0 {
+                &mut pair.client
+            } else {
+                &mut pair.server
+            };
+            while from.poll_transmit(pair.now, &mut buf) {
+                assert!(buf.len() <= DATA_HEADER_LEN + DEFAULT_DATAGRAM_RECORD_DATA);
+                pair.sent[direction] += 1;
+                let copies = if next() % 100 < dup_pct { 2 } else { 1 };
+                for _ in 0..copies {
+                    if next() % 100 < loss_pct {
+                        continue;
+                    }
+                    let delay = Duration::from_millis(20 + next() % 60);
+                    seq += 1;
+                    in_flight.push((pair.now + delay, seq, direction, buf.clone()));
+                }
+                buf.clear();
+            }
+        }
+        if pair.client.is_settled() && pair.server.is_complete() {
+            return;
+        }
+        if pair.client.error().is_some() || pair.server.error().is_some() {
+            return;
+        }
+        in_flight.sort_by_key(|(at, seq, _, _)| (*at, *seq));
+        let timer = [pair.client.poll_timeout(), pair.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let deliver = match (in_flight.first().map(|f| f.0), timer) {
+            (Some(at), Some(t)) => at <= t,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match timer {
+            _ if deliver => {
+                let (at, _, direction, record) = in_flight.remove(0);
+                pair.now = pair.now.max(at);
+                let (to, error) = if direction == 0 {
+                    (&mut pair.server, &mut pair.server_error)
+                } else {
+                    (&mut pair.client, &mut pair.client_error)
+                };
+                if let Err(e) = to.handle_record(pair.now, pair.unix_ms, &record) {
+                    error.get_or_insert(e);
+                }
+            }
+            Some(t) => {
+                pair.now = pair.now.max(t);
+                pair.client.handle_timeout(pair.now);
+                pair.server.handle_timeout(pair.now);
+            }
+            None => return,
+        }
+    }
+    panic!("network run did not end");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Under loss up to 20 %, duplication and reordering, mutual TLS over datagrams always
+    /// completes before the deadline with equal secrets on both sides.
+    #[test]
+    fn datagram_handshake_survives_loss_duplication_and_reordering(
+        seed in proptest::prelude::any::<u64>(),
+        loss_pct in 0u64..=20,
+        dup_pct in 0u64..=20,
+    ) {
+        use std::sync::OnceLock;
+        static CONFIGS: OnceLock<(TlsConfig, TlsConfig)> = OnceLock::new();
+        let (client, server) = CONFIGS.get_or_init(|| {
+            let pki = pki();
+            (
+                config(Some(&pki.client), &pki.ca, false),
+                config(Some(&pki.server), &pki.ca, true),
+            )
+        });
+        let mut pair = Pair::new(client, server, TlsTransport::datagram(), JUNE_2027_MS);
+        let start = pair.now;
+        run_over_network(&mut pair, seed, loss_pct, dup_pct);
+        proptest::prop_assert_eq!(&pair.client_error, &None);
+        proptest::prop_assert_eq!(&pair.server_error, &None);
+        proptest::prop_assert!(pair.client.is_settled() && pair.server.is_complete());
+        proptest::prop_assert!(pair.now - start < DEFAULT_TLS_DEADLINE);
+        let c = pair.client.export_secrets(b"").expect("client secrets");
+        let s = pair.server.export_secrets(b"").expect("server secrets");
+        proptest::prop_assert_eq!(c, s);
+    }
 }
