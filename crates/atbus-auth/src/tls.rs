@@ -45,6 +45,7 @@
 //! ```
 
 mod cert;
+mod packet;
 mod record;
 
 use std::collections::BTreeMap;
@@ -59,6 +60,7 @@ pub use cert::{
     ALPN, AtbusIdentity, IDENTITY_SCHEME, TlsClock, TlsConfig, TlsConfigError,
     certificate_identities,
 };
+pub use packet::{MAX_TLS_PACKET_CONTENT, TlsPacketError, packet_record, record_packet};
 #[doc(hidden)]
 pub use record::fuzz_tls_record;
 pub use record::{
