@@ -19,7 +19,18 @@
 //!
 //! ```
 //! # use atbus_auth::tls::*;
-//! # fn drive(client: &mut TlsHandshake, server: &mut TlsHandshake, now: std::time::Instant, unix_ms: i64) -> Result<(), TlsError> {
+//! # use std::time::Instant;
+//! # fn demo(cert: &[u8], key: &[u8], ca: &[u8], now: Instant, unix_ms: i64)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! // PEM text of the node's certificate chain and key, and of the CA; mutual TLS on the server.
+//! let server_config = TlsConfig::from_pem(Some(cert), Some(key), ca, true)?;
+//! let client_config = TlsConfig::from_pem(Some(cert), Some(key), ca, false)?;
+//! let mut client = TlsHandshake::client(&client_config, TlsTransport::reliable(), now)?;
+//! let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now)?;
+//! client.expect_peer(AtbusIdentity::new("game", "lobby-1")); // the name in the server's hello
+//! server.expect_peer(AtbusIdentity::new("game", "player-17")); // the name in the client's hello
+//! let (client, server) = (&mut client, &mut server);
+//! // Each record travels as the content of a `TLS_HANDSHAKE` packet (`record_packet`).
 //! let mut buf = Vec::new();
 //! loop {
 //!     let mut moved = false;
@@ -38,8 +49,9 @@
 //!     }
 //! }
 //! assert!(client.is_complete() && server.is_complete());
-//! let (c, s) = (client.export_secrets(b"")?, server.export_secrets(b"")?);
-//! assert_eq!(c.client_to_server, s.client_to_server);
+//! // Both ends derive the same direction secrets for `PacketProtection`.
+//! let (c, s) = (client.export_secrets(b"hello hash")?, server.export_secrets(b"hello hash")?);
+//! assert_eq!(c, s);
 //! # Ok(())
 //! # }
 //! ```
