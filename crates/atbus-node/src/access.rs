@@ -2,6 +2,7 @@
 //! token, signed token, none, or anonymous with an assigned name), 0-RTT early data, and the
 //! guard that checks every frame of a restricted link. `docs/security.md` §9 states the rules.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use atbus_auth::{
@@ -9,7 +10,8 @@ use atbus_auth::{
     VerifiedToken,
 };
 use atbus_proto::{
-    AtbusCloseReason, EarlyDataMessage, FrameMessage, HandshakeHello, frame_message::Body,
+    AtbusCloseReason, EarlyDataMessage, FrameMessage, HandshakeConfirm, HandshakeHello,
+    frame_message::Body,
 };
 use bytes::Bytes;
 use prost::Message as _;
@@ -432,6 +434,8 @@ impl Node {
     /// or a link.
     pub(crate) fn name_taken(&self, name: &str) -> bool {
         name == self.config.name
+            || self.reservations.pending.contains_key(name)
+            || self.reservations.held.contains(name)
             || self.config.relays.iter().any(|r| r == name)
             || self.peers.contains_key(name)
             || self.links.values().any(|l| {
@@ -439,6 +443,32 @@ impl Node {
                     credential: Credential::Anonymous(n), ..
                 } if n == name)
             })
+    }
+
+    /// Refuses an anonymous peer's labels outside the policy's allow-list and size.
+    pub(crate) fn check_anonymous_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Reject> {
+        let Some(policy) = &self.config.anonymous else {
+            return Ok(());
+        };
+        if let Some(key) = labels.keys().find(|k| !policy.label_keys.contains(*k)) {
+            return Err(auth_failed(format!(
+                "labels-not-allowed: anonymous peers may not announce label {key:?}"
+            )));
+        }
+        let size: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > policy.max_label_bytes {
+            return Err(LinkCloseReason::local(
+                AtbusCloseReason::LimitExceeded,
+                format!(
+                    "labels-too-large: {size} bytes of labels, anonymous peers may announce {}",
+                    policy.max_label_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A fresh name for an anonymous peer, unique among the names in use here.
@@ -593,8 +623,14 @@ impl Node {
 /// and for loopback addresses (local processes cannot be spoofed from the network, and tests
 /// and benchmarks open many links from one loopback address at once).
 pub fn source_key(peer: &str) -> Option<std::net::IpAddr> {
+    source_key_with(peer, false)
+}
+
+/// As [`source_key`]; with `loopback` set, loopback addresses are counted too
+/// ([`crate::NodeLimits::limit_loopback`]).
+fn source_key_with(peer: &str, loopback: bool) -> Option<std::net::IpAddr> {
     let addr: std::net::SocketAddr = peer.parse().ok()?;
-    if addr.ip().is_loopback() {
+    if addr.ip().is_loopback() && !loopback {
         return None;
     }
     Some(match addr.ip() {
@@ -611,9 +647,9 @@ impl Node {
     /// Handshakes still running from the same IPv4 address or IPv6 /64 are bounded by
     /// [`crate::NodeLimits::max_handshakes_per_source`]; past it the link is refused with
     /// `LIMIT_EXCEEDED`. Addresses that are not IP (Unix sockets) and loopback addresses are
-    /// not counted ([`source_key`]).
+    /// not counted ([`source_key`]) unless [`crate::NodeLimits::limit_loopback`] is set.
     pub fn handle_link_source(&mut self, now: Instant, link: LinkId, peer: &str) {
-        let Some(key) = source_key(peer) else {
+        let Some(key) = source_key_with(peer, self.config.limits.limit_loopback) else {
             return;
         };
         let same = self
@@ -792,5 +828,164 @@ impl Node {
     /// Retries sent and hellos admitted with a valid cookie since the node started.
     pub fn cookie_stats(&self) -> (u64, u64) {
         self.cookie_stats
+    }
+}
+
+// ----- reservation of assigned names -----
+
+/// Assigned names the node asked the application to reserve (in the discovery backend, with
+/// put-if-absent) and those it holds; `docs/security.md` §9.3. Bounded by the links and peers
+/// of the node: one name per anonymous handshake or session.
+#[derive(Debug, Default)]
+pub(crate) struct NameReservations {
+    /// Asked for, not answered yet: name → (link, attempt number, from 1).
+    pending: BTreeMap<String, (LinkId, u32)>,
+    /// Reserved, and used by a handshake or a peer session.
+    held: BTreeSet<String>,
+    /// Confirms that arrived before their link's name was reserved.
+    confirms: BTreeMap<LinkId, HandshakeConfirm>,
+}
+
+impl Node {
+    /// Whether assigned names wait for a reservation.
+    fn reserving(&self) -> bool {
+        self.config
+            .anonymous
+            .as_ref()
+            .is_some_and(|p| p.reserve_names)
+    }
+
+    /// The name assigned on `link` while its handshake runs.
+    fn assigned_on(&self, link: LinkId) -> Option<&str> {
+        match &self.links.get(&link)?.state {
+            crate::link::LinkState::ReplySent {
+                credential: Credential::Anonymous(name),
+                ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Server, after the reply to an anonymous hello: asks the application to reserve the name
+    /// assigned on `link` ([`NodeEvent::ReserveName`]).
+    pub(crate) fn reserve_assigned_name(&mut self, link: LinkId) {
+        if !self.reserving() {
+            return;
+        }
+        let Some(name) = self.assigned_on(link).map(str::to_owned) else {
+            return;
+        };
+        self.reservations.pending.insert(name.clone(), (link, 1));
+        self.events.push_back(NodeEvent::ReserveName { link, name });
+    }
+
+    /// Server: keeps the confirm of `link` until its assigned name is reserved; true if it
+    /// must wait.
+    pub(crate) fn confirm_waits_for_name(
+        &mut self,
+        link: LinkId,
+        confirm: &HandshakeConfirm,
+    ) -> bool {
+        if !self.reserving() {
+            return false;
+        }
+        let Some(name) = self.assigned_on(link) else {
+            return false;
+        };
+        if self.reservations.held.contains(name) {
+            return false;
+        }
+        self.reservations.confirms.insert(link, confirm.clone());
+        true
+    }
+
+    /// Forgets `name`'s reservation (its handshake failed or its peer's session was dropped);
+    /// a held name is given back with [`NodeEvent::ReleaseName`]. An answer still to come for
+    /// it is released when it arrives.
+    pub(crate) fn release_name(&mut self, name: &str) {
+        if let Some((link, _)) = self.reservations.pending.remove(name) {
+            self.reservations.confirms.remove(&link);
+        }
+        if self.reservations.held.remove(name) {
+            self.events.push_back(NodeEvent::ReleaseName {
+                name: name.to_owned(),
+            });
+        }
+    }
+
+    /// The link closed during its handshake: the name assigned on it, if any, is released.
+    pub(crate) fn release_link_name(&mut self, state: &crate::link::LinkState) {
+        if let crate::link::LinkState::ReplySent {
+            credential: Credential::Anonymous(name),
+            ..
+        } = state
+        {
+            let name = name.clone();
+            self.release_name(&name);
+        }
+    }
+
+    /// The application's answer to [`NodeEvent::ReserveName`] for `name`: `reserved` when the
+    /// name is now this node's (put-if-absent succeeded), false when it exists elsewhere or
+    /// the backend failed. A reserved name lets the peer's handshake finish; on a conflict
+    /// the node assigns another name and asks again, up to
+    /// [`crate::AnonymousPolicy::max_name_attempts`] names, then refuses the peer with
+    /// `LIMIT_EXCEEDED` (`name-unavailable`). An answer for a name no handshake waits for any
+    /// more (it failed meanwhile) is given back with [`NodeEvent::ReleaseName`] if reserved.
+    pub fn handle_name_reserved(&mut self, now: Instant, name: &str, reserved: bool) {
+        self.last_now = self.last_now.max(now);
+        let Some((link, attempt)) = self.reservations.pending.remove(name) else {
+            if reserved && !self.reservations.held.contains(name) {
+                self.events.push_back(NodeEvent::ReleaseName {
+                    name: name.to_owned(),
+                });
+            }
+            return;
+        };
+        if reserved {
+            self.reservations.held.insert(name.to_owned());
+            if let Some(confirm) = self.reservations.confirms.remove(&link) {
+                if let Err(reason) = self.server_on_confirm(now, link, confirm) {
+                    self.reject_link(now, link, reason, true);
+                }
+            }
+            return;
+        }
+        let max = self
+            .config
+            .anonymous
+            .as_ref()
+            .map_or(1, |p| p.max_name_attempts.max(1));
+        if attempt >= max {
+            self.reservations.confirms.remove(&link);
+            let reason = LinkCloseReason::local(
+                AtbusCloseReason::LimitExceeded,
+                format!("name-unavailable: {attempt} assigned names were taken elsewhere"),
+            );
+            self.reject_link(now, link, reason, true);
+            return;
+        }
+        let fresh = self.assign_anonymous_name();
+        let Some(crate::link::LinkState::ReplySent {
+            credential: Credential::Anonymous(current),
+            ..
+        }) = self.links.get_mut(&link).map(|l| &mut l.state)
+        else {
+            return;
+        };
+        *current = fresh.clone();
+        self.reservations
+            .pending
+            .insert(fresh.clone(), (link, attempt + 1));
+        self.events
+            .push_back(NodeEvent::ReserveName { link, name: fresh });
+    }
+
+    /// Names reserved and held, and reservations asked for and not answered yet.
+    pub fn name_reservations(&self) -> (usize, usize) {
+        (
+            self.reservations.held.len(),
+            self.reservations.pending.len(),
+        )
     }
 }

@@ -149,6 +149,19 @@ pub struct AnonymousPolicy {
     /// Lifetime of the token issued with an assigned name, when the key ring has an issuing
     /// key (default 3600 s).
     pub token_lifetime_secs: u64,
+    /// Label keys an anonymous peer may announce in its hello (default: none); a hello with
+    /// another key is refused with `AUTH_FAILED` (`labels-not-allowed`).
+    pub label_keys: std::collections::BTreeSet<String>,
+    /// Most bytes of label keys and values together an anonymous peer may announce (default
+    /// 256); more is refused with `LIMIT_EXCEEDED`.
+    pub max_label_bytes: usize,
+    /// Assigned names must be reserved by the application before the peer is accepted
+    /// (default off): the node asks with [`crate::NodeEvent::ReserveName`] and waits for
+    /// [`crate::Node::handle_name_reserved`]; see `docs/security.md` §9.3.
+    pub reserve_names: bool,
+    /// Names tried for one peer when reservations conflict (default 4); past it the peer is
+    /// refused with `LIMIT_EXCEEDED` (`name-unavailable`).
+    pub max_name_attempts: u32,
 }
 
 impl Default for AnonymousPolicy {
@@ -157,6 +170,10 @@ impl Default for AnonymousPolicy {
             streams: StreamSet::from_ranges([0..=15]).unwrap_or_default(),
             max_packets_per_sec: 200,
             token_lifetime_secs: 3600,
+            label_keys: std::collections::BTreeSet::new(),
+            max_label_bytes: 256,
+            reserve_names: false,
+            max_name_attempts: 4,
         }
     }
 }
@@ -188,6 +205,10 @@ pub struct NodeLimits {
     /// answered with a stateless `handshake_retry` (default 32, half of
     /// `max_handshakes_in_flight`; `usize::MAX` turns cookies off). See `docs/security.md` §9.4.
     pub cookie_threshold: usize,
+    /// Apply the per-source bounds and the cookie gate to loopback addresses too (default
+    /// off: local processes cannot be spoofed from the network, and tests and benchmarks open
+    /// many links from one loopback address). For tests of those defences on real sockets.
+    pub limit_loopback: bool,
     /// Established links per peer (default 8).
     pub max_links_per_peer: usize,
     /// Peers with a session at once (default 1024).
@@ -207,6 +228,7 @@ impl Default for NodeLimits {
             max_handshakes_in_flight: 64,
             max_handshakes_per_source: 8,
             cookie_threshold: 32,
+            limit_loopback: false,
             max_links_per_peer: 8,
             max_peers: 1024,
             max_labels: 64,

@@ -272,6 +272,7 @@ impl Node {
             };
             link.guard = guard;
         }
+        self.reserve_assigned_name(id);
         Ok(())
     }
 
@@ -295,6 +296,7 @@ impl Node {
                 ));
             };
             let guard = LinkGuard::anonymous(policy.streams.clone(), policy.max_packets_per_sec);
+            self.check_anonymous_labels(&hello.labels)?;
             let name = self.assign_anonymous_name();
             return Ok((Credential::Anonymous(name), Some(Box::new(guard))));
         }
@@ -419,12 +421,15 @@ impl Node {
         Ok(())
     }
 
-    fn server_on_confirm(
+    pub(crate) fn server_on_confirm(
         &mut self,
         now: Instant,
         id: LinkId,
         confirm: HandshakeConfirm,
     ) -> Result<(), Reject> {
+        if self.confirm_waits_for_name(id, &confirm) {
+            return Ok(());
+        }
         let Some(LinkState::ReplySent {
             client,
             th,

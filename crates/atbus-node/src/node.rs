@@ -54,6 +54,8 @@ pub struct Node {
     pub(crate) cookies: crate::access::CookieJar,
     /// Retries sent, hellos admitted with a valid cookie.
     pub(crate) cookie_stats: (u64, u64),
+    /// Assigned names being reserved or held.
+    pub(crate) reservations: crate::access::NameReservations,
 }
 
 impl std::fmt::Debug for Node {
@@ -105,6 +107,7 @@ impl Node {
             early_stats: (0, 0, 0),
             cookies: crate::access::CookieJar::default(),
             cookie_stats: (0, 0),
+            reservations: crate::access::NameReservations::default(),
         };
         node.run_reconnects(now);
         Ok(node)
@@ -795,6 +798,7 @@ impl Node {
             }));
             self.queue_control(id, package);
         }
+        self.release_link_name(&state);
         match state {
             LinkState::Established { peer, path, .. } => {
                 self.detach_path(now, &peer, path);

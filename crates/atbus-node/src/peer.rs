@@ -260,6 +260,7 @@ impl Node {
         let Some(mut p) = self.peers.remove(name) else {
             return;
         };
+        self.release_name(name);
         // A closed session still owes its close packets; they go out ahead of the link_close.
         let mut buf = Vec::new();
         while let Some(t) = p.session.poll_transmit(now, &mut buf) {

@@ -256,6 +256,21 @@ pub enum NodeEvent {
         /// The token (`atbus1.…`), when one came with the name.
         token: Option<String>,
     },
+    /// Server with [`crate::AnonymousPolicy::reserve_names`]: reserve `name` (assigned to the
+    /// anonymous peer on `link`) in the shared registry with put-if-absent, then answer with
+    /// [`crate::Node::handle_name_reserved`]. The peer is accepted only once it is reserved.
+    ReserveName {
+        /// The link of the peer's handshake.
+        link: LinkId,
+        /// The assigned name.
+        name: String,
+    },
+    /// Server: a reserved name is no longer used (its handshake failed, or its peer's session
+    /// was dropped): remove it from the registry.
+    ReleaseName {
+        /// The name.
+        name: String,
+    },
     /// A relay could not forward a frame this node sent (`forward_error`).
     ForwardError {
         /// The link to the relay it came back on.

@@ -674,6 +674,7 @@ fn anonymous_peers_are_restricted_to_their_streams_and_rate() {
         streams: StreamSet::parse("0-1").unwrap(),
         max_packets_per_sec: 5,
         token_lifetime_secs: 60,
+        ..AnonymousPolicy::default()
     });
     // Datagrams: packets beyond the rate are dropped; the session's loss recovery brings them
     // again later, so everything arrives, slowly.
