@@ -45,10 +45,22 @@ impl rand_core::CryptoRng for FuzzRng {}
 /// many bytes. `op % 8`: 0 raw bytes on a byte-stream link; 1 a datagram; 2 the bytes wrapped as
 /// a valid package (so they reach the frame router) on a byte-stream link; 3 the same on a
 /// datagram link; 4 a new link (direction and kind from `op`); 5 close a link; 6 advance time;
-/// 7 drain outputs. The first byte configures the node: bit 0 a pre-shared token `k1`, bit 1
-/// a token key ring (`k1`, [`FUZZ_TOKEN_SECRET`]), `auth 0rtt` and anonymous peers. Its wall
-/// clock starts at [`FUZZ_UNIX_MS`] and advances with time.
+/// 7 drain outputs, or with bit 7 of `op` set: bit 3 clear, the newest datagram link's source
+/// address is reported ([`Node::handle_link_source`]): IPv4 from the first four data bytes,
+/// port from the next two (defaults for missing bytes); bit 3 set, the data is a
+/// `frame_message` whose handshake gets the cookie of the node's latest `handshake_retry` and
+/// goes as a package on the newest datagram link. The first byte configures the node: bit 0
+/// a pre-shared token `k1`, bit 1 a token key ring (`k1`, [`FUZZ_TOKEN_SECRET`]), `auth 0rtt`
+/// and anonymous peers; bit 2 the node is under load from the second handshake on
+/// (`cookie_threshold` 1, two handshakes per source); bit 3 loopback sources are counted
+/// (`limit_loopback`). Its wall clock starts at [`FUZZ_UNIX_MS`] and advances with time.
 pub fn fuzz_handshake(data: &[u8]) {
+    fuzz_handshake_stats(data);
+}
+
+/// As [`fuzz_handshake`]; returns the node's [`Node::cookie_stats`] at the end (retries sent,
+/// hellos admitted with a valid cookie), so seeds can show they reach the cookie path.
+pub fn fuzz_handshake_stats(data: &[u8]) -> (u64, u64) {
     let start = Instant::now();
     let mut now = start;
     let mut config = NodeConfig::new("fuzz-node");
@@ -65,9 +77,14 @@ pub fn fuzz_handshake(data: &[u8]) {
         config.anonymous = Some(AnonymousPolicy::default());
         config.anti_replay.window_ms = 1000;
     }
+    if data.first().is_some_and(|b| b & 4 == 4) {
+        config.limits.cookie_threshold = 1;
+        config.limits.max_handshakes_per_source = 2;
+    }
+    config.limits.limit_loopback = data.first().is_some_and(|b| b & 8 == 8);
     config.limits.max_handshakes_in_flight = 4;
     let Ok(mut node) = Node::new(config, now, FuzzRng(7)) else {
-        return;
+        return (0, 0);
     };
     node.set_unix_time(FUZZ_UNIX_MS);
     let mut links = vec![(node.new_link_id(), LinkKind::ByteStream, 1 << 16)];
@@ -82,6 +99,8 @@ pub fn fuzz_handshake(data: &[u8]) {
     node.handle_link_up(now, dg, LinkKind::Datagram, 548, Direction::Inbound);
     links.push((dg, LinkKind::Datagram, 548));
     let mut buf = Vec::new();
+    // The cookie of the latest handshake_retry the node sent.
+    let mut cookie = Bytes::new();
     let mut i = 1;
     while i < data.len() {
         let op = data[i];
@@ -150,12 +169,33 @@ pub fn fuzz_handshake(data: &[u8]) {
                 let elapsed = i64::try_from(now.duration_since(start).as_millis()).unwrap_or(0);
                 node.handle_timeout(now, FUZZ_UNIX_MS + elapsed);
             }
+            _ if op & 0x88 == 0x80 => {
+                let chunk = take();
+                let byte = |k: usize, d: u8| chunk.get(k).copied().unwrap_or(d);
+                let ip =
+                    std::net::Ipv4Addr::new(byte(0, 203), byte(1, 0), byte(2, 113), byte(3, 7));
+                let port = u16::from_be_bytes([byte(4, 0x0f), byte(5, 0xa0)]);
+                if let Some(l) = pick(LinkKind::Datagram) {
+                    node.handle_link_source(now, l, &format!("{ip}:{port}"));
+                }
+            }
+            _ if op & 0x88 == 0x88 => {
+                let chunk = take();
+                if let Some(package) = with_cookie(chunk, &cookie) {
+                    if let Some(l) = pick(LinkKind::Datagram) {
+                        node.handle_datagram(now, l, package.into());
+                    }
+                }
+            }
             _ => {}
         }
         while let Some((link, size)) = node.poll_transmit(now, &mut buf) {
             assert_eq!(size, buf.len());
             if let Some(&(_, LinkKind::Datagram, mtu)) = links.iter().find(|l| l.0 == link) {
                 assert!(size <= mtu, "datagram of {size} bytes over MTU {mtu}");
+                if let Some(c) = retry_cookie(&buf) {
+                    cookie = c;
+                }
             }
         }
         while node.poll_action().is_some() {}
@@ -163,4 +203,32 @@ pub fn fuzz_handshake(data: &[u8]) {
         let handshaking = links.iter().filter(|l| node.is_handshaking(l.0)).count();
         assert!(handshaking <= 4, "handshakes in flight unbounded");
     }
+    node.cookie_stats()
+}
+
+/// The cookie of a `handshake_retry` package, if `package` is one.
+fn retry_cookie(package: &[u8]) -> Option<Bytes> {
+    let bytes = Bytes::copy_from_slice(package);
+    let raw = atbus_frame::parse_package(&bytes, &FrameLimits::default()).ok()??;
+    match atbus_frame::decode_frame(raw.frame).ok()?.body? {
+        atbus_proto::frame_message::Body::Handshake(atbus_proto::HandshakeData {
+            step: Some(atbus_proto::handshake_data::Step::Retry(r)),
+            ..
+        }) => Some(r.cookie),
+        _ => None,
+    }
+}
+
+/// `frame` (an encoded `frame_message` with a handshake body) with `cookie` in its
+/// handshake_data, as a whole package.
+fn with_cookie(frame: &[u8], cookie: &Bytes) -> Option<Vec<u8>> {
+    use prost::Message as _;
+    let mut message = atbus_proto::FrameMessage::decode(frame).ok()?;
+    let Some(atbus_proto::frame_message::Body::Handshake(h)) = &mut message.body else {
+        return None;
+    };
+    h.cookie = cookie.clone();
+    let mut package = Vec::new();
+    atbus_frame::encode(&message, &FrameLimits::default(), &mut package).ok()?;
+    Some(package)
 }
