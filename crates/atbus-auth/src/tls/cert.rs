@@ -146,6 +146,7 @@ pub struct TlsConfig {
     pub(crate) server: Option<Arc<ServerConfig>>,
     pub(crate) clock: Arc<TlsClock>,
     require_client_cert: bool,
+    identities: Vec<AtbusIdentity>,
 }
 
 fn read_certs(
@@ -187,9 +188,11 @@ impl TlsConfig {
                 .map_err(|e| TlsConfigError::BadCa(e.to_string()))?;
         }
         let roots = Arc::new(roots);
+        let mut identities = Vec::new();
         let identity = match (cert_pem, key_pem) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert, "certificate chain")?;
+                identities = certificate_identities(chain[0].as_ref());
                 let key =
                     PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsConfigError::BadPem {
                         what: "private key",
@@ -250,7 +253,14 @@ impl TlsConfig {
             server,
             clock,
             require_client_cert,
+            identities,
         })
+    }
+
+    /// The atbus identities of this node's own certificate (empty without one). A node should
+    /// refuse to start with a certificate that does not name it: peers would refuse it.
+    pub fn identities(&self) -> &[AtbusIdentity] {
+        &self.identities
     }
 
     /// Whether this node can accept TLS handshakes (it has a certificate).

@@ -426,6 +426,18 @@ fn a_certificate_may_carry_several_identities() {
     );
     let client = config(Some(&pki.client), &pki.ca, false);
     let server = config(Some(&multi), &pki.ca, false);
+    assert_eq!(
+        server.identities(),
+        [
+            AtbusIdentity::new("game", "lobby-0"),
+            AtbusIdentity::new("game", "lobby-1")
+        ]
+    );
+    assert_eq!(
+        client.identities(),
+        [AtbusIdentity::new("game", "player-17")]
+    );
+    assert!(config(None, &pki.ca, false).identities().is_empty());
     let mut pair = Pair::new(&client, &server, TlsTransport::reliable(), JUNE_2027_MS);
     pair.run(|_, _| false);
     assert_eq!(
