@@ -543,15 +543,24 @@ impl Node {
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sessions = self.peers.values().flat_map(|p| {
-            [
-                p.session().poll_timeout(),
-                p.down_since.map(|t| t + self.config.reconnect_wait),
-            ]
-        });
-        let links = self.links.values().map(Link::timeout);
-        let reconnects = self.reconnects.iter().map(|r| r.next_at);
-        sessions.chain(links).chain(reconnects).flatten().min()
+        // Plain loops: this runs twice per turn of a driver's loop.
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for p in self.peers.values() {
+            at(p.session_timeout());
+            at(p.down_since.map(|t| t + self.config.reconnect_wait));
+        }
+        for link in self.links.values() {
+            at(link.timeout());
+        }
+        for r in &self.reconnects {
+            at(r.next_at);
+        }
+        next
     }
 
     /// The next event.

@@ -1,5 +1,6 @@
 //! Peers (one session each), their paths, restarts and reconnects.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub(crate) struct Peer {
     /// The session's next timer when `poll_transmit` last found nothing: the earliest time its
     /// output can change without an input.
     transmit_wake: Option<Instant>,
+    /// The session's `poll_timeout` as last computed, until the session next changes (`None`:
+    /// not known). Read twice per turn of a driver's loop, changed by far fewer turns.
+    timeout: Cell<Option<Option<Instant>>>,
     /// Session paths and the links they run on.
     pub paths: BTreeMap<PathId, LinkId>,
     /// Keys of the session's first token handshake.
@@ -52,6 +56,7 @@ impl Peer {
             session,
             transmit_due: true,
             transmit_wake: None,
+            timeout: Cell::new(None),
             paths: BTreeMap::new(),
             keys: None,
             down_since: None,
@@ -66,7 +71,19 @@ impl Peer {
     /// The session, to change: it is polled for output again on the next `poll_transmit`.
     pub fn session_mut(&mut self) -> &mut Session {
         self.transmit_due = true;
+        self.timeout.set(None);
         &mut self.session
+    }
+
+    /// The session's next timer ([`Session::poll_timeout`]), computed once per change of the
+    /// session.
+    pub fn session_timeout(&self) -> Option<Instant> {
+        if let Some(at) = self.timeout.get() {
+            return at;
+        }
+        let at = self.session.poll_timeout();
+        self.timeout.set(Some(at));
+        at
     }
 
     /// The session's next event (taking an event changes nothing it sends).
@@ -84,9 +101,11 @@ impl Peer {
             return None;
         }
         let transmit = self.session.poll_transmit(now, buf);
+        // Sending moves timers (loss detection, pings), and so may finding nothing to send.
+        self.timeout.set(None);
         if transmit.is_none() {
             self.transmit_due = false;
-            self.transmit_wake = self.session.poll_timeout();
+            self.transmit_wake = self.session_timeout();
         }
         transmit
     }

@@ -18,9 +18,12 @@ pub struct TransportConfig {
     /// [`SendStatus::Blocked`](crate::SendStatus). Default 4 MiB. A single send into an empty
     /// queue is always accepted, whatever its size.
     pub write_queue_limit: usize,
-    /// Size of the one reusable buffer reads are drained into. Default 256 KiB: several
-    /// packages of 64 KiB messages arrive whole in one read, and the node decodes those in
-    /// place (only a package split between two reads is copied to be joined).
+    /// Size of the blocks byte-stream reads land in (and of the buffer datagrams are received
+    /// into). Default 256 KiB: several packages of 64 KiB messages arrive whole in one read, and
+    /// the node decodes those in place (only a package split between two reads is copied to be
+    /// joined). A read of 16 KiB or more is delivered as a slice of its block without copying,
+    /// and the block is reused once every slice of it has been dropped; a shorter read is
+    /// copied out, so that it holds no block.
     pub read_buffer_size: usize,
     /// Bytes read from one byte-stream link per readiness round before other sockets get a turn.
     /// Default 1 MiB.
@@ -45,7 +48,8 @@ pub struct TransportConfig {
     /// 72 KiB: a message of 64 KiB and its package overhead fit one package, so it arrives
     /// whole and is delivered without joining fragments.
     pub stream_mtu: usize,
-    /// MTU reported for in-process links. Default 64 KiB.
+    /// MTU reported for in-process links. Default 72 KiB, as `stream_mtu`: a 64 KiB message
+    /// goes in one chunk and is delivered without joining fragments.
     pub mem_mtu: usize,
     /// How long `close` waits for queued bytes to be written and for the peer to finish.
     /// Default 5 s.
@@ -75,7 +79,7 @@ impl Default for TransportConfig {
             udp_mtu_ipv4: 548,
             udp_mtu_ipv6: 1224,
             stream_mtu: 72 * 1024,
-            mem_mtu: 64 * 1024,
+            mem_mtu: 72 * 1024,
             close_timeout: Duration::from_secs(5),
             poll_capacity: 1024,
             max_write_slices: 64,

@@ -157,6 +157,8 @@ mod handle;
 mod mem;
 pub mod node_driver;
 pub mod node_thread;
+pub mod overflow;
+mod read_blocks;
 mod stream;
 mod transport;
 mod url;
@@ -172,5 +174,6 @@ pub use event::{
 pub use handle::{Command, TransportHandle};
 pub use node_driver::{DriverLinkInfo, LinkFailure, NodeDriver, NodeDriverError};
 pub use node_thread::{HandleError, NodeHandle, NodeOutput, NodeThread, NodeThreadConfig};
+pub use overflow::{LinkOverflow, OverflowSend};
 pub use transport::Transport;
 pub use url::{Url, UrlError};

@@ -21,13 +21,16 @@
 //! ```
 //!
 //! Backpressure: a [`SendStatus::Blocked`] send accepted nothing, while the node already counts
-//! what it handed out as sent. The driver keeps those bytes in the link's overflow queue, tells
+//! what it handed out as sent. The driver keeps those bytes in the link's [`LinkOverflow`], tells
 //! the node the link is blocked ([`Node::handle_link_blocked`]) and sends nothing else on that
 //! link until [`TransportEvent::Writable`]; then the overflow goes out first and the node hears
 //! [`Node::handle_link_writable`]. UDP drops ([`SendStatus::Dropped`]) are left to the sessions'
 //! retransmission.
+//!
+//! [`SendStatus::Blocked`]: crate::SendStatus::Blocked
+//! [`SendStatus::Dropped`]: crate::SendStatus::Dropped
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atbus_node::{ConfigError, Delivery, Node, NodeConfig, NodeError, NodeEvent, OutgoingMessage};
@@ -37,10 +40,9 @@ use rand_core::SeedableRng;
 
 use crate::TransportConfig;
 use crate::error::TransportError;
-use crate::event::{
-    CloseReason, Direction, LinkId, LinkKind, LinkStats, SendStatus, TransportEvent,
-};
-use crate::transport::Transport;
+use crate::event::{CloseReason, Direction, LinkId, LinkKind, LinkStats, TransportEvent};
+use crate::overflow::{LinkOverflow, OverflowSend};
+use crate::transport::{IdKeyed, Transport};
 use crate::url::Url;
 
 /// Why a [`NodeDriver`] could not start or run.
@@ -102,7 +104,7 @@ struct DriverLink {
     /// Whether the node has heard `handle_link_up`.
     up: bool,
     /// Buffers the transport refused (`Blocked`), oldest first; sent before anything else.
-    overflow: VecDeque<Vec<u8>>,
+    overflow: LinkOverflow,
 }
 
 /// A [`Node`] on a [`Transport`]: call [`run_once`](Self::run_once) in a loop and read
@@ -110,8 +112,8 @@ struct DriverLink {
 pub struct NodeDriver {
     node: Node,
     transport: Transport,
-    links: HashMap<LinkId, DriverLink>,
-    by_node: HashMap<atbus_node::LinkId, LinkId>,
+    links: IdKeyed<LinkId, DriverLink>,
+    by_node: IdKeyed<atbus_node::LinkId, LinkId>,
     events: Vec<TransportEvent>,
     buf: Vec<u8>,
     failures: VecDeque<LinkFailure>,
@@ -154,8 +156,8 @@ impl NodeDriver {
         Self {
             node,
             transport,
-            links: HashMap::new(),
-            by_node: HashMap::new(),
+            links: IdKeyed::default(),
+            by_node: IdKeyed::default(),
             events: Vec::new(),
             buf: Vec::new(),
             failures: VecDeque::new(),
@@ -408,19 +410,9 @@ impl NodeDriver {
 
     /// Sends the overflow of `link`; true when it is empty afterwards.
     fn flush_overflow(&mut self, link: LinkId) -> bool {
-        let Some(entry) = self.links.get_mut(&link) else {
-            return false;
-        };
-        while let Some(front) = entry.overflow.front() {
-            match self.transport.send(link, front) {
-                Ok(SendStatus::Blocked) => return false,
-                // Sent, queued, or dropped (UDP: the session retransmits); a dead link closes.
-                Ok(_) | Err(_) => {
-                    entry.overflow.pop_front();
-                }
-            }
-        }
-        true
+        self.links
+            .get_mut(&link)
+            .is_some_and(|entry| entry.overflow.flush(&mut self.transport, link))
     }
 
     /// Hands every pending transmit of the node to the transport, then runs its actions;
@@ -451,19 +443,9 @@ impl NodeDriver {
         let Some(entry) = self.links.get_mut(&tid) else {
             return;
         };
-        if !entry.overflow.is_empty() {
-            entry.overflow.push_back(data.to_vec());
-            return;
-        }
-        match self.transport.send(tid, data) {
-            Ok(SendStatus::Blocked) => {
-                entry.overflow.push_back(data.to_vec());
-                self.blocked_sends += 1;
-                self.node.handle_link_blocked(id);
-            }
-            Ok(_) => {}
-            // The link is closing or gone: its LinkClosed event tells the node.
-            Err(err) => tracing::debug!(link = %tid, %err, "send failed"),
+        if entry.overflow.send(&mut self.transport, tid, data) == OverflowSend::Blocked {
+            self.blocked_sends += 1;
+            self.node.handle_link_blocked(id);
         }
     }
 

@@ -28,6 +28,7 @@ use crate::event::{
 };
 use crate::handle::{Inbox, TransportHandle};
 use crate::mem::{self, MemEndpoint, MemFlow, MemLink, MemPeer};
+use crate::read_blocks::ReadBlocks;
 use crate::stream::{StreamSocket, WriteQueue};
 use crate::url::Url;
 
@@ -36,6 +37,11 @@ const WAKER: Token = Token(0);
 const INBOX_BUDGET: usize = 4096;
 /// Coalesced small sends are written at once when this many bytes wait (one full chunk).
 const COALESCE_FLUSH_AT: usize = 64 * 1024;
+/// Byte-stream reads shorter than this are copied out of the read block (a small message then
+/// holds no block); longer ones are delivered as slices of it.
+const COPY_READS_BELOW: usize = 16 * 1024;
+/// Read blocks lent out and tracked to be reused (8 × 256 KiB by default).
+const LENT_BLOCKS: usize = 8;
 
 /// Distinguishes transports in the process-global `mem://` registry.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -44,7 +50,7 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 /// SipHash: they are looked up several times per event and are never chosen by a peer (maps
 /// keyed by peer addresses keep the default hasher).
 #[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -63,6 +69,10 @@ impl Hasher for IdHasher {
 }
 
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// A map keyed by sequential ids of this process (transport or node link ids), hashed with
+/// [`IdHasher`].
+pub(crate) type IdKeyed<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
@@ -155,10 +165,12 @@ pub struct Transport {
     closing: Vec<(Instant, u64)>,
     /// Links with coalesced small sends to write before the next wait.
     due: Vec<u64>,
-    /// Target of every read system call (initialised once, reused).
+    /// Target of every datagram read (initialised once, reused).
     scratch: Vec<u8>,
-    /// Backing store of delivered `Bytes`; split per read, reclaimed once they are dropped.
+    /// Backing store of delivered datagrams; split per read, reclaimed once they are dropped.
     read_buf: BytesMut,
+    /// Blocks byte-stream reads land in, lent out without copying and reused.
+    blocks: ReadBlocks,
 }
 
 impl std::fmt::Debug for Transport {
@@ -199,6 +211,11 @@ impl Transport {
             due: Vec::new(),
             scratch,
             read_buf: BytesMut::with_capacity(config.read_buffer_size),
+            blocks: ReadBlocks::new(
+                config.read_buffer_size.max(64 * 1024),
+                COPY_READS_BELOW,
+                LENT_BLOCKS,
+            ),
             config,
         })
     }

@@ -2,18 +2,21 @@
 //! bytes lost when a socket pushes back.
 //!
 //! Backpressure: a [`SendStatus::Blocked`] send accepted nothing, while the relay already
-//! counts what it handed out as forwarded. The driver keeps those bytes in the link's overflow,
-//! tells the relay the link is blocked ([`Relay::handle_link_blocked`], so its queue for that
-//! link fills and drops its own overflow) and sends nothing else on it until
-//! [`TransportEvent::Writable`]. Other links keep flowing.
+//! counts what it handed out as forwarded. The driver keeps those bytes in the link's
+//! [`LinkOverflow`] (the queue the node driver uses too), tells the relay the link is blocked
+//! ([`Relay::handle_link_blocked`], so its queue for that link fills and drops its own
+//! overflow) and sends nothing else on it until [`TransportEvent::Writable`]. Other links keep
+//! flowing.
+//!
+//! [`SendStatus::Blocked`]: atbus_transport_mio::SendStatus::Blocked
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atbus_node::Action;
 use atbus_transport_mio::{
-    CloseReason, Direction, LinkId, LinkKind, ListenerId, SendStatus, Transport, TransportConfig,
-    TransportError, TransportEvent, Url,
+    CloseReason, Direction, LinkId, LinkKind, LinkOverflow, ListenerId, OverflowSend, Transport,
+    TransportConfig, TransportError, TransportEvent, Url,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -52,7 +55,7 @@ struct DriverLink {
     /// Whether the relay has heard `handle_link_up`.
     up: bool,
     /// Buffers the transport refused (`Blocked`), oldest first; sent before anything else.
-    overflow: VecDeque<Vec<u8>>,
+    overflow: LinkOverflow,
 }
 
 /// A [`Relay`] on a [`Transport`]: call [`run_once`](Self::run_once) in a loop and read
@@ -289,19 +292,9 @@ impl RelayDriver {
 
     /// Sends the overflow of `link`; true when it is empty afterwards.
     fn flush_overflow(&mut self, link: LinkId) -> bool {
-        let Some(entry) = self.links.get_mut(&link) else {
-            return false;
-        };
-        while let Some(front) = entry.overflow.front() {
-            match self.transport.send(link, front) {
-                Ok(SendStatus::Blocked) => return false,
-                // Sent, queued, or dropped (UDP: the sessions retransmit); a dead link closes.
-                Ok(_) | Err(_) => {
-                    entry.overflow.pop_front();
-                }
-            }
-        }
-        true
+        self.links
+            .get_mut(&link)
+            .is_some_and(|entry| entry.overflow.flush(&mut self.transport, link))
     }
 
     /// Hands every pending transmit of the relay to the transport, then runs its actions;
@@ -332,19 +325,9 @@ impl RelayDriver {
         let Some(entry) = self.links.get_mut(&tid) else {
             return;
         };
-        if !entry.overflow.is_empty() {
-            entry.overflow.push_back(data.to_vec());
-            return;
-        }
-        match self.transport.send(tid, data) {
-            Ok(SendStatus::Blocked) => {
-                entry.overflow.push_back(data.to_vec());
-                self.blocked_sends += 1;
-                self.relay.handle_link_blocked(id);
-            }
-            Ok(_) => {}
-            // The link is closing or gone: its LinkClosed event tells the relay.
-            Err(err) => tracing::debug!(link = %tid, %err, "send failed"),
+        if entry.overflow.send(&mut self.transport, tid, data) == OverflowSend::Blocked {
+            self.blocked_sends += 1;
+            self.relay.handle_link_blocked(id);
         }
     }
 

@@ -351,7 +351,6 @@ impl Transport {
     /// is saved.
     fn read_stream(&mut self, id: u64, drain: bool) {
         let budget = self.config.read_budget_per_link;
-        let block = self.config.read_buffer_size;
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
@@ -365,13 +364,14 @@ impl Transport {
             return;
         };
         let mut total = 0;
+        let block = self.blocks.block_size();
         let end = loop {
-            match socket.read(&mut self.scratch) {
+            match socket.read(self.blocks.buffer()) {
                 Ok(0) => break ReadEnd::Eof,
                 Ok(n) => {
                     total += n;
                     if deliver {
-                        let data = take_bytes(&mut self.read_buf, &self.scratch[..n], block);
+                        let data = self.blocks.take(n);
                         link.stats.bytes_received += n as u64;
                         self.pending_events.push_back(TransportEvent::Bytes {
                             link: LinkId(id),
@@ -382,7 +382,7 @@ impl Transport {
                         self.pending_read.push(id);
                         break ReadEnd::Open;
                     }
-                    if !drain && n < self.scratch.len() {
+                    if !drain && n < block {
                         break ReadEnd::Open;
                     }
                 }
