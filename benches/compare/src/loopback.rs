@@ -643,25 +643,28 @@ impl Cause {
     pub fn text(self) -> &'static str {
         match self {
             Cause::SmallRate => {
-                "per-message CPU in the session's send and receive paths and prost (about 5 700 \
-                 instructions per echoed 64 B message for both nodes; the transport is 2.5 % of \
-                 it) — docs/transport.md, What the profile shows"
+                "per-message CPU in the session's send and receive paths and prost (about 4 700 \
+                 instructions per echoed 64 B message for both nodes, callgrind of `loopback_rtt \
+                 --atbus-only --only 64B --family tcp --rounds 1 --small-count 20000`; the \
+                 transport is a few % of it) — docs/transport.md, What the profile shows"
             }
             Cause::LargeCopies => {
-                "two user-space copies of every payload remain (the transport's read copy and \
-                 the encoder's; reads are now decoded in place, 4 copies before) and the XXH3 \
-                 package hash on both sides, against none in the raw echo: callgrind of \
+                "one user-space copy of every payload remains (the encoder's; reads land in reused \
+                 blocks and are decoded in place, 4 copies at first) and the XXH3 package hash on \
+                 both sides (45 % of the instructions), against none in the raw echo: callgrind of \
                  `loopback_rtt --atbus-only --only 64KiB --family tcp --rounds 1 --large-count \
-                 256` went from 220.5 M to 145.9 M instructions with that change; flow control is \
-                 not the bound (8 MiB windows change nothing) — docs/transport.md"
+                 256` went from 220.5 M to 145.9 M to 110.3 M instructions over the two changes; \
+                 flow control is not the bound (8 MiB windows change nothing) — docs/transport.md"
             }
             Cause::HopCpu => {
-                "per round trip one `epoll_wait` per side more than the blocking ping-pong, the \
-                 other system calls equal; the rest is CPU in atbus-node and atbus-stream, about \
-                 41 500 instructions per round trip: the session's send path (≈ 10 200, of which \
-                 encoding ≈ 4 000), `Session::handle_frame` (≈ 7 200), the node's and session's \
-                 `poll_timeout` (≈ 3 900), prost decoding of the bodies (≈ 3 100), the driver's \
-                 reads and allocation — docs/transport.md, the last before/after table"
+                "per round trip one `epoll_wait` per side more than the blocking ping-pong (one \
+                 more read before waiting was tried: it never found the reply there), the other \
+                 system calls equal; the rest is CPU in atbus-node and atbus-stream, about 38 700 \
+                 instructions per round trip: the session's send path (≈ 10 300, of which \
+                 encoding ≈ 2 400), `Session::handle_frame` (≈ 6 600), prost decoding of the \
+                 bodies (≈ 3 100), the transport's poll and reads (≈ 3 000), the node's timers \
+                 (≈ 1 000 once cached), allocation — docs/transport.md, the last before/after \
+                 sections"
             }
             Cause::RelayHop => {
                 "the relay adds a third process-side hop: its core spends ≈ 3 550 instructions \
