@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use atbus_transport_mio::{
-    CloseReason, LinkId, SendStatus, Transport, TransportConfig, TransportEvent, Url,
+    CloseReason, LinkId, LinkOverflow, OverflowSend, SendStatus, Transport, TransportConfig,
+    TransportEvent, Url,
 };
 use common::drive;
 
@@ -104,6 +105,84 @@ fn non_reading_peer_blocks_sender_with_bounded_queue_then_writable_resumes() {
         closed
     });
     assert!(writables > 0);
+    assert_eq!(reader.join().expect("reader"), total_chunks * CHUNK);
+}
+
+/// The drivers' overflow queue: a refused buffer is kept (`Blocked` once), later ones wait
+/// behind it (`Queued`) without reaching the transport, and after `Writable` they all go out in
+/// order, nothing lost or repeated.
+#[test]
+fn link_overflow_keeps_refused_bytes_in_order_until_writable() {
+    let limit = 64 * 1024;
+    let mut t = Transport::new(TransportConfig {
+        write_queue_limit: limit,
+        ..Default::default()
+    })
+    .expect("transport");
+    let (link, peer) = connect_to_std(&mut t);
+    let mut overflow = LinkOverflow::default();
+    let total_chunks = 2048; // 16 MiB at most
+    let mut next = 0;
+    let mut blocked_at = None;
+    while next < total_chunks {
+        let outcome = overflow.send(&mut t, link, &chunk(next));
+        next += 1;
+        if outcome == OverflowSend::Blocked {
+            blocked_at = Some(next - 1);
+            break;
+        }
+        assert_eq!(outcome, OverflowSend::Passed, "nothing kept yet");
+    }
+    let blocked_at = blocked_at.expect("the transport never refused a send");
+    assert!(!overflow.is_empty());
+    let queued_before = t.link_stats(link).expect("stats").queued_bytes;
+    // Behind a kept buffer, sends wait in the overflow and the transport sees none of them.
+    for _ in 0..3 {
+        assert_eq!(
+            overflow.send(&mut t, link, &chunk(next)),
+            OverflowSend::Queued
+        );
+        next += 1;
+    }
+    assert_eq!(overflow.len_bytes(), 4 * CHUNK);
+    assert_eq!(
+        t.link_stats(link).expect("stats").queued_bytes,
+        queued_before
+    );
+    assert!(!overflow.flush(&mut t, link), "still blocked, nobody reads");
+
+    let reader = thread::spawn(move || read_all_verified(peer));
+    let mut closed = false;
+    drive(&mut t, "overflow drained and link closed", |t, evs| {
+        for e in evs {
+            match e {
+                TransportEvent::Writable { link: l } if l == link => {
+                    if overflow.flush(t, link) && next < total_chunks {
+                        while next < total_chunks {
+                            let outcome = overflow.send(t, link, &chunk(next));
+                            next += 1;
+                            if outcome != OverflowSend::Passed {
+                                break;
+                            }
+                        }
+                    }
+                    if overflow.is_empty() && next == total_chunks {
+                        t.close(link).expect("close");
+                    }
+                }
+                TransportEvent::LinkClosed { link: l, reason } if l == link => {
+                    assert!(matches!(reason, CloseReason::Local), "{reason:?}");
+                    closed = true;
+                }
+                _ => {}
+            }
+        }
+        closed
+    });
+    assert!(
+        blocked_at > 0,
+        "the first send into an empty queue is accepted"
+    );
     assert_eq!(reader.join().expect("reader"), total_chunks * CHUNK);
 }
 
