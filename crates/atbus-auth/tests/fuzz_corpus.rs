@@ -3,6 +3,7 @@
 
 use atbus_auth::fuzz::{FUZZ_NOW, fuzz_claims, fuzz_keyring};
 use atbus_auth::{TokenError, fuzz_auth_token, token};
+use atbus_frame::fuzz_targets::XorShift;
 
 /// Valid tokens of the fuzz key ring, binary and text, for both audiences.
 fn valid_seeds() -> Vec<Vec<u8>> {
@@ -65,17 +66,6 @@ fn checked_in_valid_tokens_still_verify() {
         verified += usize::from(ok);
     }
     assert!(verified >= 4, "only {verified} corpus tokens verify");
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

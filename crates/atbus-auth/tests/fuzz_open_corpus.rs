@@ -4,6 +4,7 @@
 
 use atbus_auth::fuzz::{FUZZ_OPEN_PREFIX_LEN, fuzz_codec, fuzz_header, fuzz_open_seed};
 use atbus_auth::{CompressionConfig, fuzz_auth_open};
+use atbus_frame::fuzz_targets::XorShift;
 
 const FLAG_FINISH: u8 = 4;
 const FLAG_COMPRESSED: u8 = 64;
@@ -157,17 +158,6 @@ fn checked_in_seeds_match() {
 fn checked_in_corpus_replays() {
     let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     atbus_frame::fuzz_targets::replay_corpus(&fuzz_dir, "auth_open", fuzz_auth_open);
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

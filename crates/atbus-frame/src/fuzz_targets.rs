@@ -110,3 +110,24 @@ pub fn replay_corpus(fuzz_dir: &std::path::Path, target: &str, body: fn(&[u8])) 
         assert!(outcome.is_ok(), "{target} panicked on {}", path.display());
     }
 }
+
+/// A xorshift64 generator for the corpus mutation tests of every crate: the same sequence from
+/// the same seed on every platform, with no dependency. Not for anything but tests.
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next 64 pseudo-random bits (the state must not start at 0).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

@@ -1,6 +1,7 @@
 //! Runs the handshake fuzz body over a few thousand pseudo-random scripts, including mutations
 //! of a real client's handshake frames, as an ordinary test.
 
+use atbus_frame::fuzz_targets::XorShift;
 use atbus_node::fuzz_handshake;
 use atbus_proto::{
     FrameMessage, HandshakeConfirm, HandshakeData, HandshakeHello, frame_message::Body,
@@ -185,17 +186,6 @@ fn seeds_into_the_corpus() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/node_handshake");
     for (i, s) in seeds().iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i:02}")), s).unwrap();
-    }
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 

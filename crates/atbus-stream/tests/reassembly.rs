@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use atbus_frame::fuzz_targets::XorShift;
 use atbus_proto::PacketOptions;
 use atbus_stream::fuzz_reassembly;
 use atbus_stream::reassembly::{
@@ -499,21 +500,6 @@ fn fuzz_body_on_pseudo_random_inputs() {
     fuzz_reassembly::reassembler(&[]);
     fuzz_reassembly::reassembler(&[0]);
     fuzz_reassembly::reassembler(&[1]);
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 // ---- property tests ----
