@@ -154,6 +154,14 @@ impl Pair {
         panic!("the pair never went quiet");
     }
 
+    /// The client sends `data` to the server on `stream`; then both ends run.
+    fn client_sends(&mut self, stream: i64, data: &'static [u8]) {
+        self.client
+            .send("server", stream, OutgoingMessage::data(data))
+            .unwrap();
+        self.pump();
+    }
+
     fn feed_server(&mut self, bytes: &[u8]) {
         if self.kind == LinkKind::Datagram {
             self.server
@@ -195,6 +203,30 @@ impl Pair {
     }
 }
 
+/// The token most tests use: `svc-a`, streams 1–4, valid for the hour around `T0`.
+fn svc_a() -> IssuedToken {
+    issue("svc-a", "1-4", T0 - 10, T0 + 3600)
+}
+
+/// `svc-a` with its token, asking for 0-RTT.
+fn zero_rtt_client() -> NodeConfig {
+    let mut client = client_config("svc-a", Some(signed(&svc_a())));
+    client.auth = Some(AuthMode::ZeroRtt);
+    client
+}
+
+/// `svc-a` with its token linked to a 1-RTT server, the handshake done.
+fn signed_pair(seed: u64) -> Pair {
+    let mut p = Pair::new(
+        client_config("svc-a", Some(signed(&svc_a()))),
+        server_config(AuthMode::OneRtt),
+        seed,
+    );
+    p.connect(&[]);
+    p.pump();
+    p
+}
+
 fn established(p: &Pair, peer: &str) -> bool {
     p.server.peer_links(peer).len() == 1 && p.client.peer_links("server").len() == 1
 }
@@ -203,24 +235,14 @@ fn established(p: &Pair, peer: &str) -> bool {
 
 #[test]
 fn signed_token_is_accepted_and_binds_the_name() {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
-    let mut p = Pair::new(
-        client_config("svc-a", Some(signed(&t))),
-        server_config(AuthMode::OneRtt),
-        1,
-    );
-    p.connect(&[]);
-    p.pump();
+    let mut p = signed_pair(1);
     assert!(established(&p, "svc-a"), "{:?}", p.client_events);
     // Keys derived from the holder secret agree on both sides.
     assert_eq!(
         p.server.peer_session_keys("svc-a"),
         p.client.peer_session_keys("server")
     );
-    p.client
-        .send("server", 2, OutgoingMessage::data(&b"allowed"[..]))
-        .unwrap();
-    p.pump();
+    p.client_sends(2, b"allowed");
     assert_eq!(
         Pair::read_all(&mut p.server, "svc-a", 2),
         vec![Bytes::from_static(b"allowed")]
@@ -247,7 +269,7 @@ fn refused_with(client: NodeConfig, server: NodeConfig) -> atbus_node::LinkClose
 
 #[test]
 fn every_token_defect_is_refused_with_its_own_reason() {
-    let good = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
+    let good = svc_a();
     let cases: Vec<(&str, SignedToken)> = vec![
         (
             "token-expired",
@@ -307,7 +329,7 @@ fn every_token_defect_is_refused_with_its_own_reason() {
 fn truncated_and_oversized_tokens_on_the_wire_are_refused() {
     use atbus_proto::handshake_data::Step;
     use atbus_proto::{FrameMessage, HandshakeData, HandshakeHello, frame_message::Body};
-    let good = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
+    let good = svc_a();
     for (defect, token) in [
         (
             "token-truncated",
@@ -364,24 +386,11 @@ fn truncated_and_oversized_tokens_on_the_wire_are_refused() {
 
 #[test]
 fn a_packet_on_a_stream_outside_the_token_closes_the_link() {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
-    let mut p = Pair::new(
-        client_config("svc-a", Some(signed(&t))),
-        server_config(AuthMode::OneRtt),
-        2,
-    );
-    p.connect(&[]);
-    p.pump();
+    let mut p = signed_pair(2);
     assert!(established(&p, "svc-a"));
-    p.client
-        .send("server", 4, OutgoingMessage::data(&b"fine"[..]))
-        .unwrap();
-    p.pump();
+    p.client_sends(4, b"fine");
     assert_eq!(Pair::read_all(&mut p.server, "svc-a", 4).len(), 1);
-    p.client
-        .send("server", 5, OutgoingMessage::data(&b"not allowed"[..]))
-        .unwrap();
-    p.pump();
+    p.client_sends(5, b"not allowed");
     assert!(Pair::read_all(&mut p.server, "svc-a", 5).is_empty());
     let closed = p.client_events.iter().find_map(|e| match e {
         NodeEvent::LinkClosed {
@@ -429,9 +438,7 @@ fn pre_shared_tokens_still_work_and_auth_modes_apply() {
 // ----- 0-RTT -----
 
 fn zero_rtt_pair(seed: u64) -> Pair {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
-    let mut client = client_config("svc-a", Some(signed(&t)));
-    client.auth = Some(AuthMode::ZeroRtt);
+    let client = zero_rtt_client();
     let mut p = Pair::new(client, server_config(AuthMode::ZeroRtt), seed);
     // The server's guard is warm once one window has passed since it started.
     p.advance(Duration::from_millis(
@@ -496,9 +503,7 @@ fn a_replayed_first_flight_is_not_delivered_twice() {
 
 #[test]
 fn zero_rtt_is_refused_right_after_a_restart_and_the_data_goes_in_the_session() {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
-    let mut client = client_config("svc-a", Some(signed(&t)));
-    client.auth = Some(AuthMode::ZeroRtt);
+    let client = zero_rtt_client();
     // A server that just started: its guard is cold for one window.
     let mut p = Pair::new(client, server_config(AuthMode::ZeroRtt), 12);
     p.connect(&[(1, b"after restart")]);
@@ -566,9 +571,7 @@ fn a_stale_first_flight_falls_back_to_one_rtt() {
 
 #[test]
 fn one_rtt_server_discards_early_data_and_the_client_resends_it() {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
-    let mut client = client_config("svc-a", Some(signed(&t)));
-    client.auth = Some(AuthMode::ZeroRtt);
+    let client = zero_rtt_client();
     let mut p = Pair::new(client, server_config(AuthMode::OneRtt), 15);
     p.advance(Duration::from_secs(20));
     p.connect(&[(3, b"once")]);
@@ -620,10 +623,7 @@ fn anonymous_peer_gets_a_unique_name_and_a_token_to_reconnect() {
     assert!(name.starts_with("anon-"), "{name}");
     assert_eq!(p.client.name(), name);
     assert!(established(&p, &name));
-    p.client
-        .send("server", 0, OutgoingMessage::data(&b"hi"[..]))
-        .unwrap();
-    p.pump();
+    p.client_sends(0, b"hi");
     assert_eq!(Pair::read_all(&mut p.server, &name, 0).len(), 1);
     // A second anonymous client gets another name.
     let mut q = Pair::new(anonymous_client(), anonymous_server(), 21);
@@ -826,7 +826,7 @@ fn half_open_handshakes_are_bounded_per_source_address() {
 
 #[test]
 fn early_data_of_a_connect_that_failed_is_reported_undeliverable() {
-    let t = issue("svc-a", "1-4", T0 - 10, T0 + 3600);
+    let t = svc_a();
     let now = Instant::now();
     let mut client = Node::new(
         client_config("svc-a", Some(signed(&t))),

@@ -29,9 +29,7 @@ fn chain(seed: u64, r2_trusts_r1: bool) -> (World, usize, usize, usize, usize) {
     c1.upstream = Some("r2".into());
     let r1 = w.add_relay(c1);
     let r2 = w.add_relay(relay_config("r2", if r2_trusts_r1 { &["r1"] } else { &[] }));
-    w.connect(a, r1, LinkKind::ByteStream, byte_link());
-    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
-    w.connect(b, r2, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a, r1), (r1, r2), (b, r2)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
         && w.links_up(r2) == 2));
     (w, a, b, r1, r2)
@@ -73,9 +71,7 @@ fn learned_routes_expire_and_are_bounded() {
     c2.max_learned_routes = 1;
     let r2 = w.add_relay(c2);
     let a_link = w.connect(a, r1, LinkKind::ByteStream, byte_link());
-    w.connect(a2, r1, LinkKind::ByteStream, byte_link());
-    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
-    w.connect(b, r2, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a2, r1), (r1, r2), (b, r2)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 3
         && w.links_up(r2) == 2));
     w.route(a, "b", "r1");

@@ -49,12 +49,9 @@ fn a_relay_delivers_exactly_once_in_order_over_lossy_links() {
         let (mut w, a, b, r) = star(seed, 0.05);
         w.route(a, "b", "relay");
         let msgs = messages(seed, 300, 3000);
-        for m in &msgs {
-            w.send(a, "b", 1, m.clone());
-        }
+        w.send_all(a, "b", 1, &msgs);
         assert!(
-            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 1).len()
-                >= msgs.len()),
+            w.run_until_got(b, "a", 1, msgs.len(), Duration::from_secs(60)),
             "seed {seed}: got {}",
             w.got(b, "a", 1).len()
         );
@@ -107,15 +104,12 @@ fn a_chain_of_two_relays_delivers_and_counts_two_hops() {
             && w.links_up(r2) == 2));
         w.route(a, "b", "r1");
         let msgs = messages(seed, 200, 2000);
-        for m in &msgs {
-            w.send(a, "b", 3, m.clone());
-        }
+        w.send_all(a, "b", 3, &msgs);
         assert!(
-            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 3).len()
-                >= msgs.len()),
+            w.run_until_got(b, "a", 3, msgs.len(), Duration::from_secs(60)),
             "seed {seed}"
         );
-        assert_eq!(w.got(b, "a", 3), &msgs[..]);
+        assert_eq!(w.got(b, "a", 3), &msgs);
         assert!(w.violations.is_empty(), "seed {seed}: {:?}", w.violations);
         let packets: Vec<_> = w.seen[b]
             .iter()
@@ -132,12 +126,18 @@ fn a_chain_of_two_relays_delivers_and_counts_two_hops() {
     });
 }
 
-#[test]
-fn a_forged_source_from_a_plain_node_is_dropped() {
-    let (mut w, _a, b, r) = star(7, 0.0);
+/// A third plain node, "mallory", linked to the star's relay `r`: its index and sim link.
+fn mallory(w: &mut World, r: usize) -> (usize, usize) {
     let m = w.add_node(node_config("mallory", &["relay"]));
     let link = w.connect(m, r, LinkKind::ByteStream, byte_link());
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
+    (m, link)
+}
+
+#[test]
+fn a_forged_source_from_a_plain_node_is_dropped() {
+    let (mut w, _a, b, r) = star(7, 0.0);
+    let (m, link) = mallory(&mut w, r);
     let forged = ping(MessageHead {
         source: "a".into(),
         destination: "b".into(),
@@ -153,9 +153,7 @@ fn a_forged_source_from_a_plain_node_is_dropped() {
 #[test]
 fn forwarding_fields_from_a_plain_node_are_replaced() {
     let (mut w, _a, b, r) = star(8, 0.0);
-    let m = w.add_node(node_config("mallory", &["relay"]));
-    let link = w.connect(m, r, LinkKind::ByteStream, byte_link());
-    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
+    let (m, link) = mallory(&mut w, r);
     let relay_side = w.link_id(link, r);
     w.inject(
         link,
@@ -193,10 +191,7 @@ fn the_hop_limit_sends_a_typed_error_to_the_source() {
     c2.hop_limit = 1;
     let r2 = w.add_relay(c2);
     let r3 = w.add_relay(relay_config("r3", &["r2"]));
-    w.connect(a, r1, LinkKind::ByteStream, byte_link());
-    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
-    w.connect(r2, r3, LinkKind::ByteStream, byte_link());
-    w.connect(b, r3, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a, r1), (r1, r2), (r2, r3), (b, r3)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r2) == 2
         && w.links_up(r3) == 2));
     w.route(a, "b", "r1");
@@ -248,8 +243,7 @@ fn a_two_relay_loop_is_broken_at_once() {
     let mut cb = relay_config("rb", &["ra"]);
     cb.routes.insert("x".into(), "ra".into());
     let rb = w.add_relay(cb);
-    w.connect(n, ra, LinkKind::ByteStream, byte_link());
-    w.connect(ra, rb, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(n, ra), (ra, rb)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(ra) == 2));
     w.route(n, "x", "ra");
     w.send(n, "x", 1, Bytes::from_static(b"loop"));
@@ -281,10 +275,7 @@ fn a_triangle_loop_ends_at_the_hop_limit() {
     cc.routes.insert("x".into(), "ra".into());
     cc.upstream = Some("ra".into());
     let rc = w.add_relay(cc);
-    w.connect(n, ra, LinkKind::ByteStream, byte_link());
-    w.connect(ra, rb, LinkKind::ByteStream, byte_link());
-    w.connect(rb, rc, LinkKind::ByteStream, byte_link());
-    w.connect(rc, ra, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(n, ra), (ra, rb), (rb, rc), (rc, ra)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(ra) == 3
         && w.links_up(rb) == 2
         && w.links_up(rc) == 2));
@@ -322,8 +313,7 @@ fn a_blocked_destination_drops_its_own_overflow_and_never_stalls_another() {
     rc.max_queue_bytes = 4 * 1024;
     rc.max_queue_frames = 4;
     let r = w.add_relay(rc);
-    w.connect(a, r, LinkKind::ByteStream, byte_link());
-    w.connect(b, r, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a, r), (b, r)]);
     let to_c = w.connect(c, r, LinkKind::ByteStream, byte_link());
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 3));
     let c_link = w.link_id(to_c, r);
@@ -371,12 +361,11 @@ fn a_blocked_destination_drops_its_own_overflow_and_never_stalls_another() {
     // Once c's link drains, the sessions recover what the relay dropped.
     w.relay_mut(r).handle_link_writable(c_link);
     assert!(
-        w.run_until(Duration::from_secs(120), |w| w.got(c, "a", 1).len()
-            >= msgs.len()),
+        w.run_until_got(c, "a", 1, msgs.len(), Duration::from_secs(120)),
         "c got {}",
         w.got(c, "a", 1).len()
     );
-    assert_eq!(w.got(c, "a", 1), &msgs[..]);
+    assert_eq!(w.got(c, "a", 1), &msgs);
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
@@ -385,13 +374,8 @@ fn the_relay_never_acknowledges_stream_data() {
     let (mut w, a, b, r) = star(16, 0.02);
     w.route(a, "b", "relay");
     let msgs = messages(16, 100, 2000);
-    for m in &msgs {
-        w.send(a, "b", 1, m.clone());
-    }
-    assert!(
-        w.run_until(Duration::from_secs(30), |w| w.got(b, "a", 1).len()
-            >= msgs.len())
-    );
+    w.send_all(a, "b", 1, &msgs);
+    assert!(w.run_until_got(b, "a", 1, msgs.len(), Duration::from_secs(30)));
     let acked = w.run_until(Duration::from_secs(10), |w| match &w.actors[a] {
         Actor::Node(n) => n.session("b").is_some_and(|s| s.is_stream_acknowledged(1)),
         Actor::Relay(_) => false,
@@ -423,10 +407,8 @@ fn a_session_mixes_relayed_and_direct_paths_and_survives_losing_the_direct_one()
         let (mut w, a, b, r) = star(seed, 0.02);
         w.route(a, "b", "relay");
         let msgs = messages(seed, 400, 3000);
-        for m in &msgs[..50] {
-            w.send(a, "b", 1, m.clone());
-        }
-        assert!(w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 50));
+        w.send_all(a, "b", 1, &msgs[..50]);
+        assert!(w.run_until_got(b, "a", 1, 50, Duration::from_secs(20)));
         // Before any direct link, the peer's incarnation is unknown.
         assert_eq!(w.node(a).peer_incarnation("b"), None);
         // A direct link joins the same session: no restart is reported.
@@ -436,18 +418,15 @@ fn a_session_mixes_relayed_and_direct_paths_and_survives_losing_the_direct_one()
         let b_incarnation = w.node(b).incarnation();
         assert_eq!(w.node(a).peer_incarnation("b"), Some(b_incarnation));
         assert_eq!(w.node(a).session("b").expect("session").paths().count(), 2);
-        for m in &msgs[50..] {
-            w.send(a, "b", 1, m.clone());
-        }
-        w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 100);
+        w.send_all(a, "b", 1, &msgs[50..]);
+        w.run_until_got(b, "a", 1, 100, Duration::from_secs(20));
         assert!(
             w.got(b, "a", 1).len() < msgs.len(),
             "seed {seed}: already over"
         );
         w.kill_link(direct);
         assert!(
-            w.run_until(Duration::from_secs(60), |w| w.got(b, "a", 1).len()
-                >= msgs.len()),
+            w.run_until_got(b, "a", 1, msgs.len(), Duration::from_secs(60)),
             "seed {seed}: got {}",
             w.got(b, "a", 1).len()
         );
@@ -496,10 +475,8 @@ fn when_the_relay_link_closes_the_relayed_sessions_wait_and_resume_on_a_new_one(
     let (mut w, a, b, r) = star(18, 0.0);
     w.route(a, "b", "relay");
     let msgs = messages(18, 200, 2000);
-    for m in &msgs[..100] {
-        w.send(a, "b", 1, m.clone());
-    }
-    assert!(w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 100));
+    w.send_all(a, "b", 1, &msgs[..100]);
+    assert!(w.run_until_got(b, "a", 1, 100, Duration::from_secs(20)));
     w.kill_link(0);
     w.run_for(Duration::from_millis(100));
     assert!(
@@ -507,18 +484,15 @@ fn when_the_relay_link_closes_the_relayed_sessions_wait_and_resume_on_a_new_one(
             .iter()
             .any(|e| matches!(e, NodeEvent::PeerDown { peer } if peer == "b"))
     );
-    for m in &msgs[100..] {
-        w.send(a, "b", 1, m.clone());
-    }
+    w.send_all(a, "b", 1, &msgs[100..]);
     // A new link to the relay: the route gives the session its path back.
     w.connect(a, r, LinkKind::Datagram, lossy_link(0.0));
     assert!(
-        w.run_until(Duration::from_secs(30), |w| w.got(b, "a", 1).len()
-            >= msgs.len()),
+        w.run_until_got(b, "a", 1, msgs.len(), Duration::from_secs(30)),
         "got {}",
         w.got(b, "a", 1).len()
     );
-    assert_eq!(w.got(b, "a", 1), &msgs[..]);
+    assert_eq!(w.got(b, "a", 1), &msgs);
 }
 
 #[test]
@@ -563,8 +537,7 @@ fn a_package_over_the_destinations_limit_is_dropped_not_delivered_to_close_its_l
     cb.limits.max_frame_length = 2000;
     let b = w.add_node(cb);
     let r = w.add_relay(relay_config("relay", &[]));
-    w.connect(a, r, LinkKind::ByteStream, byte_link());
-    w.connect(b, r, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a, r), (b, r)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r) == 2));
     w.route(a, "b", "relay");
     // Small messages fit b's limit; a large one is cut into packages b would refuse.
@@ -590,9 +563,7 @@ fn routes_learned_from_discovery_records_reach_a_node_behind_another_relay() {
     let b = w.add_node(node_config("b", &["r2"]));
     let r1 = w.add_relay(relay_config("r1", &["r2"]));
     let r2 = w.add_relay(relay_config("r2", &["r1"]));
-    w.connect(a, r1, LinkKind::ByteStream, byte_link());
-    w.connect(r1, r2, LinkKind::ByteStream, byte_link());
-    w.connect(b, r2, LinkKind::ByteStream, byte_link());
+    w.connect_bytes(&[(a, r1), (r1, r2), (b, r2)]);
     assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
         && w.links_up(r2) == 2));
     let advertising = |name: &str, relay: &str| {
@@ -669,9 +640,7 @@ fn a_peer_relay_is_trusted_only_with_a_relay_key_when_relay_keys_are_set() {
         c2.relay_key_ids = vec!["relays".into()];
         c2.node.tokens = vec![nodes_key.clone(), relays_key.clone()];
         let r2 = w.add_relay(c2);
-        w.connect(a, r1, LinkKind::ByteStream, byte_link());
-        w.connect(r1, r2, LinkKind::ByteStream, byte_link());
-        w.connect(b, r2, LinkKind::ByteStream, byte_link());
+        w.connect_bytes(&[(a, r1), (r1, r2), (b, r2)]);
         assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
             && w.links_up(r2) == 2));
         let r1_trusted_at_r2 = w

@@ -2,28 +2,20 @@
 
 #![allow(dead_code)]
 
+mod sim;
+
+#[allow(unused_imports)] // Each test binary uses some of them.
+pub use sim::{SimLink, byte_link, messages};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use atbus_netsim::{Clock, DuplexLink, LinkConfig, earliest};
+use atbus_netsim::{Clock, LinkConfig};
 use atbus_node::{
-    AccessToken, Action, Delivery, Direction, LinkId, LinkKind, Node, NodeConfig, NodeEvent,
-    OutgoingMessage,
+    AccessToken, Action, Delivery, LinkKind, Node, NodeConfig, NodeEvent, OutgoingMessage,
 };
 use bytes::Bytes;
 use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
-
-/// One simulated transport connection between two nodes.
-pub struct SimLink {
-    pub kind: LinkKind,
-    pub mtu: usize,
-    pub net: DuplexLink,
-    /// (node index, link id) of the opener (a) and the acceptor (b).
-    pub a: (usize, LinkId),
-    pub b: (usize, LinkId),
-    /// Side closed its end (0 = a, 1 = b).
-    pub closed: [bool; 2],
-}
 
 pub struct World {
     pub clock: Clock,
@@ -46,13 +38,6 @@ pub fn config(name: &str, tokens: Vec<AccessToken>) -> NodeConfig {
     c.session.path_idle_timeout = Duration::from_secs(30);
     c.reconnect_wait = Duration::from_secs(60);
     c
-}
-
-pub fn byte_link() -> LinkConfig {
-    LinkConfig::lossless(Duration::from_millis(5))
-        .with_reliable(true)
-        .with_queue_limit(64 * 1024 * 1024)
-        .with_mtu(usize::MAX)
 }
 
 pub fn lossy_link(loss: f64) -> LinkConfig {
@@ -108,55 +93,27 @@ impl World {
     /// Opens a link from node `a` (client) to node `b` (server).
     pub fn connect(&mut self, a: usize, b: usize, kind: LinkKind, net: LinkConfig) -> usize {
         let now = self.clock.now();
-        let mtu = if kind == LinkKind::Datagram {
-            net.mtu
-        } else {
-            64 * 1024
-        };
-        let la = self.nodes[a].new_link_id();
-        let lb = self.nodes[b].new_link_id();
-        self.nodes[a].handle_link_up(now, la, kind, mtu, Direction::Outbound);
-        self.nodes[b].handle_link_up(now, lb, kind, mtu, Direction::Inbound);
-        let seed = atbus_netsim::derive_seed(self.seed, 100 + self.links.len() as u64);
-        self.links.push(SimLink {
+        sim::connect(
+            &mut self.nodes,
+            &mut self.links,
+            now,
+            self.seed,
+            a,
+            b,
             kind,
-            mtu,
-            net: DuplexLink::new(net, seed),
-            a: (a, la),
-            b: (b, lb),
-            closed: [false, false],
-        });
-        self.links.len() - 1
+            net,
+        )
     }
 
     /// Kills link `i` abruptly: both nodes learn it closed.
     pub fn kill_link(&mut self, i: usize) {
-        let now = self.clock.now();
-        let l = &mut self.links[i];
-        l.net.set_up(false);
-        let (a, b) = (l.a, l.b);
-        l.closed = [true, true];
-        self.nodes[a.0].handle_link_closed(now, a.1);
-        self.nodes[b.0].handle_link_closed(now, b.1);
+        sim::kill_link(&mut self.nodes, &mut self.links, self.clock.now(), i);
     }
 
     pub fn send(&mut self, from: usize, to: &str, stream: i64, data: Bytes) -> u64 {
         self.nodes[from]
             .send(to, stream, OutgoingMessage::data(data))
             .expect("send")
-    }
-
-    fn find(&self, node: usize, link: LinkId) -> Option<(usize, usize)> {
-        // The newest link first: a restarted node numbers its links from 0 again.
-        self.links.iter().enumerate().rev().find_map(|(i, l)| {
-            if l.a == (node, link) {
-                Some((i, 0))
-            } else if l.b == (node, link) {
-                Some((i, 1))
-            } else {
-                None
-            }
-        })
     }
 
     /// Transmits, delivers and reads until nothing more happens at this instant.
@@ -173,79 +130,24 @@ impl World {
     }
 
     fn transmit(&mut self) {
-        let now = self.clock.now();
-        for n in 0..self.nodes.len() {
-            while let Some((link, size)) = self.nodes[n].poll_transmit(now, &mut self.buf) {
-                let Some((i, side)) = self.find(n, link) else {
-                    continue;
-                };
-                let l = &mut self.links[i];
-                if l.closed[side] {
-                    continue;
-                }
-                if l.kind == LinkKind::Datagram {
-                    assert!(size <= l.mtu, "datagram {size} over MTU {}", l.mtu);
-                }
-                let dir = if side == 0 {
-                    &mut l.net.a_to_b
-                } else {
-                    &mut l.net.b_to_a
-                };
-                dir.send(now, Bytes::copy_from_slice(&self.buf[..size]));
-            }
-            while let Some(action) = self.nodes[n].poll_action() {
-                if let Action::Close { link, .. } = &action {
-                    if let Some((i, side)) = self.find(n, *link) {
-                        self.links[i].closed[side] = true;
-                    }
-                }
-                self.actions[n].push(action);
-            }
-        }
+        let actions = &mut self.actions;
+        sim::transmit(
+            &mut self.nodes,
+            &mut self.links,
+            self.clock.now(),
+            &mut self.buf,
+            |_, _| {},
+            |n, action| actions[n].push(action),
+        );
     }
 
     fn deliver(&mut self) -> bool {
-        let now = self.clock.now();
-        let mut delivered = false;
-        for i in 0..self.links.len() {
-            for side in 0..2 {
-                let l = &mut self.links[i];
-                let (to, dir) = if side == 0 {
-                    (l.b, &mut l.net.a_to_b)
-                } else {
-                    (l.a, &mut l.net.b_to_a)
-                };
-                let receiver_side = 1 - side;
-                while let Some(d) = dir.poll_deliver(now) {
-                    delivered = true;
-                    if l.closed[receiver_side] {
-                        continue;
-                    }
-                    if l.kind == LinkKind::ByteStream {
-                        self.nodes[to.0].handle_link_bytes(now, to.1, &d);
-                    } else {
-                        self.nodes[to.0].handle_datagram(now, to.1, d);
-                    }
-                }
-                // A byte stream closed by the sender ends (EOF) once its data is delivered.
-                let l = &mut self.links[i];
-                let dir = if side == 0 {
-                    &l.net.a_to_b
-                } else {
-                    &l.net.b_to_a
-                };
-                if l.kind != LinkKind::Datagram
-                    && l.closed[side]
-                    && !l.closed[receiver_side]
-                    && dir.in_flight_len() == 0
-                {
-                    l.closed[receiver_side] = true;
-                    delivered = true;
-                    self.nodes[to.0].handle_link_closed(now, to.1);
-                }
-            }
-        }
-        delivered
+        sim::deliver(
+            &mut self.nodes,
+            &mut self.links,
+            self.clock.now(),
+            |_, _, _| {},
+        )
     }
 
     fn read_events(&mut self) {
@@ -274,25 +176,10 @@ impl World {
             if done(self) {
                 return true;
             }
-            let now = self.clock.now();
-            if now >= deadline {
+            if self.clock.now() >= deadline {
                 return false;
             }
-            let wake = earliest(
-                self.nodes
-                    .iter()
-                    .map(|n| n.poll_timeout())
-                    .chain(self.links.iter().map(|l| l.net.poll_timeout())),
-            )
-            .unwrap_or(deadline)
-            .min(deadline)
-            .max(now + Duration::from_micros(50));
-            self.clock.advance_to(wake);
-            let now = self.clock.now();
-            let unix = 1_700_000_000_000 + self.clock.elapsed().as_millis() as i64;
-            for n in self.nodes.iter_mut() {
-                n.handle_timeout(now, unix);
-            }
+            sim::advance(&mut self.nodes, &self.links, &mut self.clock, deadline);
         }
     }
 
@@ -322,22 +209,4 @@ impl World {
             .get(&(peer.to_owned(), stream))
             .map_or(&[], Vec::as_slice)
     }
-}
-
-/// Deterministic messages: `count` of sizes 1..=max.
-pub fn messages(seed: u64, count: usize, max: usize) -> Vec<Bytes> {
-    let mut x = seed | 1;
-    (0..count)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 1 + (x as usize % max);
-            Bytes::from(
-                (0..len)
-                    .map(|j| (i * 31 + j + seed as usize) as u8)
-                    .collect::<Vec<u8>>(),
-            )
-        })
-        .collect()
 }

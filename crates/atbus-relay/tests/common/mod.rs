@@ -7,12 +7,19 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../atbus-node/tests/common/sim.rs"]
+mod sim;
+
+use sim::Endpoint;
+#[allow(unused_imports)] // Each test binary uses some of them.
+pub use sim::{SimLink, byte_link, messages};
+
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atbus_frame::{FrameLimits, StreamDecoder};
-use atbus_netsim::{Clock, DuplexLink, LinkConfig, earliest};
+use atbus_netsim::{Clock, LinkConfig};
 use atbus_node::{
     Action, Delivery, Direction, LinkId, LinkKind, Node, NodeConfig, NodeEvent, OutgoingMessage,
 };
@@ -28,51 +35,44 @@ pub enum Actor {
     Relay(Box<Relay>),
 }
 
-impl Actor {
+impl Endpoint for Actor {
     fn new_link_id(&mut self) -> LinkId {
         match self {
             Actor::Node(n) => n.new_link_id(),
             Actor::Relay(r) => r.new_link_id(),
         }
     }
-    fn link_up(
-        &mut self,
-        now: std::time::Instant,
-        l: LinkId,
-        k: LinkKind,
-        mtu: usize,
-        d: Direction,
-    ) {
+    fn link_up(&mut self, now: Instant, l: LinkId, k: LinkKind, mtu: usize, d: Direction) {
         match self {
             Actor::Node(n) => n.handle_link_up(now, l, k, mtu, d),
             Actor::Relay(r) => r.handle_link_up(now, l, k, mtu, d),
         }
     }
-    fn bytes(&mut self, now: std::time::Instant, l: LinkId, b: &[u8]) {
+    fn link_bytes(&mut self, now: Instant, l: LinkId, b: &[u8]) {
         match self {
             Actor::Node(n) => n.handle_link_bytes(now, l, b),
             Actor::Relay(r) => r.handle_link_bytes(now, l, b),
         }
     }
-    fn datagram(&mut self, now: std::time::Instant, l: LinkId, b: Bytes) {
+    fn datagram(&mut self, now: Instant, l: LinkId, b: Bytes) {
         match self {
             Actor::Node(n) => n.handle_datagram(now, l, b),
             Actor::Relay(r) => r.handle_datagram(now, l, b),
         }
     }
-    fn closed(&mut self, now: std::time::Instant, l: LinkId) {
+    fn link_closed(&mut self, now: Instant, l: LinkId) {
         match self {
             Actor::Node(n) => n.handle_link_closed(now, l),
             Actor::Relay(r) => r.handle_link_closed(now, l),
         }
     }
-    fn timeout(&mut self, now: std::time::Instant, unix: i64) {
+    fn timeout(&mut self, now: Instant, unix: i64) {
         match self {
             Actor::Node(n) => n.handle_timeout(now, unix),
             Actor::Relay(r) => r.handle_timeout(now, unix),
         }
     }
-    fn transmit(&mut self, now: std::time::Instant, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
+    fn transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
         match self {
             Actor::Node(n) => n.poll_transmit(now, buf),
             Actor::Relay(r) => r.poll_transmit(now, buf),
@@ -84,29 +84,12 @@ impl Actor {
             Actor::Relay(r) => r.poll_action(),
         }
     }
-    fn poll_timeout(&self) -> Option<std::time::Instant> {
+    fn wake_at(&self) -> Option<Instant> {
         match self {
             Actor::Node(n) => n.poll_timeout(),
             Actor::Relay(r) => r.poll_timeout(),
         }
     }
-    fn name(&self) -> &str {
-        match self {
-            Actor::Node(n) => n.name(),
-            Actor::Relay(r) => r.name(),
-        }
-    }
-}
-
-/// One simulated transport connection.
-pub struct SimLink {
-    pub kind: LinkKind,
-    pub mtu: usize,
-    pub net: DuplexLink,
-    /// (actor, link id) of the opener (a) and the acceptor (b).
-    pub a: (usize, LinkId),
-    pub b: (usize, LinkId),
-    pub closed: [bool; 2],
 }
 
 /// A head an actor received, with the link and the body kind.
@@ -133,6 +116,8 @@ pub struct World {
     /// What a relay wrote that it must not have.
     pub violations: Vec<String>,
     pub seed: u64,
+    /// Each actor's name and whether it is a relay (for the wire checks).
+    who: Vec<(String, bool)>,
     buf: Vec<u8>,
 }
 
@@ -148,13 +133,6 @@ pub fn relay_config(name: &str, peer_relays: &[&str]) -> RelayConfig {
     let mut c = RelayConfig::new(name);
     c.peer_relays = peer_relays.iter().map(|r| r.to_string()).collect();
     c
-}
-
-pub fn byte_link() -> LinkConfig {
-    LinkConfig::lossless(Duration::from_millis(5))
-        .with_reliable(true)
-        .with_queue_limit(64 * 1024 * 1024)
-        .with_mtu(usize::MAX)
 }
 
 pub fn lossy_link(loss: f64) -> LinkConfig {
@@ -193,6 +171,7 @@ impl World {
             sent_bodies: HashSet::new(),
             violations: Vec::new(),
             seed,
+            who: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -202,6 +181,11 @@ impl World {
     }
 
     fn push(&mut self, actor: Actor) -> usize {
+        let who = match &actor {
+            Actor::Node(n) => (n.name().to_owned(), false),
+            Actor::Relay(r) => (r.name().to_owned(), true),
+        };
+        self.who.push(who);
         self.actors.push(actor);
         self.events.push(Vec::new());
         self.relay_events.push(Vec::new());
@@ -246,25 +230,16 @@ impl World {
     /// Opens a link from actor `a` (dialer) to actor `b`.
     pub fn connect(&mut self, a: usize, b: usize, kind: LinkKind, net: LinkConfig) -> usize {
         let now = self.clock.now();
-        let mtu = if kind == LinkKind::Datagram {
-            net.mtu
-        } else {
-            64 * 1024
-        };
-        let la = self.actors[a].new_link_id();
-        let lb = self.actors[b].new_link_id();
-        self.actors[a].link_up(now, la, kind, mtu, Direction::Outbound);
-        self.actors[b].link_up(now, lb, kind, mtu, Direction::Inbound);
-        let seed = atbus_netsim::derive_seed(self.seed, 100 + self.links.len() as u64);
-        self.links.push(SimLink {
+        sim::connect(
+            &mut self.actors,
+            &mut self.links,
+            now,
+            self.seed,
+            a,
+            b,
             kind,
-            mtu,
-            net: DuplexLink::new(net, seed),
-            a: (a, la),
-            b: (b, lb),
-            closed: [false, false],
-        });
-        self.links.len() - 1
+            net,
+        )
     }
 
     /// The link id actor `actor` has for sim link `i`.
@@ -298,31 +273,13 @@ impl World {
 
     /// Kills sim link `i` abruptly: both ends learn it closed.
     pub fn kill_link(&mut self, i: usize) {
-        let now = self.clock.now();
-        let l = &mut self.links[i];
-        l.net.set_up(false);
-        l.closed = [true, true];
-        let (a, b) = (l.a, l.b);
-        self.actors[a.0].closed(now, a.1);
-        self.actors[b.0].closed(now, b.1);
+        sim::kill_link(&mut self.actors, &mut self.links, self.clock.now(), i);
     }
 
     pub fn send(&mut self, from: usize, to: &str, stream: i64, data: Bytes) -> u64 {
         self.node(from)
             .send(to, stream, OutgoingMessage::data(data))
             .expect("send")
-    }
-
-    fn find(&self, actor: usize, link: LinkId) -> Option<(usize, usize)> {
-        self.links.iter().enumerate().rev().find_map(|(i, l)| {
-            if l.a == (actor, link) {
-                Some((i, 0))
-            } else if l.b == (actor, link) {
-                Some((i, 1))
-            } else {
-                None
-            }
-        })
     }
 
     fn step(&mut self) {
@@ -337,132 +294,45 @@ impl World {
         }
     }
 
-    /// Checks one package run written by actor `n`.
-    fn watch_output(&mut self, n: usize, bytes: &[u8]) {
-        let name = self.actors[n].name().to_owned();
-        let is_relay = matches!(self.actors[n], Actor::Relay(_));
-        for frame in decode_all(bytes) {
-            let Some(head) = &frame.head else { continue };
-            if !is_relay {
-                self.sent_bodies.insert(body_hash(&frame));
-                continue;
-            }
-            let link_level = head.hop_count == 0
-                && head.forward_for_source.is_empty()
-                && matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
-            if head.source == name {
-                // Besides forward_error, a relay writes only link keepalives of its own.
-                if !matches!(frame.body, Some(Body::ForwardError(_))) && !link_level {
-                    self.violations
-                        .push(format!("{name} originated {:?}", frame.body));
-                }
-                // Other relays may forward it on.
-                self.sent_bodies.insert(body_hash(&frame));
-                continue;
-            }
-            if head.forward_for_source.is_empty() || head.hop_count < 1 {
-                self.violations
-                    .push(format!("{name} forwarded unstamped {head:?}"));
-            }
-            if !self.sent_bodies.contains(&body_hash(&frame)) {
-                self.violations
-                    .push(format!("{name} forwarded a body no node sent: {head:?}"));
-            }
-        }
-    }
-
     fn transmit(&mut self) {
-        let now = self.clock.now();
-        let mut buf = std::mem::take(&mut self.buf);
-        for n in 0..self.actors.len() {
-            while let Some((link, size)) = self.actors[n].transmit(now, &mut buf) {
-                if self.tap {
-                    self.watch_output(n, &buf[..size]);
+        let (who, sent_bodies, violations) =
+            (&self.who, &mut self.sent_bodies, &mut self.violations);
+        let tap = self.tap;
+        sim::transmit(
+            &mut self.actors,
+            &mut self.links,
+            self.clock.now(),
+            &mut self.buf,
+            |n, bytes| {
+                if tap {
+                    let (name, is_relay) = &who[n];
+                    watch_output(name, *is_relay, bytes, sent_bodies, violations);
                 }
-                let Some((i, side)) = self.find(n, link) else {
-                    continue;
-                };
-                let l = &mut self.links[i];
-                if l.closed[side] {
-                    continue;
-                }
-                if l.kind == LinkKind::Datagram {
-                    assert!(size <= l.mtu, "datagram {size} over MTU {}", l.mtu);
-                }
-                let dir = if side == 0 {
-                    &mut l.net.a_to_b
-                } else {
-                    &mut l.net.b_to_a
-                };
-                dir.send(now, Bytes::copy_from_slice(&buf[..size]));
-            }
-            while let Some(action) = self.actors[n].action() {
-                if let Action::Close { link, .. } = &action {
-                    if let Some((i, side)) = self.find(n, *link) {
-                        self.links[i].closed[side] = true;
-                    }
-                }
-            }
-        }
-        self.buf = buf;
+            },
+            |_, _| {},
+        );
     }
 
     fn deliver(&mut self) -> bool {
-        let now = self.clock.now();
-        let mut delivered = false;
-        for i in 0..self.links.len() {
-            for side in 0..2 {
-                let l = &mut self.links[i];
-                let (to, dir) = if side == 0 {
-                    (l.b, &mut l.net.a_to_b)
-                } else {
-                    (l.a, &mut l.net.b_to_a)
-                };
-                let receiver_side = 1 - side;
-                let mut got = Vec::new();
-                while let Some(d) = dir.poll_deliver(now) {
-                    if !l.closed[receiver_side] {
-                        got.push(d);
-                    }
-                    delivered = true;
-                }
-                let kind = l.kind;
-                for d in got {
-                    if self.tap {
-                        for f in decode_all(&d) {
-                            if let Some(head) = f.head {
-                                self.seen[to.0].push(Seen {
-                                    link: to.1,
-                                    head,
-                                    body: f.body,
-                                });
-                            }
+        let (seen, tap) = (&mut self.seen, self.tap);
+        sim::deliver(
+            &mut self.actors,
+            &mut self.links,
+            self.clock.now(),
+            |to, link, d| {
+                if tap {
+                    for f in decode_all(d) {
+                        if let Some(head) = f.head {
+                            seen[to].push(Seen {
+                                link,
+                                head,
+                                body: f.body,
+                            });
                         }
                     }
-                    if kind == LinkKind::ByteStream {
-                        self.actors[to.0].bytes(now, to.1, &d);
-                    } else {
-                        self.actors[to.0].datagram(now, to.1, d);
-                    }
                 }
-                let l = &mut self.links[i];
-                let dir = if side == 0 {
-                    &l.net.a_to_b
-                } else {
-                    &l.net.b_to_a
-                };
-                if l.kind != LinkKind::Datagram
-                    && l.closed[side]
-                    && !l.closed[receiver_side]
-                    && dir.in_flight_len() == 0
-                {
-                    l.closed[receiver_side] = true;
-                    delivered = true;
-                    self.actors[to.0].closed(now, to.1);
-                }
-            }
-        }
-        delivered
+            },
+        )
     }
 
     fn read_events(&mut self) {
@@ -500,30 +370,43 @@ impl World {
             if done(self) {
                 return true;
             }
-            let now = self.clock.now();
-            if now >= deadline {
+            if self.clock.now() >= deadline {
                 return false;
             }
-            let wake = earliest(
-                self.actors
-                    .iter()
-                    .map(|n| n.poll_timeout())
-                    .chain(self.links.iter().map(|l| l.net.poll_timeout())),
-            )
-            .unwrap_or(deadline)
-            .min(deadline)
-            .max(now + Duration::from_micros(50));
-            self.clock.advance_to(wake);
-            let now = self.clock.now();
-            let unix = 1_700_000_000_000 + self.clock.elapsed().as_millis() as i64;
-            for a in self.actors.iter_mut() {
-                a.timeout(now, unix);
-            }
+            sim::advance(&mut self.actors, &self.links, &mut self.clock, deadline);
         }
     }
 
     pub fn run_for(&mut self, d: Duration) {
         self.run_until(d, |_| false);
+    }
+
+    /// Node `from` sends each of `msgs` to `to` on `stream`, in order.
+    pub fn send_all(&mut self, from: usize, to: &str, stream: i64, msgs: &[Bytes]) {
+        for m in msgs {
+            self.send(from, to, stream, m.clone());
+        }
+    }
+
+    /// Runs until node `n` read at least `count` messages from `peer` on `stream`, or `limit`
+    /// of virtual time passed; returns whether it did.
+    pub fn run_until_got(
+        &mut self,
+        n: usize,
+        peer: &str,
+        stream: i64,
+        count: usize,
+        limit: Duration,
+    ) -> bool {
+        self.run_until(limit, |w| w.got(n, peer, stream).len() >= count)
+    }
+
+    /// Opens a reliable byte-stream link for each (dialer, acceptor) pair, in order.
+    pub fn connect_bytes(&mut self, pairs: &[(usize, usize)]) -> Vec<usize> {
+        pairs
+            .iter()
+            .map(|&(a, b)| self.connect(a, b, LinkKind::ByteStream, byte_link()))
+            .collect()
     }
 
     pub fn got(&self, n: usize, peer: &str, stream: i64) -> &[Bytes] {
@@ -562,20 +445,39 @@ impl World {
     }
 }
 
-/// Deterministic messages: `count` of sizes 1..=max.
-pub fn messages(seed: u64, count: usize, max: usize) -> Vec<Bytes> {
-    let mut x = seed | 1;
-    (0..count)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 1 + (x as usize % max);
-            Bytes::from(
-                (0..len)
-                    .map(|j| (i * 31 + j + seed as usize) as u8)
-                    .collect::<Vec<u8>>(),
-            )
-        })
-        .collect()
+/// Checks one package run written by actor `name`: a relay originates nothing but
+/// `forward_error` and link keepalives, stamps what it forwards, and forwards only bodies some
+/// node sent.
+fn watch_output(
+    name: &str,
+    is_relay: bool,
+    bytes: &[u8],
+    sent_bodies: &mut HashSet<u64>,
+    violations: &mut Vec<String>,
+) {
+    for frame in decode_all(bytes) {
+        let Some(head) = &frame.head else { continue };
+        if !is_relay {
+            sent_bodies.insert(body_hash(&frame));
+            continue;
+        }
+        let link_level = head.hop_count == 0
+            && head.forward_for_source.is_empty()
+            && matches!(frame.body, Some(Body::Ping(_) | Body::Pong(_)));
+        if head.source == name {
+            // Besides forward_error, a relay writes only link keepalives of its own.
+            if !matches!(frame.body, Some(Body::ForwardError(_))) && !link_level {
+                violations.push(format!("{name} originated {:?}", frame.body));
+            }
+            // Other relays may forward it on.
+            sent_bodies.insert(body_hash(&frame));
+            continue;
+        }
+        if head.forward_for_source.is_empty() || head.hop_count < 1 {
+            violations.push(format!("{name} forwarded unstamped {head:?}"));
+        }
+        if !sent_bodies.contains(&body_hash(&frame)) {
+            violations.push(format!("{name} forwarded a body no node sent: {head:?}"));
+        }
+    }
 }
