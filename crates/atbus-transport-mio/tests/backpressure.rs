@@ -36,6 +36,61 @@ fn read_all_verified(mut s: std::net::TcpStream) -> usize {
     }
 }
 
+/// A transport whose links queue at most `limit` bytes each.
+fn transport(limit: usize) -> Transport {
+    Transport::new(TransportConfig {
+        write_queue_limit: limit,
+        ..Default::default()
+    })
+    .expect("transport")
+}
+
+/// Sends chunks from `*next` on over a byte-stream link until it answers `Blocked` (true) or
+/// `total` chunks went (false).
+fn send_chunks(t: &mut Transport, link: LinkId, next: &mut usize, total: usize) -> bool {
+    while *next < total {
+        match t.send(link, &chunk(*next)).expect("send") {
+            SendStatus::Blocked => return true,
+            SendStatus::Sent | SendStatus::Queued => *next += 1,
+            SendStatus::Dropped => unreachable!("a byte stream never drops"),
+        }
+    }
+    false
+}
+
+/// Listens on `url` and connects to it; the accepted end stops reading as soon as it is up.
+/// Returns (client, server).
+fn paused_pair(t: &mut Transport, url: &str) -> (LinkId, LinkId) {
+    let (_l, bound) = t.listen(&url.parse().expect("url")).expect("listen");
+    let client = t.connect(&bound).expect("connect");
+    let mut server = None;
+    let mut client_up = false;
+    drive(t, "both ends up", |t, evs| {
+        for e in evs {
+            if let TransportEvent::LinkUp { link, .. } = e {
+                if link == client {
+                    client_up = true;
+                } else {
+                    t.pause_reading(link).expect("pause");
+                    server = Some(link);
+                }
+            }
+        }
+        client_up && server.is_some()
+    });
+    (client, server.expect("server link"))
+}
+
+/// Fails if any of `evs` delivers bytes on `server` (whose reading is paused).
+fn assert_no_bytes(evs: &[TransportEvent], server: LinkId) {
+    for e in evs {
+        assert!(
+            !matches!(e, TransportEvent::Bytes { link, .. } if *link == server),
+            "Bytes delivered while paused"
+        );
+    }
+}
+
 fn connect_to_std(t: &mut Transport) -> (LinkId, std::net::TcpStream) {
     let std_listener = StdListener::bind("127.0.0.1:0").expect("bind");
     let addr = std_listener.local_addr().expect("addr");
@@ -51,23 +106,13 @@ fn connect_to_std(t: &mut Transport) -> (LinkId, std::net::TcpStream) {
 #[test]
 fn non_reading_peer_blocks_sender_with_bounded_queue_then_writable_resumes() {
     let limit = 64 * 1024;
-    let mut t = Transport::new(TransportConfig {
-        write_queue_limit: limit,
-        ..Default::default()
-    })
-    .expect("transport");
+    let mut t = transport(limit);
     let (link, peer) = connect_to_std(&mut t);
 
     // The peer does not read: kernel buffers fill, then the queue, then send says Blocked.
     let total_chunks = 2048; // 16 MiB at most
     let mut next = 0;
-    while next < total_chunks {
-        match t.send(link, &chunk(next)).expect("send") {
-            SendStatus::Blocked => break,
-            SendStatus::Sent | SendStatus::Queued => next += 1,
-            SendStatus::Dropped => unreachable!("TCP never drops"),
-        }
-    }
+    send_chunks(&mut t, link, &mut next, total_chunks);
     assert!(next < total_chunks, "send never answered Blocked");
     let queued = t.link_stats(link).expect("stats").queued_bytes;
     assert!(
@@ -92,12 +137,7 @@ fn non_reading_peer_blocks_sender_with_bounded_queue_then_writable_resumes() {
             }
         }
         if writables > 0 && next < total_chunks {
-            while next < total_chunks {
-                match t.send(link, &chunk(next)).expect("send") {
-                    SendStatus::Blocked => break,
-                    _ => next += 1,
-                }
-            }
+            send_chunks(t, link, &mut next, total_chunks);
             if next == total_chunks {
                 t.close(link).expect("close");
             }
@@ -188,11 +228,7 @@ fn link_overflow_keeps_refused_bytes_in_order_until_writable() {
 
 #[test]
 fn graceful_close_flushes_queued_data() {
-    let mut t = Transport::new(TransportConfig {
-        write_queue_limit: 32 * 1024 * 1024,
-        ..Default::default()
-    })
-    .expect("transport");
+    let mut t = transport(32 * 1024 * 1024);
     let (link, peer) = connect_to_std(&mut t);
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let reader = thread::spawn(move || {
@@ -229,47 +265,16 @@ fn graceful_close_flushes_queued_data() {
 
 #[test]
 fn pause_reading_stops_bytes_and_resume_delivers_rest_in_order() {
-    let mut t = Transport::new(TransportConfig {
-        write_queue_limit: 64 * 1024,
-        ..Default::default()
-    })
-    .expect("transport");
-    let (_l, bound) = t
-        .listen(&"tcp://127.0.0.1:0".parse().expect("url"))
-        .expect("listen");
-    let client = t.connect(&bound).expect("connect");
-    let mut server = None;
-    let mut client_up = false;
-    drive(&mut t, "both ends up", |t, evs| {
-        for e in evs {
-            if let TransportEvent::LinkUp { link, .. } = e {
-                if link == client {
-                    client_up = true;
-                } else {
-                    t.pause_reading(link).expect("pause");
-                    server = Some(link);
-                }
-            }
-        }
-        client_up && server.is_some()
-    });
-    let server = server.expect("server link");
+    let mut t = transport(64 * 1024);
+    let (client, server) = paused_pair(&mut t, "tcp://127.0.0.1:0");
 
     let total_chunks = 2048;
     let mut next = 0;
     let mut blocked = false;
     drive(&mut t, "sender blocked by the paused reader", |t, evs| {
-        for e in evs {
-            assert!(
-                !matches!(e, TransportEvent::Bytes { link, .. } if link == server),
-                "Bytes delivered while paused"
-            );
-        }
-        while !blocked && next < total_chunks {
-            match t.send(client, &chunk(next)).expect("send") {
-                SendStatus::Blocked => blocked = true,
-                _ => next += 1,
-            }
+        assert_no_bytes(&evs, server);
+        if !blocked {
+            blocked = send_chunks(t, client, &mut next, total_chunks);
         }
         assert!(next < total_chunks, "never blocked");
         blocked
@@ -277,12 +282,7 @@ fn pause_reading_stops_bytes_and_resume_delivers_rest_in_order() {
     // A few more rounds while paused: still nothing.
     let mut rounds = 0;
     drive(&mut t, "quiet rounds", |_, evs| {
-        for e in evs {
-            assert!(
-                !matches!(e, TransportEvent::Bytes { link, .. } if link == server),
-                "Bytes delivered while paused"
-            );
-        }
+        assert_no_bytes(&evs, server);
         rounds += 1;
         rounds == 5
     });
@@ -299,11 +299,8 @@ fn pause_reading_stops_bytes_and_resume_delivers_rest_in_order() {
                 _ => {}
             }
         }
-        while !blocked && next < total_chunks {
-            match t.send(client, &chunk(next)).expect("send") {
-                SendStatus::Blocked => blocked = true,
-                _ => next += 1,
-            }
+        if !blocked {
+            blocked = send_chunks(t, client, &mut next, total_chunks);
         }
         received.len() == total_chunks * CHUNK
     });
@@ -315,31 +312,8 @@ fn pause_reading_stops_bytes_and_resume_delivers_rest_in_order() {
 #[test]
 fn mem_pause_blocks_sender_and_resume_delivers_in_order() {
     let limit = 64 * 1024;
-    let mut t = Transport::new(TransportConfig {
-        write_queue_limit: limit,
-        ..Default::default()
-    })
-    .expect("transport");
-    let (_l, bound) = t
-        .listen(&"mem://pause-test".parse().expect("url"))
-        .expect("listen");
-    let client = t.connect(&bound).expect("connect");
-    let mut server = None;
-    let mut client_up = false;
-    drive(&mut t, "both ends up", |t, evs| {
-        for e in evs {
-            if let TransportEvent::LinkUp { link, .. } = e {
-                if link == client {
-                    client_up = true;
-                } else {
-                    t.pause_reading(link).expect("pause");
-                    server = Some(link);
-                }
-            }
-        }
-        client_up && server.is_some()
-    });
-    let server = server.expect("server");
+    let mut t = transport(limit);
+    let (client, server) = paused_pair(&mut t, "mem://pause-test");
     let mut next = 0;
     while t.send(client, &chunk(next)).expect("send") != SendStatus::Blocked {
         next += 1;
