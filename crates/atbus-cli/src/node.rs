@@ -325,11 +325,60 @@ pub fn run_with_auth(
     stop: &StopSignal,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    run_node(options, auth, None, stop, out)
+}
+
+/// As [`run_with_auth`], with the node's RNG seeded from `seed` (tests: two nodes seeded alike
+/// draw the same anonymous names, so their reservations collide).
+#[doc(hidden)]
+pub fn run_with_seed(
+    options: &Options,
+    auth: &AuthOptions,
+    seed: u64,
+    stop: &StopSignal,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    run_node(options, auth, Some(seed), stop, out)
+}
+
+/// Reserves an anonymous peer's assigned name in the registry (put-if-absent, under this
+/// node's lease with etcd); true when it is now this node's.
+fn reserve_name(options: &Options, backend: &mut Backend, name: &str) -> bool {
+    let mut record = atbus_discovery::NodeRecord::new(name);
+    record.metadata.namespace_name = options.namespace.clone();
+    record.metadata.kind = "anonymous".to_owned();
+    record
+        .metadata
+        .annotations
+        .insert("assigned-by".to_owned(), options.name.clone());
+    match backend.register(record) {
+        Ok(()) => {
+            tracing::info!(%name, "assigned name reserved");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(%name, %err, "assigned name not reserved");
+            false
+        }
+    }
+}
+
+fn run_node(
+    options: &Options,
+    auth: &AuthOptions,
+    seed: Option<u64>,
+    stop: &StopSignal,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(options.name.clone()).with_tokens(options.tokens.clone());
     config.auth = auth.auth;
     config.token_keyring = auth.token_keyring.clone();
     config.signed_token = auth.signed_token.clone();
-    config.anonymous = auth.anonymous.then(AnonymousPolicy::default);
+    // With a shared registry, assigned names are reserved there first (unique across nodes).
+    config.anonymous = auth.anonymous.then(|| AnonymousPolicy {
+        reserve_names: options.discovery.is_some(),
+        ..AnonymousPolicy::default()
+    });
     if let Some(w) = auth.zero_rtt_window {
         config.anti_replay.window_ms = u64::try_from(w.as_millis()).unwrap_or(u64::MAX);
     }
@@ -347,7 +396,10 @@ pub fn run_with_auth(
             config.connect = relay_urls(options, b, spec.is_shared(), &config.relays);
         }
     }
-    let mut driver = NodeDriver::new(config, TransportConfig::default())?;
+    let mut driver = match seed {
+        Some(seed) => NodeDriver::with_seed(config, TransportConfig::default(), seed)?,
+        None => NodeDriver::new(config, TransportConfig::default())?,
+    };
     driver.node_mut().set_unix_time(unix_ms());
     stop.attach(driver.transport().handle());
     let mut bound_urls = Vec::new();
@@ -412,6 +464,24 @@ pub fn run_with_auth(
                 } => {
                     tracing::warn!(%peer, stream_id, ?reason, "message undeliverable");
                     echo.forget(&peer);
+                }
+                NodeEvent::ReserveName { name, .. } => {
+                    let reserved = discovery
+                        .as_mut()
+                        .is_some_and(|d| reserve_name(options, d, &name));
+                    driver.node_mut().handle_name_reserved(
+                        std::time::Instant::now(),
+                        &name,
+                        reserved,
+                    );
+                }
+                NodeEvent::ReleaseName { name } => {
+                    if let Some(d) = discovery.as_mut() {
+                        let timeout = d.answer_timeout();
+                        if let Err(err) = d.deregister(&name, timeout) {
+                            tracing::warn!(%name, %err, "assigned name not released");
+                        }
+                    }
                 }
                 other => tracing::debug!(?other, "event"),
             }

@@ -151,6 +151,19 @@ impl NodeDriver {
         Ok(Self::with_parts(node, Transport::new(transport)?))
     }
 
+    /// As [`new`](Self::new) with the node's RNG seeded from `seed`: every name, nonce and
+    /// secret the node draws is predictable. For tests only (two nodes seeded alike draw the
+    /// same anonymous names).
+    #[doc(hidden)]
+    pub fn with_seed(
+        config: NodeConfig,
+        transport: TransportConfig,
+        seed: u64,
+    ) -> Result<Self, NodeDriverError> {
+        let node = Node::new(config, Instant::now(), ChaCha20Rng::seed_from_u64(seed))?;
+        Ok(Self::with_parts(node, Transport::new(transport)?))
+    }
+
     /// Drives an existing node on an existing transport.
     pub fn with_parts(node: Node, transport: Transport) -> Self {
         Self {
