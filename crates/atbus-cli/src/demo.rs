@@ -72,6 +72,16 @@ pub fn summary_line(index: u64, offset: u64, wire_len: usize, frame: &FrameMessa
         Some(Body::ForwardError(e)) => {
             format!("forward_error code {} for {:?}", e.code, e.destination)
         }
+        Some(Body::RelayedHandshake(h)) => {
+            use atbus_proto::relayed_handshake_data::Step as R;
+            match &h.step {
+                Some(R::Hello(h)) => format!("relayed hello from {:?}", h.node_name),
+                Some(R::HelloReply(h)) => format!("relayed hello_reply from {:?}", h.node_name),
+                Some(R::Confirm(_)) => "relayed confirm".into(),
+                Some(R::Refuse(c)) => format!("relayed refuse code {} {:?}", c.code, c.message),
+                None => "relayed handshake (no step)".into(),
+            }
+        }
     };
     format!(
         "#{index} @{offset} [{route}] {detail} (frame {} B, package {wire_len} B)",

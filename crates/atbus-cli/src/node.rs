@@ -453,6 +453,9 @@ fn run_node(
                 NodeEvent::LinkRejected { link, reason } => {
                     tracing::warn!(link = link.0, %reason, "link refused");
                 }
+                NodeEvent::RelayedHandshakeFailed { peer, reason, .. } => {
+                    tracing::warn!(%peer, %reason, "end-to-end handshake through the relay failed");
+                }
                 NodeEvent::LinkClosed { link, peer, reason } => {
                     tracing::info!(link = link.0, %peer, ?reason, "link closed");
                 }

@@ -381,6 +381,11 @@ fn exchange_inner(
                 NodeEvent::LinkRejected { reason, .. } => {
                     error = Some(format!("link refused: {reason}"));
                 }
+                NodeEvent::RelayedHandshakeFailed { peer, reason, .. } if peer == options.to => {
+                    error = Some(format!(
+                        "end-to-end handshake with {peer:?} through the relay failed: {reason}"
+                    ));
+                }
                 NodeEvent::PeerDown { peer } if relay.is_some() => {
                     outage.get_or_insert_with(|| {
                         (Instant::now(), format!("lost the relayed path to {peer:?}"))

@@ -55,7 +55,7 @@ impl Node {
     }
 
     /// Checks the fields of a peer's hello or hello_reply that do not depend on tokens.
-    fn check_peer_hello(&self, h: &HandshakeHello) -> Result<(), Reject> {
+    pub(crate) fn check_peer_hello(&self, h: &HandshakeHello) -> Result<(), Reject> {
         use AtbusCloseReason::{LimitExceeded, ProtocolError, UnsupportedVersion};
         if h.protocol_version != self.config.protocol_version {
             return Err(reject(
@@ -187,10 +187,14 @@ impl Node {
                 LinkState::Routed {
                     accept: Some((package, proof)),
                     ..
+                }
+                | LinkState::Relay {
+                    accept: Some((package, proof)),
+                    ..
                 },
                 Some(Step::Confirm(confirm)),
             ) => {
-                // The same on a router-mode link (a relay's).
+                // The same on a router-mode link (a relay's) and on a link from a relay.
                 if bool::from(proof.as_ref().ct_eq(confirm.auth_proof.as_ref())) {
                     let package = package.clone();
                     self.queue_control(id, package);
@@ -486,8 +490,9 @@ impl Node {
         self.queue_control(id, package.clone());
         self.establish(now, id, &client, keys)?;
         if let Some(link) = self.links.get_mut(&id) {
-            if let LinkState::Established { accept, .. } | LinkState::Routed { accept, .. } =
-                &mut link.state
+            if let LinkState::Established { accept, .. }
+            | LinkState::Routed { accept, .. }
+            | LinkState::Relay { accept, .. } = &mut link.state
             {
                 *accept = Some((package, confirm.auth_proof));
             }

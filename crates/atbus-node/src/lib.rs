@@ -78,6 +78,7 @@ mod link;
 mod node;
 mod peer;
 mod relayed;
+mod relayed_handshake;
 pub mod routed;
 mod types;
 

@@ -59,6 +59,8 @@ pub(crate) enum LinkState {
     Relay {
         relay: String,
         paths: BTreeMap<String, PathId>,
+        /// Server: the accept package and the client's proof, to answer a retransmitted confirm.
+        accept: Option<(Vec<u8>, Bytes)>,
     },
     /// Router mode: an authenticated link whose session frames go to the owner unread.
     Routed {

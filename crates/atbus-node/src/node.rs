@@ -56,6 +56,8 @@ pub struct Node {
     pub(crate) cookie_stats: (u64, u64),
     /// Assigned names being reserved or held.
     pub(crate) reservations: crate::access::NameReservations,
+    /// End-to-end handshakes through relays, per peer name.
+    pub(crate) relayed_handshakes: BTreeMap<String, crate::relayed_handshake::RelayedHandshake>,
 }
 
 impl std::fmt::Debug for Node {
@@ -108,6 +110,7 @@ impl Node {
             cookies: crate::access::CookieJar::default(),
             cookie_stats: (0, 0),
             reservations: crate::access::NameReservations::default(),
+            relayed_handshakes: BTreeMap::new(),
         };
         node.run_reconnects(now);
         Ok(node)
@@ -439,6 +442,7 @@ impl Node {
         for id in ids {
             self.link_timeout(now, id);
         }
+        self.relayed_handshake_timers(now);
         self.expire_peers(now);
         self.run_reconnects(now);
         self.drain_all_sessions(now);
@@ -560,6 +564,7 @@ impl Node {
         for r in &self.reconnects {
             at(r.next_at);
         }
+        at(self.relayed_handshake_timeout());
         next
     }
 
@@ -760,7 +765,9 @@ impl Node {
                     }
                 }
             }
-            Some(Body::ForwardError(_)) if matches!(l.state, LinkState::Relay { .. }) => {
+            Some(Body::ForwardError(_) | Body::RelayedHandshake(_))
+                if matches!(l.state, LinkState::Relay { .. }) =>
+            {
                 self.on_relayed_frame(now, link, frame, wire_len);
             }
             // Relay notices and empty frames mean nothing on a direct link.
@@ -817,7 +824,7 @@ impl Node {
                     reason: Some(reason.clone()),
                 });
             }
-            LinkState::Relay { relay, paths } => {
+            LinkState::Relay { relay, paths, .. } => {
                 for (peer, path) in paths {
                     self.detach_path(now, &peer, path);
                 }

@@ -74,6 +74,7 @@ impl Node {
             LinkState::Relay {
                 relay: relay.clone(),
                 paths: BTreeMap::new(),
+                accept: None,
             },
         );
         let peers: Vec<String> = self
@@ -83,9 +84,7 @@ impl Node {
             .map(|(p, _)| p.clone())
             .collect();
         for peer in peers {
-            if let Err(reason) = self.add_relayed_path(now, &peer, id) {
-                tracing::debug!(peer = %peer, %reason, "no relayed path");
-            }
+            self.relayed_path_or_handshake(now, &peer, id);
         }
         Ok(())
     }
@@ -142,11 +141,6 @@ impl Node {
             .filter(|(_, l)| matches!(&l.state, LinkState::Relay { relay: r, .. } if r == relay))
             .map(|(&id, _)| id)
             .collect();
-        for link in links {
-            if let Err(reason) = self.add_relayed_path(now, peer, link) {
-                tracing::debug!(peer = %peer, %reason, "no relayed path");
-            }
-        }
         if !self.peers.contains_key(peer) {
             if self.peers.len() >= self.config.limits.max_peers {
                 return Err(NodeError::UnknownPeer(peer.to_owned()));
@@ -154,6 +148,9 @@ impl Node {
             let mut p = self.relayed_peer(peer, now);
             p.down_since = Some(now);
             self.peers.insert(peer.to_owned(), p);
+        }
+        for link in links {
+            self.relayed_path_or_handshake(now, peer, link);
         }
         Ok(())
     }
@@ -171,7 +168,7 @@ impl Node {
     }
 
     /// Gives `peer`'s session a relayed path on relay link `link` (or returns the one it has).
-    fn add_relayed_path(
+    pub(crate) fn add_relayed_path(
         &mut self,
         now: Instant,
         peer: &str,
@@ -298,6 +295,11 @@ impl Node {
         }
         let source = head.source.clone();
         let body_opens = matches!(frame.body, Some(Body::Packet(_) | Body::Ping(_)));
+        let session_frame = body_opens || matches!(frame.body, Some(Body::Acknowledge(_)));
+        if let Some(Body::RelayedHandshake(data)) = frame.body {
+            self.on_relayed_handshake(now, link, source, data);
+            return;
+        }
         if let Some(Body::ForwardError(fe)) = frame.body {
             let code = AtbusCloseReason::try_from(fe.code).unwrap_or(AtbusCloseReason::Unreachable);
             self.events.push_back(NodeEvent::ForwardError {
@@ -315,14 +317,22 @@ impl Node {
         };
         let path = match known {
             Some(path) => path,
-            // A peer reaching this node through the relay for the first time.
-            None if body_opens => match self.add_relayed_path(now, &source, link) {
-                Ok(path) => path,
-                Err(reason) => {
-                    tracing::debug!(peer = %source, %reason, "relayed peer refused");
-                    return;
+            // A verified peer reaching this node through the relay for the first time.
+            None if body_opens && self.peer_verified(&source) => {
+                match self.add_relayed_path(now, &source, link) {
+                    Ok(path) => path,
+                    Err(reason) => {
+                        tracing::debug!(peer = %source, %reason, "relayed peer refused");
+                        return;
+                    }
                 }
-            },
+            }
+            // Session frames of a peer not verified (new, or this node restarted): dropped,
+            // and the end-to-end handshake starts (its session retransmits them after).
+            None if session_frame && !self.peer_verified(&source) => {
+                self.start_relayed_handshake(now, &source, link, true);
+                return;
+            }
             None => return,
         };
         if let Some(p) = self.peers.get_mut(&source) {

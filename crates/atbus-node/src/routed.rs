@@ -35,6 +35,8 @@ pub enum BodyKind {
     LinkClose,
     /// `forward_error` (11).
     ForwardError,
+    /// `relayed_handshake` (12): end to end, forwarded like session frames.
+    RelayedHandshake,
     /// A field number this version does not know.
     Unknown(u32),
 }
@@ -49,6 +51,7 @@ impl BodyKind {
             9 => Self::Handshake,
             10 => Self::LinkClose,
             11 => Self::ForwardError,
+            12 => Self::RelayedHandshake,
             n => Self::Unknown(n),
         }
     }

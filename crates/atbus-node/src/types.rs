@@ -284,4 +284,14 @@ pub enum NodeEvent {
         /// Detail from the relay.
         message: String,
     },
+    /// The end-to-end handshake with `peer` through a relay failed: refused by either side
+    /// (`reason.by_peer` says which) or not answered. The session gets no relayed path.
+    RelayedHandshakeFailed {
+        /// The relay link it ran on.
+        link: LinkId,
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: LinkCloseReason,
+    },
 }

@@ -8,7 +8,10 @@ use atbus_frame::FrameLimits;
 use atbus_node::{
     Direction, LinkId, LinkKind, LinkRole, Node, NodeConfig, NodeEvent, capabilities,
 };
-use atbus_proto::{FrameMessage, MessageHead, PacketData, PingData, frame_message::Body};
+use atbus_proto::{
+    FrameMessage, HandshakeHello, MessageHead, PacketData, PingData, RelayedHandshakeData,
+    frame_message::Body, relayed_handshake_data::Step,
+};
 use bytes::Bytes;
 use proptest::prelude::*;
 use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
@@ -67,8 +70,39 @@ fn ping() -> Body {
     })
 }
 
+/// The relayed handshake hello of a node `name` (incarnation `incarnation`), no token.
+fn hello(name: &str, incarnation: i64) -> Body {
+    Body::RelayedHandshake(RelayedHandshakeData {
+        step: Some(Step::Hello(HandshakeHello {
+            protocol_version: NodeConfig::new("p").protocol_version,
+            node_name: name.into(),
+            incarnation_id: incarnation,
+            nonce: vec![7u8; 32].into(),
+            ..HandshakeHello::default()
+        })),
+    })
+}
+
+/// Relayed handshake steps `a` sent on its link: (destination, step).
+fn sent_steps(now: Instant, a: &mut Node) -> Vec<(String, Step)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some((_, n)) = a.poll_transmit(now, &mut buf) {
+        let mut d = atbus_frame::StreamDecoder::new(FrameLimits::default());
+        d.feed(&buf[..n]);
+        while let Ok(Some(f)) = d.next_frame() {
+            if let (Some(h), Some(Body::RelayedHandshake(RelayedHandshakeData { step: Some(s) }))) =
+                (f.head, f.body)
+            {
+                out.push((h.destination, s));
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn a_stamped_frame_opens_a_session_with_its_source_and_an_unstamped_one_does_not() {
+fn a_stamped_frame_of_an_unknown_source_starts_the_handshake_and_an_unstamped_one_does_not() {
     let (now, mut a, la) = linked();
     // No stamp: not forwarded by a relay.
     let mut unstamped = stamped("x", ping());
@@ -83,25 +117,62 @@ fn a_stamped_frame_opens_a_session_with_its_source_and_an_unstamped_one_does_not
     elsewhere.head.as_mut().unwrap().destination = "b".into();
     a.handle_link_bytes(now, la, &package(&elsewhere));
     assert_eq!(a.peers().count(), 0);
+    assert!(sent_steps(now, &mut a).is_empty());
+    // A stamped session frame of a peer not verified opens no session: it starts the
+    // end-to-end handshake with that peer.
     a.handle_link_bytes(now, la, &package(&stamped("x", ping())));
-    assert_eq!(a.peers().collect::<Vec<_>>(), ["x"]);
-    assert_eq!(a.peer_links("x"), [la]);
-    assert_eq!(a.peer_incarnation("x"), None);
+    assert_eq!(a.peers().count(), 0);
+    let steps = sent_steps(now, &mut a);
+    assert!(
+        matches!(&steps[..], [(to, Step::Hello(h))] if to == "x" && h.incarnation_id == a.incarnation()),
+        "{steps:?}"
+    );
+    // x's own hello (crossing: "a" sorts first, so a stays initiator and ignores it) ...
+    a.handle_link_bytes(now, la, &package(&stamped("x", hello("x", 77))));
+    assert!(sent_steps(now, &mut a).is_empty());
+    // ... while a hello of a peer with no handshake running is answered, and opens the session
+    // with the true incarnation.
+    a.handle_link_bytes(now, la, &package(&stamped("y", hello("y", 78))));
+    let steps = sent_steps(now, &mut a);
+    assert!(
+        matches!(&steps[..], [(to, Step::HelloReply(h))] if to == "y" && h.node_name == "a"),
+        "{steps:?}"
+    );
+    assert_eq!(a.peers().collect::<Vec<_>>(), ["y"]);
+    assert_eq!(a.peer_links("y"), [la]);
+    assert_eq!(a.peer_incarnation("y"), Some(78));
     let up = std::iter::from_fn(|| a.poll_event()).find(|e| matches!(e, NodeEvent::PeerUp { .. }));
     assert_eq!(
         up,
         Some(NodeEvent::PeerUp {
-            peer: "x".into(),
-            incarnation: -1
+            peer: "y".into(),
+            incarnation: 78
         })
     );
     // The session answers its ping through the relay link.
+    a.handle_link_bytes(now, la, &package(&stamped("y", ping())));
     let mut buf = Vec::new();
     let mut answered = false;
     while let Some((l, n)) = a.poll_transmit(now, &mut buf) {
         answered |= l == la && n > 0;
     }
     assert!(answered);
+}
+
+#[test]
+fn a_hello_naming_another_node_than_its_source_is_refused() {
+    let (now, mut a, la) = linked();
+    a.handle_link_bytes(now, la, &package(&stamped("x", hello("y", 5))));
+    let steps = sent_steps(now, &mut a);
+    assert!(
+        matches!(&steps[..], [(to, Step::Refuse(r))] if to == "x" && r.message.contains("authenticated")),
+        "{steps:?}"
+    );
+    assert_eq!(a.peers().count(), 0);
+    assert!(
+        std::iter::from_fn(|| a.poll_event())
+            .any(|e| matches!(e, NodeEvent::RelayedHandshakeFailed { peer, .. } if peer == "x"))
+    );
 }
 
 #[test]
@@ -140,8 +211,8 @@ fn a_forward_error_becomes_an_event() {
 #[test]
 fn a_protocol_error_of_one_relayed_session_keeps_the_link_for_the_others() {
     let (now, mut a, la) = linked();
-    a.handle_link_bytes(now, la, &package(&stamped("x", ping())));
-    a.handle_link_bytes(now, la, &package(&stamped("y", ping())));
+    a.handle_link_bytes(now, la, &package(&stamped("x", hello("x", 1))));
+    a.handle_link_bytes(now, la, &package(&stamped("y", hello("y", 2))));
     assert_eq!(a.peers().count(), 2);
     // x sends a packet with unknown flags: its session closes.
     let bad = Body::Packet(PacketData {

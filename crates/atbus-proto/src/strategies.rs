@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use crate::{
     AcknowledgeData, CloseReasonData, ForwardErrorData, FrameMessage, HandshakeData,
     HandshakeHello, MessageHead, PacketContent, PacketData, PacketNumberRange, PingData,
-    StreamAcknowledge, frame_message::Body, handshake_data::Step, packet_content::FragmentType,
+    RelayedHandshakeData, StreamAcknowledge, frame_message::Body, handshake_data::Step,
+    packet_content::FragmentType,
 };
 
 /// Short strings of the kind node names and labels are made of (not validated).
@@ -181,6 +182,9 @@ pub fn body(max_content: usize) -> impl Strategy<Value = Body> {
                 message
             }
         )),
+        handshake_hello().prop_map(|h| Body::RelayedHandshake(RelayedHandshakeData {
+            step: Some(crate::relayed_handshake_data::Step::Hello(h)),
+        })),
     ]
 }
 

@@ -69,6 +69,9 @@ fn learned_routes_expire_and_are_bounded() {
     let mut c2 = relay_config("r2", &["r1"]);
     c2.learned_route_ttl = Duration::from_secs(3);
     c2.max_learned_routes = 1;
+    // b answers a2's end-to-end handshake: r2 reaches a2 by a configured route while the
+    // learned table is full (a configured route is not a learned one).
+    c2.routes.insert("a2".into(), "r1".into());
     let r2 = w.add_relay(c2);
     let a_link = w.connect(a, r1, LinkKind::ByteStream, byte_link());
     w.connect_bytes(&[(a2, r1), (r1, r2), (b, r2)]);

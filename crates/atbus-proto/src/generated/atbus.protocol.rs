@@ -26,7 +26,7 @@ pub struct FrameMessage {
     /// Addressing; may be absent on frames that only concern one link (ping, pong, link handshake).
     #[prost(message, optional, tag = "1")]
     pub head: ::core::option::Option<MessageHead>,
-    #[prost(oneof = "frame_message::Body", tags = "5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "frame_message::Body", tags = "5, 6, 7, 8, 9, 10, 11, 12")]
     pub body: ::core::option::Option<frame_message::Body>,
 }
 /// Nested message and enum types in `frame_message`.
@@ -54,6 +54,9 @@ pub mod frame_message {
         /// A relay tells the source that a frame could not be forwarded.
         #[prost(message, tag = "11")]
         ForwardError(super::ForwardErrorData),
+        /// End-to-end handshake of a session that runs through relays; relays forward it unread.
+        #[prost(message, tag = "12")]
+        RelayedHandshake(super::RelayedHandshakeData),
     }
 }
 /// Liveness and latency probe of one link.
@@ -345,6 +348,33 @@ pub struct HandshakeRetry {
     /// Opaque cookie bound to the client's address and time.
     #[prost(bytes = "bytes", tag = "1")]
     pub cookie: ::prost::bytes::Bytes,
+}
+/// End-to-end handshake between two nodes through relays (docs/protocol.md, "Relayed
+/// handshake"): the initiator's hello, the responder's hello_reply with its proof, the initiator's
+/// confirm; refuse ends it with a reason. Carried with a message_head (source, destination) and
+/// forwarded by relays like any other frame.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RelayedHandshakeData {
+    #[prost(oneof = "relayed_handshake_data::Step", tags = "1, 2, 3, 4")]
+    pub step: ::core::option::Option<relayed_handshake_data::Step>,
+}
+/// Nested message and enum types in `relayed_handshake_data`.
+pub mod relayed_handshake_data {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Step {
+        /// Initiator's hello (names, incarnation, windows, key id, nonce).
+        #[prost(message, tag = "1")]
+        Hello(super::HandshakeHello),
+        /// Responder's hello, with its proof over the relayed transcript.
+        #[prost(message, tag = "2")]
+        HelloReply(super::HandshakeHello),
+        /// Initiator's proof over the relayed transcript.
+        #[prost(message, tag = "3")]
+        Confirm(super::HandshakeConfirm),
+        /// Either side refuses the handshake (bad proof, unknown key, version).
+        #[prost(message, tag = "4")]
+        Refuse(super::CloseReasonData),
+    }
 }
 /// Link handshake message.
 #[derive(Clone, PartialEq, ::prost::Message)]
