@@ -281,4 +281,7 @@ pub enum ContentError {
     /// The packet is flagged `COMPRESSED` but the session did not negotiate compression.
     #[error("the packet is flagged COMPRESSED, the session did not negotiate compression")]
     CompressionNotNegotiated,
+    /// Opened content marked padded does not end in a valid padding trailer.
+    #[error("padded content has a malformed padding trailer")]
+    BadPadding,
 }

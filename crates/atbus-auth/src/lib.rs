@@ -110,7 +110,7 @@ pub mod fuzz;
 pub use compress::{
     CompressionConfig, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_DECOMPRESSED, SIZE_PREFIX_LEN,
 };
-pub use content::ContentCodec;
+pub use content::{ContentCodec, MAX_PAD_OVERHEAD, PAD_BLOCK, PAD_TRAILER_LEN, PADDED};
 pub use early::{EARLY_NONCE_LEN, EARLY_PROOF_LABEL, EARLY_PROOF_LEN, EarlyContext, EarlyProof};
 pub use error::{
     CompressError, ContentError, EarlyProofError, KeyError, ProtectError, TokenError, Violation,

@@ -79,7 +79,59 @@ struct TokenArgs {
     holder_secret: Option<String>,
 }
 
-#[derive(Debug, Args)]
+/// Content protection options of `atbus node` and `atbus send`.
+#[derive(Args, Debug)]
+struct ContentArgs {
+    /// Content protection of every session: none, psk (sealed with keys from the token
+    /// handshake: needs --auth 1rtt|0rtt and tokens) or tls (not available yet). Both ends
+    /// must use the same mode; a mismatch is refused when the link is set up
+    #[arg(long, value_name = "none|psk|tls", default_value = "none")]
+    encrypt: atbus_node::EncryptionMode,
+    /// Compress content with LZ4 above 256 bytes when the peer asks for it too (off by
+    /// default: compressing secrets next to attacker-chosen bytes leaks them through sizes)
+    #[arg(long)]
+    compress: bool,
+    /// Pad sealed content to multiples of 64 bytes, the padding length inside the ciphertext
+    #[arg(long)]
+    pad: bool,
+}
+
+impl ContentArgs {
+    /// The node's content policy, or the exit code after a clear error.
+    fn policy(&self, has_credentials: bool) -> Result<atbus_node::ContentPolicy, ExitCode> {
+        use atbus_node::EncryptionMode;
+        match self.encrypt {
+            EncryptionMode::Tls => {
+                eprintln!(
+                    "atbus: error: --encrypt tls is not available yet (the TLS handshake is not \
+                     built into this version): use --encrypt psk"
+                );
+                return Err(ExitCode::from(2));
+            }
+            EncryptionMode::Psk if !has_credentials => {
+                eprintln!(
+                    "atbus: error: --encrypt psk takes its keys from the token handshake: give \
+                     a token (--token, --token-file or ATBUS_TOKEN) or --token-keyring, with \
+                     --auth 1rtt or 0rtt"
+                );
+                return Err(ExitCode::from(2));
+            }
+            _ => {}
+        }
+        if self.pad && self.encrypt == EncryptionMode::None {
+            eprintln!("atbus: error: --pad pads sealed content only: it needs --encrypt psk");
+            return Err(ExitCode::from(2));
+        }
+        Ok(atbus_node::ContentPolicy {
+            encryption: self.encrypt,
+            compression: self.compress,
+            pad: self.pad,
+            ..atbus_node::ContentPolicy::default()
+        })
+    }
+}
+
+#[derive(Args, Debug)]
 struct NodeArgs {
     /// Node name (DNS-1123 subdomain)
     #[arg(long)]
@@ -96,6 +148,8 @@ struct NodeArgs {
     namespace: String,
     #[command(flatten)]
     tokens: TokenArgs,
+    #[command(flatten)]
+    content: ContentArgs,
     /// Send every received message back to its sender on the same stream
     #[arg(long)]
     echo: bool,
@@ -260,6 +314,8 @@ struct SendArgs {
     window: u64,
     #[command(flatten)]
     tokens: TokenArgs,
+    #[command(flatten)]
+    content: ContentArgs,
     /// Compare every byte of every echo (otherwise length and sequence number only)
     #[arg(long)]
     verify: bool,
@@ -573,7 +629,13 @@ fn run_node(args: NodeArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let has_credentials = !tokens.is_empty() || signed_token.is_some() || token_keyring.is_some();
+    let content = match args.content.policy(has_credentials) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let auth = atbus_cli::node::AuthOptions {
+        content,
         auth: args.auth,
         anonymous: args.anonymous,
         token_keyring,
@@ -698,7 +760,15 @@ fn run_send(args: SendArgs) -> ExitCode {
             }
         },
     };
+    let content = match args
+        .content
+        .policy(!tokens.is_empty() || signed_token.is_some())
+    {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let auth = atbus_cli::send::ClientAuth {
+        content,
         signed_token,
         early_data: args.early_data,
         anonymous: args.anonymous,

@@ -65,6 +65,8 @@ pub struct AuthOptions {
     /// `--zero-rtt-window SECS`: 0-RTT freshness window (default 10 s); 0-RTT is refused for
     /// one window after the node starts.
     pub zero_rtt_window: Option<Duration>,
+    /// `--encrypt`, `--compress`, `--pad`: content protection of every session.
+    pub content: atbus_node::ContentPolicy,
 }
 
 /// A request to stop a running node, which wakes its loop at once (from a signal-watching
@@ -379,6 +381,7 @@ fn run_node(
         reserve_names: options.discovery.is_some(),
         ..AnonymousPolicy::default()
     });
+    config.content = auth.content.clone();
     if let Some(w) = auth.zero_rtt_window {
         config.anti_replay.window_ms = u64::try_from(w.as_millis()).unwrap_or(u64::MAX);
     }

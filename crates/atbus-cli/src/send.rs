@@ -60,6 +60,8 @@ pub struct ClientAuth {
     pub early_data: bool,
     /// Ask the server for an assigned name instead of using `--name` (`--anonymous`).
     pub anonymous: bool,
+    /// `--encrypt`, `--compress`, `--pad`: content protection of the session.
+    pub content: atbus_node::ContentPolicy,
 }
 
 /// Reads a signed token: `text` is `atbus1.…` and `holder_secret` its base64url holder secret,
@@ -130,6 +132,10 @@ pub struct Report {
     pub early_data_accepted: Option<bool>,
     /// With `--anonymous`: the name the server assigned.
     pub assigned_name: Option<String>,
+    /// Whether the session's content was sealed (`--encrypt psk`).
+    pub encrypted: bool,
+    /// Whether any packet of the session went out compressed (`--compress`, both ends).
+    pub compressed: bool,
 }
 
 impl Report {
@@ -198,6 +204,7 @@ pub fn run_with_auth(
     config.relays = relay.map(str::to_owned).into_iter().collect();
     config.signed_token = auth.signed_token.clone();
     config.request_assigned_name = auth.anonymous;
+    config.content = auth.content.clone();
     if auth.early_data {
         config.auth = Some(AuthMode::ZeroRtt);
     }
@@ -451,6 +458,12 @@ fn exchange_inner(
     };
     let rate = |n: f64| if elapsed > 0.0 { n / elapsed } else { 0.0 };
     rtts.sort_unstable();
+    let (encrypted, compressed) = driver
+        .node()
+        .session(&options.to)
+        .map_or((false, false), |s| {
+            (s.is_encrypted(), s.content_stats().packets_compressed > 0)
+        });
     Ok(Report {
         sent,
         received,
@@ -469,6 +482,8 @@ fn exchange_inner(
         error,
         early_data_accepted,
         assigned_name,
+        encrypted,
+        compressed,
     })
 }
 
@@ -674,6 +689,8 @@ pub fn run_planned(options: &Options, hops: &[Hop]) -> anyhow::Result<Report> {
         error: Some(error),
         early_data_accepted: None,
         assigned_name: None,
+        encrypted: false,
+        compressed: false,
     })
 }
 

@@ -286,7 +286,10 @@ impl Node {
         };
         let mtu = self.links.get(&link).map_or(0, |l| l.mtu);
         let mut sent = false;
-        if self.config.auth_mode() == crate::config::AuthMode::ZeroRtt && self.unix_ms > 0 {
+        if self.config.auth_mode() == crate::config::AuthMode::ZeroRtt
+            && self.unix_ms > 0
+            && !self.requires_encryption()
+        {
             if let Some((key_id, secret, _)) = self.client_credential() {
                 let (key_id, secret) = (key_id.to_owned(), secret.to_vec());
                 let mut flight = hello.clone();
@@ -518,6 +521,12 @@ impl Node {
         };
         if self.config.auth_mode() != crate::config::AuthMode::ZeroRtt {
             return refused("0-RTT is off");
+        }
+        // Early data would travel before the session keys exist, readable on the way and
+        // replayable by an observer within the window: an encrypted node takes none
+        // (`docs/security.md` §8.8); the client sends it again in the sealed session.
+        if self.requires_encryption() || hello.encryption_mode != 0 {
+            return refused("the session is encrypted");
         }
         let Some(secret) = secret else {
             return refused("no credential");

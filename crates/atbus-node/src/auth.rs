@@ -56,6 +56,13 @@ fn hello_fields(h: &mut Sha256, role: &[u8], m: &HandshakeHello) {
     lp(h, &m.assigned_token);
     h.update(m.stream_receive_window.to_be_bytes());
     h.update(m.session_receive_window.to_be_bytes());
+    // Content protection negotiation: covered, so stripping or changing it fails the proofs.
+    h.update(m.encryption_mode.to_be_bytes());
+    h.update((m.cipher_suites.len() as u32).to_be_bytes());
+    for s in &m.cipher_suites {
+        h.update(s.to_be_bytes());
+    }
+    h.update(m.compression.to_be_bytes());
 }
 
 /// The transcript hash of `client`'s hello and `server`'s reply (`auth_proof` excluded).
@@ -112,9 +119,14 @@ pub fn verify(secret: &[u8], role: Role, th: &TranscriptHash, proof: &[u8]) -> b
     mac(secret, role.label(), th).verify_slice(proof).is_ok()
 }
 
-/// Keys derived from a token handshake, kept for content protection (not used yet).
-#[derive(Clone, PartialEq, Eq)]
+/// Keys derived from a token handshake: the session's content protection keys in PSK mode
+/// (`docs/security.md` §8.8). Two values are equal when their keys and transcript are, whichever
+/// side holds them.
+#[derive(Clone)]
 pub struct SessionKeys {
+    /// This node's side of the handshake that made the keys (it seals with its direction's
+    /// key).
+    pub role: Role,
     /// Key for data the client sends.
     pub client_to_server: [u8; 32],
     /// Key for data the server sends.
@@ -122,6 +134,16 @@ pub struct SessionKeys {
     /// The transcript hash the keys are bound to.
     pub transcript_hash: TranscriptHash,
 }
+
+impl PartialEq for SessionKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_to_server == other.client_to_server
+            && self.server_to_client == other.server_to_client
+            && self.transcript_hash == other.transcript_hash
+    }
+}
+
+impl Eq for SessionKeys {}
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,8 +153,8 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
-/// Derives the session keys of a handshake.
-pub fn session_keys(secret: &[u8], th: &TranscriptHash) -> SessionKeys {
+/// Derives the session keys of a handshake, for the side `role`.
+pub fn session_keys(secret: &[u8], th: &TranscriptHash, role: Role) -> SessionKeys {
     let hk = Hkdf::<Sha256>::new(Some(th), secret);
     let mut c2s = [0u8; 32];
     let mut s2c = [0u8; 32];
@@ -143,6 +165,7 @@ pub fn session_keys(secret: &[u8], th: &TranscriptHash) -> SessionKeys {
         unreachable_hmac();
     }
     SessionKeys {
+        role,
         client_to_server: c2s,
         server_to_client: s2c,
         transcript_hash: *th,
@@ -184,11 +207,11 @@ mod tests {
     #[test]
     fn keys_differ_per_direction_and_transcript() {
         let th = transcript_hash(&hello("a"), &hello("b"));
-        let k = session_keys(b"secret-secret-16", &th);
+        let k = session_keys(b"secret-secret-16", &th, Role::Client);
         assert_ne!(k.client_to_server, k.server_to_client);
         let th2 = transcript_hash(&hello("a"), &hello("c"));
         assert_ne!(
-            session_keys(b"secret-secret-16", &th2).client_to_server,
+            session_keys(b"secret-secret-16", &th2, Role::Client).client_to_server,
             k.client_to_server
         );
     }

@@ -296,6 +296,8 @@ pub struct NodeConfig {
     /// Most bytes of early data in one first flight (default 16 KiB), both to send and to
     /// accept.
     pub max_early_data: usize,
+    /// Content protection of sessions (encryption mode, suites, compression, padding).
+    pub content: crate::content::ContentPolicy,
     /// Protocol version announced; always [`atbus_proto::PROTOCOL_VERSION`] outside tests.
     #[doc(hidden)]
     pub protocol_version: i32,
@@ -328,6 +330,7 @@ impl NodeConfig {
             request_assigned_name: false,
             anti_replay: AntiReplayConfig::default(),
             max_early_data: DEFAULT_MAX_EARLY_DATA,
+            content: crate::content::ContentPolicy::default(),
             protocol_version: atbus_proto::PROTOCOL_VERSION as i32,
         }
     }
@@ -361,6 +364,7 @@ impl NodeConfig {
                     .to_owned(),
             ));
         }
+        self.content.validate(self)?;
         check_name(&self.name).map_err(ConfigError::Name)?;
         check_namespace(&self.namespace).map_err(ConfigError::Namespace)?;
         check_labels(&self.labels, usize::MAX).map_err(ConfigError::Label)?;

@@ -18,6 +18,9 @@ pub enum ConfigError {
     /// An access token is invalid.
     #[error("invalid access token: {0}")]
     Token(String),
+    /// The content protection settings cannot work.
+    #[error("content protection: {0}")]
+    Content(String),
 }
 
 /// Why a node operation was refused.
@@ -41,6 +44,13 @@ pub enum NodeError {
     /// The relay is not one of `NodeConfig::relays`.
     #[error("{0:?} is not a configured relay")]
     NotARelay(String),
+    /// This node requires encrypted sessions and the session with the peer has no keys (it has
+    /// relayed paths only: keys come from a direct link's token handshake).
+    #[error(
+        "peer {0:?} is reached through relays only and its session has no keys; this node \
+         requires encryption (connect to it directly)"
+    )]
+    NotEncrypted(String),
     /// The session refused the message (backpressure, empty message, closed stream, ...).
     #[error(transparent)]
     Send(#[from] SendError),

@@ -51,6 +51,13 @@ impl Node {
             session_receive_window: i64::try_from(self.config.session.session_receive_window)
                 .unwrap_or(i64::MAX),
             early_data: Vec::new(),
+            encryption_mode: self.config.content.encryption.wire(),
+            cipher_suites: self.config.content.wire_suites(),
+            compression: if self.config.content.compression {
+                crate::content::COMPRESSION_LZ4
+            } else {
+                0
+            },
         }
     }
 
@@ -90,6 +97,7 @@ impl Node {
             ));
         }
         check_labels(&h.labels, usize::MAX).map_err(|m| reject(ProtocolError, m))?;
+        self.check_peer_content(h)?;
         if h.incarnation_id < 0
             || h.capabilities < 0
             || h.max_package_size < 0
@@ -403,7 +411,7 @@ impl Node {
                 }
                 Some((
                     auth::proof(secret, Role::Client, &th),
-                    auth::session_keys(secret, &th),
+                    auth::session_keys(secret, &th, Role::Client),
                 ))
             }
         };
@@ -457,7 +465,7 @@ impl Node {
                         ),
                     ));
                 }
-                Some(auth::session_keys(secret, &th))
+                Some(auth::session_keys(secret, &th, Role::Server))
             }
             None => {
                 if !confirm.auth_proof.is_empty() {

@@ -70,6 +70,7 @@ mod access;
 #[doc(hidden)]
 pub mod auth;
 mod config;
+pub mod content;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -88,12 +89,14 @@ pub use access::{
 };
 pub use access::{COOKIE_LEN, COOKIE_ROTATION, MAX_COOKIE_LEN};
 pub use atbus_auth;
+pub use atbus_auth::CipherSuite;
 pub use atbus_stream::{Delivery, MessageMeta, OutgoingMessage, ReceivedMessage, Session};
 pub use auth::SessionKeys;
 pub use config::{
     AccessToken, AnonymousPolicy, AuthMode, DEFAULT_MAX_EARLY_DATA, DEFAULT_RELAYED_PATH_MTU,
     MAX_KEY_ID_LEN, MIN_SECRET_LEN, NodeConfig, NodeLimits, SignedToken, capabilities,
 };
+pub use content::{ContentPolicy, EncryptionMode};
 pub use error::{ConfigError, NodeError};
 pub use fuzz::fuzz_handshake;
 pub use node::Node;

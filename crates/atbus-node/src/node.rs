@@ -461,6 +461,11 @@ impl Node {
             .peers
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
+        if self.config.content.encryption != crate::content::EncryptionMode::None
+            && p.keys.is_none()
+        {
+            return Err(NodeError::NotEncrypted(peer.to_owned()));
+        }
         if p.paths.is_empty() {
             let buffered = p.session().send_buffered();
             if buffered + message.data.len() > self.config.limits.max_disconnected_bytes {

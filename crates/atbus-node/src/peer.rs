@@ -9,6 +9,7 @@ use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig, 
 
 use crate::auth::SessionKeys;
 use crate::config::capabilities;
+use crate::content::LinkContent;
 use crate::link::LinkState;
 use crate::node::Node;
 use crate::types::{Action, LinkCloseReason, LinkId, LinkKind, NodeEvent, UndeliverableReason};
@@ -31,8 +32,13 @@ pub(crate) struct Peer {
     timeout: Cell<Option<Option<Instant>>>,
     /// Session paths and the links they run on.
     pub paths: BTreeMap<PathId, LinkId>,
-    /// Keys of the session's first token handshake.
+    /// The session's content keys (PSK mode): those of the link in `link_content` with the
+    /// lowest transcript hash; kept when the last direct link goes.
     pub keys: Option<SessionKeys>,
+    /// What each direct path's handshake decided for the content (PSK mode).
+    pub link_content: BTreeMap<PathId, LinkContent>,
+    /// Whether both ends asked for compression.
+    pub compress: bool,
     /// Since when the peer has no link (its messages wait for a reconnect).
     pub down_since: Option<Instant>,
 }
@@ -59,6 +65,8 @@ impl Peer {
             timeout: Cell::new(None),
             paths: BTreeMap::new(),
             keys: None,
+            link_content: BTreeMap::new(),
+            compress: false,
             down_since: None,
         }
     }
@@ -173,6 +181,8 @@ impl Node {
             }
             _ => {}
         }
+        let content = self.link_content(hello, keys.as_ref())?;
+        let compress = self.compresses_with(hello);
         let Some(link) = self.links.get(&id) else {
             return Ok(());
         };
@@ -214,10 +224,17 @@ impl Node {
         peer.incarnation = Some(hello.incarnation_id);
         peer.paths.insert(path, id);
         peer.down_since = None;
-        if peer.keys.is_none() {
-            peer.keys = keys;
+        match content {
+            Some(c) => {
+                peer.link_content.insert(path, c);
+            }
+            // A plain session keeps the first handshake's keys for the application.
+            None if peer.keys.is_none() => peer.keys = keys,
+            None => {}
         }
+        peer.compress = compress;
         let incarnation = peer.incarnation;
+        self.select_content_keys(&name);
         if let Some(link) = self.links.get_mut(&id) {
             link.state = LinkState::Established {
                 peer: name.clone(),
@@ -242,6 +259,37 @@ impl Node {
         Ok(())
     }
 
+    /// Installs `name`'s session keys: those of its direct link with the lowest transcript
+    /// hash (both ends see the same links, so both pick the same keys); with no direct link
+    /// left, the keys stay as they were. Also installs compression alone on a plain session.
+    pub(crate) fn select_content_keys(&mut self, name: &str) {
+        let Some(p) = self.peers.get(name) else {
+            return;
+        };
+        let best = p
+            .link_content
+            .values()
+            .min_by_key(|c| c.keys.transcript_hash)
+            .cloned();
+        let current = p.keys.as_ref().map(|k| k.transcript_hash);
+        let installed = p.session().has_content_codec();
+        let codec = match &best {
+            Some(c) if current == Some(c.keys.transcript_hash) && installed => return,
+            Some(c) => self.session_codec(Some(c), p.compress),
+            None if self.requires_encryption() || installed => return,
+            None => self.session_codec(None, p.compress),
+        };
+        let Some(p) = self.peers.get_mut(name) else {
+            return;
+        };
+        if let Some(c) = best {
+            p.keys = Some(c.keys);
+        }
+        if codec.is_some() {
+            p.session_mut().set_content_codec(codec);
+        }
+    }
+
     /// The link of `path` is gone: remove the path; the last one makes the peer wait.
     pub(crate) fn detach_path(&mut self, now: Instant, name: &str, path: PathId) {
         let Some(p) = self.peers.get_mut(name) else {
@@ -251,6 +299,9 @@ impl Node {
             return;
         };
         let _ = p.session_mut().remove_path(path);
+        if p.link_content.remove(&path).is_some() {
+            self.select_content_keys(name);
+        }
         if let Some(LinkState::Relay { paths, .. }) =
             self.links.get_mut(&link).map(|l| &mut l.state)
         {

@@ -335,7 +335,20 @@ impl Node {
             }
             None => return,
         };
+        let requires_encryption = self.requires_encryption();
         if let Some(p) = self.peers.get_mut(&source) {
+            // A node that requires encryption takes no session content in clear: a session
+            // with relayed paths only has no keys yet (`docs/security.md` §8.8).
+            if requires_encryption
+                && p.keys.is_none()
+                && matches!(
+                    frame.body,
+                    Some(atbus_proto::frame_message::Body::Packet(_))
+                )
+            {
+                tracing::debug!(peer = %source, "relayed content in clear refused: no session keys");
+                return;
+            }
             // A protocol error closes that session only; its Closed event drops the peer.
             let _ = p.session_mut().handle_frame(now, path, frame, wire_len);
         }

@@ -415,7 +415,7 @@ impl Node {
                         ),
                     ));
                 }
-                Some(auth::session_keys(secret, &th))
+                Some(auth::session_keys(secret, &th, Role::Client))
             }
         };
         if let Some(secret) = &secret {
@@ -478,7 +478,7 @@ impl Node {
             ));
         }
         *confirmed = true;
-        let keys = auth::session_keys(secret, th);
+        let keys = auth::session_keys(secret, th, Role::Server);
         let client = (**client).clone();
         tracing::debug!(link = link.0, peer = %source, "relayed handshake: peer verified");
         self.relayed_verified(now, link, &client, Some(keys));

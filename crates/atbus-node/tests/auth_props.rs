@@ -56,6 +56,11 @@ fn mutate(h: &mut HandshakeHello, which: usize, byte: u8) {
         9 => {
             h.labels.insert("zz-new".into(), "v".into());
         }
+        // Content protection negotiation: a stripped or changed mode, suite list or
+        // compression must fail the proofs (no downgrade).
+        10 => h.encryption_mode ^= 1,
+        11 => h.cipher_suites.push(i32::from(byte)),
+        12 => h.compression ^= 1,
         _ => h.assigned_token = vec![byte].into(),
     }
 }
@@ -66,7 +71,7 @@ proptest! {
         client in hello_strategy(),
         server in hello_strategy(),
         side in 0usize..2,
-        which in 0usize..11,
+        which in 0usize..14,
         byte in any::<u8>(),
         secret in proptest::collection::vec(any::<u8>(), 16..40),
     ) {
@@ -82,7 +87,10 @@ proptest! {
         prop_assert_ne!(th, th2);
         prop_assert!(!auth::verify(&secret, Role::Server, &th2, &server_proof));
         prop_assert!(!auth::verify(&secret, Role::Client, &th2, &client_proof));
-        prop_assert_ne!(auth::session_keys(&secret, &th2), auth::session_keys(&secret, &th));
+        prop_assert_ne!(
+            auth::session_keys(&secret, &th2, Role::Client),
+            auth::session_keys(&secret, &th, Role::Client)
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! Receiving, a packet opens into a buffer of its own, which becomes the `Bytes` the fragments
 //! (and the reassembler) keep.
 
-use atbus_auth::{ContentCodec, ContentError, ContentHeader, ProtectError, SEAL_OVERHEAD};
+use atbus_auth::{
+    ContentCodec, ContentError, ContentHeader, MAX_PAD_OVERHEAD, ProtectError, SEAL_OVERHEAD,
+};
 use atbus_frame::{FrameError, FrameLimits, encode_raw};
 use atbus_proto::{MessageHead, PacketContent, PacketData, packet_flags};
 use bytes::Bytes;
@@ -29,6 +31,11 @@ const PACKET_CONTENT: u32 = 3;
 /// Bytes a protected packet may need beyond its plain encoding: the key phase and tag, and a
 /// longer content length varint.
 pub(crate) const PROTECTED_OVERHEAD: usize = SEAL_OVERHEAD + 4;
+
+/// Bytes a codec may add to a packet: padding, when it pads, on top of the seal.
+pub(crate) fn codec_overhead(codec: &ContentCodec) -> usize {
+    PROTECTED_OVERHEAD + if codec.pads() { MAX_PAD_OVERHEAD } else { 0 }
+}
 
 /// Counters of content protection, from [`crate::Session::content_stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,8 +108,8 @@ impl Protection {
     }
 
     /// Whether the codec seals (a session with keys).
-    pub(crate) fn seals(&mut self) -> bool {
-        self.codec.protection_mut().is_some()
+    pub(crate) fn seals(&self) -> bool {
+        self.codec.seals()
     }
 
     /// Appends the package of `packet` with `content` transformed by the codec to `buf`;
@@ -124,6 +131,7 @@ impl Protection {
         self.codec
             .encode(&mut header, &self.plain, &mut self.wire)?;
         packet.flags = header.flags;
+        packet.padding_size = header.padding_size;
         self.stats.packets_encoded += 1;
         if packet.flags & packet_flags::COMPRESSED != 0 {
             self.stats.packets_compressed += 1;
@@ -132,19 +140,24 @@ impl Protection {
         Ok(encode_raw(&self.frame, limits, buf)?)
     }
 
-    /// Opens `packet`'s content in place (its flags lose `ENCRYPTED` and `COMPRESSED`).
+    /// Opens `packet`'s content in place (its flags lose `ENCRYPTED` and `COMPRESSED`);
+    /// `source` and `destination` are the names of the frame's head.
     pub(crate) fn open(
         &mut self,
-        head: Option<&MessageHead>,
+        source: &str,
+        destination: &str,
         packet: &mut PacketData,
     ) -> Result<(), OpenFailure> {
-        let header = ContentHeader::of(head, packet);
+        let mut header = ContentHeader::of(None, packet);
+        header.source = source;
+        header.destination = destination;
         let mut out = Vec::with_capacity(packet.content.len());
         match self.codec.decode(&header, &packet.content, &mut out) {
             Ok(_) => {
                 self.stats.packets_opened += 1;
                 packet.content = Bytes::from(out);
                 packet.flags &= !(packet_flags::ENCRYPTED | packet_flags::COMPRESSED);
+                packet.padding_size = 0;
                 Ok(())
             }
             Err(ContentError::Protect(ProtectError::IntegrityLimitReached { failed })) => Err(

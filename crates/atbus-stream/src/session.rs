@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::content::{ReceivedFragment, decode_fragments};
 use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
-use crate::protect::{ContentStats, OpenFailure, PROTECTED_OVERHEAD, Protection};
+use crate::protect::{ContentStats, OpenFailure, Protection, codec_overhead};
 use crate::reassembly::{Delivery, MessageMeta, Piece, Reassembler, ReassemblyError};
 use crate::send::SendStream;
 
@@ -212,11 +212,7 @@ impl Session {
             .as_ref()
             .map(|p| p.stats)
             .unwrap_or_default();
-        self.protected_overhead = if codec.is_some() {
-            PROTECTED_OVERHEAD
-        } else {
-            0
-        };
+        self.protected_overhead = codec.as_ref().map_or(0, codec_overhead);
         self.protection = codec.map(|c| {
             let mut p = Box::new(Protection::new(c));
             p.stats = stats;
@@ -225,8 +221,8 @@ impl Session {
     }
 
     /// Whether the session seals its content (keys are installed).
-    pub fn is_encrypted(&mut self) -> bool {
-        self.protection.as_mut().is_some_and(|p| p.seals())
+    pub fn is_encrypted(&self) -> bool {
+        self.protection.as_ref().is_some_and(|p| p.seals())
     }
 
     /// Whether a content codec (keys and/or compression) is installed.
@@ -1187,7 +1183,16 @@ impl Session {
             return Err(ProtocolError::UnknownFlags(packet.flags));
         }
         if let Some(protection) = self.protection.as_deref_mut() {
-            match protection.open(head, &mut packet) {
+            // A node may hand over frames without their head once it checked the source: the
+            // names are then the ones the head must have carried.
+            let (source, destination) = match head {
+                Some(h) => (h.source.as_str(), h.destination.as_str()),
+                None => (
+                    self.config.peer_name.as_str(),
+                    self.config.local_name.as_str(),
+                ),
+            };
+            match protection.open(source, destination, &mut packet) {
                 Ok(()) => {}
                 Err(OpenFailure::Dropped) => return Ok(()),
                 Err(OpenFailure::Fatal(e)) => return Err(ProtocolError::Content(e.to_string())),

@@ -304,6 +304,20 @@ pub struct HandshakeHello {
     /// docs/security.md). Delivered once if the server accepts the proof, otherwise discarded.
     #[prost(message, repeated, tag = "15")]
     pub early_data: ::prost::alloc::vec::Vec<EarlyDataMessage>,
+    /// Content protection the sender requires for the session (docs/protocol.md, "Content
+    /// protection negotiation"): 0 = none, 1 = PSK (keys from this token handshake), 2 = TLS.
+    /// Both ends must ask for the same mode, or the link is refused with
+    /// ATBUS_CLOSE_REASON_ENCRYPTION_MISMATCH.
+    #[prost(int32, tag = "16")]
+    pub encryption_mode: i32,
+    /// AEADs the sender supports, most preferred first (1 = ChaCha20-Poly1305, 2 = AES-256-GCM).
+    /// The session uses the first suite of the client's list that the server's list contains.
+    #[prost(int32, repeated, tag = "17")]
+    pub cipher_suites: ::prost::alloc::vec::Vec<i32>,
+    /// Compression the sender accepts and would use: 0 = none, 1 = LZ4. Used only when both
+    /// ends ask for it.
+    #[prost(int32, tag = "18")]
+    pub compression: i32,
 }
 /// One message sent as 0-RTT early data in a client hello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -583,6 +597,9 @@ pub enum AtbusCloseReason {
     UnsupportedVersion = 9,
     /// An internal error of the sender.
     InternalError = 10,
+    /// The ends ask for different content protection (one requires encryption the other does
+    /// not, they share no cipher suite, or the mode needs keys the handshake did not make).
+    EncryptionMismatch = 11,
 }
 impl AtbusCloseReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -602,6 +619,7 @@ impl AtbusCloseReason {
             Self::HopLimit => "ATBUS_CLOSE_REASON_HOP_LIMIT",
             Self::UnsupportedVersion => "ATBUS_CLOSE_REASON_UNSUPPORTED_VERSION",
             Self::InternalError => "ATBUS_CLOSE_REASON_INTERNAL_ERROR",
+            Self::EncryptionMismatch => "ATBUS_CLOSE_REASON_ENCRYPTION_MISMATCH",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -618,6 +636,7 @@ impl AtbusCloseReason {
             "ATBUS_CLOSE_REASON_HOP_LIMIT" => Some(Self::HopLimit),
             "ATBUS_CLOSE_REASON_UNSUPPORTED_VERSION" => Some(Self::UnsupportedVersion),
             "ATBUS_CLOSE_REASON_INTERNAL_ERROR" => Some(Self::InternalError),
+            "ATBUS_CLOSE_REASON_ENCRYPTION_MISMATCH" => Some(Self::EncryptionMismatch),
             _ => None,
         }
     }
