@@ -198,8 +198,37 @@ fn megabytes(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+/// Writes the table row of one exchange: `flow` (what the messages crossed), the run's label,
+/// verified/sent, rates and, for ping-pong runs, the round-trip percentiles; an error the
+/// exchange met follows on a line of its own.
+pub(crate) fn write_run_row<W: Write>(
+    out: &mut W,
+    flow: &str,
+    run: &Run,
+    r: &Report,
+) -> std::io::Result<()> {
+    let rtt = if run.window == 1 {
+        format!("{:>6} us {:>6} us", r.rtt_p50_us, r.rtt_p99_us)
+    } else {
+        String::new()
+    };
+    let row = format!(
+        "  {flow} {:<10} {:>6}/{:<6} {:>10.0} {:>9.1}   {rtt}",
+        run.label,
+        if r.verified { r.received } else { 0 },
+        run.count,
+        r.msgs_per_sec,
+        r.bytes_per_sec / 1e6,
+    );
+    writeln!(out, "{}", row.trim_end())?;
+    if let Some(error) = &r.error {
+        writeln!(out, "  {flow} error: {error}")?;
+    }
+    out.flush()
+}
+
 /// Options of one client phase.
-fn send_options(client: &str, to: &str, connect: &Url, run: &Run) -> send::Options {
+pub(crate) fn send_options(client: &str, to: &str, connect: &Url, run: &Run) -> send::Options {
     send::Options {
         name: client.to_owned(),
         connect: connect.clone(),
@@ -302,24 +331,7 @@ pub fn run<W: Write>(out: &mut W) -> anyhow::Result<NodesReport> {
             if r.verified {
                 report.verified += r.received;
             }
-            let rtt = if run.window == 1 {
-                format!("{:>6} us {:>6} us", r.rtt_p50_us, r.rtt_p99_us)
-            } else {
-                String::new()
-            };
-            let row = format!(
-                "  {transport:<10} {:<10} {:>6}/{:<6} {:>10.0} {:>9.1}   {rtt}",
-                run.label,
-                if r.verified { r.received } else { 0 },
-                run.count,
-                r.msgs_per_sec,
-                r.bytes_per_sec / 1e6,
-            );
-            writeln!(out, "{}", row.trim_end())?;
-            if let Some(error) = &r.error {
-                writeln!(out, "  {transport:<10} error: {error}")?;
-            }
-            out.flush()?;
+            write_run_row(out, &format!("{transport:<10}"), &run, &r)?;
             report.results.push(RunResult {
                 transport: transport.to_owned(),
                 run,

@@ -20,7 +20,7 @@ use atbus_relay::service::{RelayDriver, TransportConfig, TransportHandle, Url};
 use atbus_relay::{DropReason, LinkMetrics, RelayConfig, RelayMetrics};
 use atbus_transport_mio::NodeDriver;
 
-use crate::demo_nodes::{EchoNode, Run};
+use crate::demo_nodes::{EchoNode, Run, send_options, write_run_row};
 use crate::send::{self, Report};
 
 /// The exchanges of the relay part, in order.
@@ -289,42 +289,14 @@ pub fn run<W: Write>(out: &mut W) -> anyhow::Result<RelayDemoReport> {
     )?;
     let mut report = RelayDemoReport::default();
     for run in RELAY_RUNS {
-        let options = send::Options {
-            name: NODE_A.to_owned(),
-            connect: relay1.url.clone(),
-            to: NODE_B.to_owned(),
-            count: run.count,
-            size: run.size,
-            streams: run.streams,
-            window: run.window,
-            tokens: Vec::new(),
-            verify: true,
-            timeout: Duration::from_secs(30),
-            progress: false,
-        };
+        let mut options = send_options(NODE_A, NODE_B, &relay1.url, &run);
+        options.timeout = Duration::from_secs(30);
         let r = send::exchange_via(&mut a, &options, Some(RELAY_1))?;
         report.sent += run.count;
         if r.verified {
             report.verified += r.received;
         }
-        let rtt = if run.window == 1 {
-            format!("{:>6} us {:>6} us", r.rtt_p50_us, r.rtt_p99_us)
-        } else {
-            String::new()
-        };
-        let row = format!(
-            "  {NODE_A}->{NODE_B}->{NODE_A}    {:<10} {:>6}/{:<6} {:>10.0} {:>9.1}   {rtt}",
-            run.label,
-            if r.verified { r.received } else { 0 },
-            run.count,
-            r.msgs_per_sec,
-            r.bytes_per_sec / 1e6,
-        );
-        writeln!(out, "{}", row.trim_end())?;
-        if let Some(error) = &r.error {
-            writeln!(out, "  error: {error}")?;
-        }
-        out.flush()?;
+        write_run_row(out, &format!("{NODE_A}->{NODE_B}->{NODE_A}   "), &run, &r)?;
         report.runs.push((run, r));
     }
     // The last acknowledgements cross the relays; then their counters are read while every
