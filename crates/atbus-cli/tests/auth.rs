@@ -3,50 +3,21 @@
 //! with its reason printed), a stream outside the token refused, 0-RTT early data (refused
 //! while the node's replay guard is cold, accepted after), and anonymous clients.
 
-use std::io::{BufRead, BufReader};
+mod relay_procs;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atbus_auth::{StreamSet, TokenClaims, TokenKey, TokenKeyring};
 use base64::Engine as _;
+use relay_procs::{NodeProc, start_node};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-/// A running `atbus node --echo`, killed when dropped.
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-impl NodeProcess {
-    fn start(listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-            .args(["node", "--name", "echo", "--echo", "--listen", listen])
-            .args(extra)
-            .env_remove("ATBUS_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start atbus node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read stdout");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_owned();
-        NodeProcess { child, url }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `atbus node --name echo --echo --listen LISTEN EXTRA…`.
+fn start_echo(listen: &str, extra: &[&str]) -> NodeProc {
+    start_node("echo", &[listen], extra)
 }
 
 fn keyring_file(dir: &Path) -> String {
@@ -144,7 +115,7 @@ fn assert_refused(out: &Output, reason: &str) {
 fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keyring_file(dir.path());
-    let node = NodeProcess::start(
+    let node = start_echo(
         "tcp://127.0.0.1:0",
         &["--auth", "1rtt", "--token-keyring", &keys],
     );
@@ -152,7 +123,7 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     let file = issue_cli(dir.path(), "client", "0-3");
     assert_verified(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token-file", &file, "--count", "20", "--streams", "4"],
         ),
@@ -161,7 +132,7 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     let (text, secret) = issue_lib("k1", "client", now() - 5, now() + 600);
     assert_verified(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token", &text, "--holder-secret", &secret, "--count", "5"],
         ),
@@ -189,7 +160,7 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     for (reason, (text, secret)) in cases {
         assert_refused(
             &send(
-                &node.url,
+                node.url(),
                 "client",
                 &["--token", &text, "--holder-secret", &secret, "--count", "1"],
             ),
@@ -202,7 +173,7 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     text.push(if last == 'A' { 'Q' } else { 'A' });
     assert_refused(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token", &text, "--holder-secret", &secret, "--count", "1"],
         ),
@@ -214,7 +185,7 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     let short = atbus_auth::token::to_text(&bytes[..bytes.len() - 5]);
     assert_refused(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token", &short, "--holder-secret", &secret],
         ),
@@ -223,14 +194,17 @@ fn signed_tokens_over_tcp_accepted_defects_refused_with_their_reason() {
     let huge = format!("atbus1.{}", "A".repeat(2000));
     assert_refused(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token", &huge, "--holder-secret", &secret],
         ),
         "limit",
     );
     // Without any credential the 1rtt node refuses.
-    assert_refused(&send(&node.url, "client", &["--count", "1"]), "AUTH_FAILED");
+    assert_refused(
+        &send(node.url(), "client", &["--count", "1"]),
+        "AUTH_FAILED",
+    );
 }
 
 #[test]
@@ -238,12 +212,12 @@ fn a_stream_outside_the_token_is_refused_over_unix() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keyring_file(dir.path());
     let sock = format!("unix://{}", dir.path().join("echo.sock").display());
-    let node = NodeProcess::start(&sock, &["--token-keyring", &keys]);
+    let node = start_echo(&sock, &["--token-keyring", &keys]);
     let file = issue_cli(dir.path(), "client", "0");
     // Stream 0 only: fine.
     assert_verified(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token-file", &file, "--count", "4"],
         ),
@@ -252,7 +226,7 @@ fn a_stream_outside_the_token_is_refused_over_unix() {
     // Messages round robin on streams 0 and 1: the first packet on stream 1 closes the link.
     assert_refused(
         &send(
-            &node.url,
+            node.url(),
             "client",
             &["--token-file", &file, "--count", "4", "--streams", "2"],
         ),
@@ -264,7 +238,7 @@ fn a_stream_outside_the_token_is_refused_over_unix() {
 fn zero_rtt_early_data_is_delivered_once_cold_or_warm() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keyring_file(dir.path());
-    let node = NodeProcess::start(
+    let node = start_echo(
         "tcp://127.0.0.1:0",
         &[
             "--auth",
@@ -289,17 +263,17 @@ fn zero_rtt_early_data_is_delivered_once_cold_or_warm() {
     ];
     // Just started: the replay guard is cold, 0-RTT is refused and the data goes again after
     // the handshake — every echo exactly once, in order.
-    let cold = assert_verified(&send(&node.url, "client", &args), 10);
+    let cold = assert_verified(&send(node.url(), "client", &args), 10);
     assert_eq!(cold["early_data_accepted"], false, "{cold}");
     std::thread::sleep(Duration::from_millis(2500));
-    let warm = assert_verified(&send(&node.url, "client", &args), 10);
+    let warm = assert_verified(&send(node.url(), "client", &args), 10);
     assert_eq!(warm["early_data_accepted"], true, "{warm}");
     // A 1rtt node never takes early data, and nothing is lost.
-    let one = NodeProcess::start(
+    let one = start_echo(
         "tcp://127.0.0.1:0",
         &["--auth", "1rtt", "--token-keyring", &keys],
     );
-    let r = assert_verified(&send(&one.url, "client", &args), 10);
+    let r = assert_verified(&send(one.url(), "client", &args), 10);
     assert_eq!(r["early_data_accepted"], false, "{r}");
 }
 
@@ -307,7 +281,7 @@ fn zero_rtt_early_data_is_delivered_once_cold_or_warm() {
 fn anonymous_clients_get_an_assigned_name_and_cannot_claim_one() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keyring_file(dir.path());
-    let node = NodeProcess::start(
+    let node = start_echo(
         "tcp://127.0.0.1:0",
         &[
             "--anonymous",
@@ -318,11 +292,11 @@ fn anonymous_clients_get_an_assigned_name_and_cannot_claim_one() {
         ],
     );
     let a = assert_verified(
-        &send(&node.url, "ignored", &["--anonymous", "--count", "5"]),
+        &send(node.url(), "ignored", &["--anonymous", "--count", "5"]),
         5,
     );
     let b = assert_verified(
-        &send(&node.url, "ignored", &["--anonymous", "--count", "5"]),
+        &send(node.url(), "ignored", &["--anonymous", "--count", "5"]),
         5,
     );
     let (na, nb) = (
@@ -333,15 +307,18 @@ fn anonymous_clients_get_an_assigned_name_and_cannot_claim_one() {
     assert_ne!(na, nb);
     // Claiming a configured name (the trusted relay's) is refused; so is any other claim
     // without credentials on this 1rtt node.
-    assert_refused(&send(&node.url, "relay-1", &["--count", "1"]), "name-taken");
     assert_refused(
-        &send(&node.url, "someone", &["--count", "1"]),
+        &send(node.url(), "relay-1", &["--count", "1"]),
+        "name-taken",
+    );
+    assert_refused(
+        &send(node.url(), "someone", &["--count", "1"]),
         "anonymous-name-claimed",
     );
     // Anonymous peers are held to streams 0-15.
     assert_refused(
         &send(
-            &node.url,
+            node.url(),
             "x",
             &["--anonymous", "--count", "20", "--streams", "20"],
         ),

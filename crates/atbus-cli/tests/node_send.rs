@@ -2,56 +2,15 @@
 //! TCP, Unix sockets and UDP, strict ping-pong, tokens from a file and the environment, and a
 //! wrong token refused with an error.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+mod relay_procs;
 
-/// A running `atbus node`, killed when dropped.
-struct NodeProcess {
-    child: Child,
-    /// The bound URLs it printed, in `--listen` order.
-    urls: Vec<String>,
-}
+use std::process::{Command, Output};
 
-impl NodeProcess {
-    /// Starts `atbus node --name echo --echo` listening on `listen`, plus `extra` arguments.
-    fn start(listen: &[&str], extra: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atbus"));
-        cmd.args(["node", "--name", "echo", "--echo"]);
-        for url in listen {
-            cmd.args(["--listen", url]);
-        }
-        let mut child = cmd
-            .args(extra)
-            .env_remove("ATBUS_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start atbus node");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut urls = Vec::new();
-        let mut node = NodeProcess {
-            child,
-            urls: Vec::new(),
-        };
-        for _ in listen {
-            let mut line = String::new();
-            stdout.read_line(&mut line).expect("read stdout");
-            let url = line
-                .trim()
-                .strip_prefix("listening on ")
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-            urls.push(url.to_owned());
-        }
-        node.urls = urls;
-        node
-    }
-}
+use relay_procs::{NodeProc, start_node};
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `atbus node --name echo --echo` listening on `listen`, plus `extra` arguments.
+fn start_echo(listen: &[&str], extra: &[&str]) -> NodeProc {
+    start_node("echo", listen, extra)
 }
 
 /// Runs `atbus send` against `url` with `args` (and `env` set).
@@ -94,7 +53,7 @@ fn send_verified(url: &str, count: u64, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn tcp_echo_verified() {
-    let node = NodeProcess::start(&["tcp://127.0.0.1:0"], &[]);
+    let node = start_echo(&["tcp://127.0.0.1:0"], &[]);
     assert!(node.urls[0].starts_with("tcp://127.0.0.1:"));
     assert!(!node.urls[0].ends_with(":0"));
     send_verified(&node.urls[0], 3000, &["--size", "100", "--streams", "3"]);
@@ -106,7 +65,7 @@ fn tcp_echo_verified() {
 fn unix_echo_verified() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("unix://{}", dir.path().join("echo.sock").display());
-    let node = NodeProcess::start(&[&url], &[]);
+    let node = start_echo(&[&url], &[]);
     send_verified(&node.urls[0], 2000, &["--size", "300", "--streams", "2"]);
     // The largest message the default windows allow, and the smallest.
     send_verified(&node.urls[0], 4, &["--size", "1048576"]);
@@ -115,13 +74,13 @@ fn unix_echo_verified() {
 
 #[test]
 fn udp_echo_verified() {
-    let node = NodeProcess::start(&["udp://127.0.0.1:0"], &[]);
+    let node = start_echo(&["udp://127.0.0.1:0"], &[]);
     send_verified(&node.urls[0], 1000, &["--size", "1000", "--window", "100"]);
 }
 
 #[test]
 fn window_one_is_ping_pong() {
-    let node = NodeProcess::start(&["tcp://127.0.0.1:0"], &[]);
+    let node = start_echo(&["tcp://127.0.0.1:0"], &[]);
     let report = send_verified(&node.urls[0], 200, &["--window", "1"]);
     assert_eq!(report["window"], 1);
     assert!(
@@ -139,7 +98,7 @@ fn tokens_from_file_and_environment() {
         "# rotation: old and new\nold:0123456789abcdef-old\nnew:0123456789abcdef-new\n",
     )
     .expect("write tokens");
-    let node = NodeProcess::start(
+    let node = start_echo(
         &["tcp://127.0.0.1:0"],
         &["--token-file", file.to_str().expect("utf-8 path")],
     );

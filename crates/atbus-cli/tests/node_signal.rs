@@ -1,62 +1,22 @@
 //! `atbus node` stops cleanly on SIGTERM and SIGINT: the signal wakes its loop, it shuts down
 //! gracefully and exits with status 0 — with a client's traffic behind it, and idle.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod relay_procs;
 
-/// Starts `atbus node --echo` on a free TCP port; returns it and its bound URL.
-fn start_node(name: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args([
-            "node",
-            "--name",
-            name,
-            "--echo",
-            "--listen",
-            "tcp://127.0.0.1:0",
-        ])
-        .env_remove("ATBUS_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start atbus node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read stdout");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_owned();
-    (child, url)
-}
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-/// Sends `signal` (a `kill` name) to the child and waits for it to exit, at most 20 s.
-fn signal_and_wait(child: &mut Child, signal: &str) -> ExitStatus {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} failed");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("atbus node did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+use relay_procs::{NodeProc, start_node};
+
+/// Sends `signal` (a `kill` name) to the node and waits for it to exit, at most 20 s.
+fn signal_and_wait(node: &mut NodeProc, signal: &str) -> ExitStatus {
+    relay_procs::signal(&mut node.child.0, signal, Duration::from_secs(20))
 }
 
 #[test]
 fn sigterm_after_traffic_exits_cleanly() {
-    let (mut child, url) = start_node("sig-term");
+    let mut node = start_node("sig-term", &["tcp://127.0.0.1:0"], &[]);
+    let url = node.url().to_owned();
     let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
         .args([
             "send",
@@ -76,13 +36,13 @@ fn sigterm_after_traffic_exits_cleanly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = signal_and_wait(&mut child, "TERM");
+    let status = signal_and_wait(&mut node, "TERM");
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[test]
 fn sigint_when_idle_exits_cleanly() {
-    let (mut child, _url) = start_node("sig-int");
-    let status = signal_and_wait(&mut child, "INT");
+    let mut node = start_node("sig-int", &["tcp://127.0.0.1:0"], &[]);
+    let status = signal_and_wait(&mut node, "INT");
     assert!(status.success(), "exit status {status:?}");
 }

@@ -3,22 +3,13 @@
 //! The relay binds, serves its metrics, registers, and stops with status 0 on SIGTERM; a file
 //! with no `listen` stops it with status 1.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod relay_procs;
+
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// A relay process, killed if the test ends before it stopped.
-struct Relay(Child);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use relay_procs::{spawn, terminate};
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("relay.toml");
@@ -41,16 +32,8 @@ gateways = ["tcp://relay-file.example.com:7100@5"]
 peer_relay_selector = "kind=relay"
 "#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args(["relay", "--config", &config])
-        .env_remove("ATBUS_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut relay = Relay(child);
-    let lines: Vec<String> = BufReader::new(stdout)
+    let (mut relay, stdout) = spawn(env!("CARGO_BIN_EXE_atbus"), &["relay", "--config", &config]);
+    let lines: Vec<String> = stdout
         .lines()
         .take(3)
         .map(|l| l.expect("read stdout"))
@@ -84,19 +67,7 @@ peer_relay_selector = "kind=relay"
         "{reply}"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &relay.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = relay.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = terminate(&mut relay);
     assert!(status.success(), "{status}");
 }
 

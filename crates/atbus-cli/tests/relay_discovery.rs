@@ -4,15 +4,17 @@
 //! sender's `first_hop` and by every relay's `atbus_relay_frames_forwarded_total` scraped
 //! before and after; every echo is verified. Fails (never skips) when `etcd` is missing.
 
+mod relay_procs;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atbus_discovery::NodeRecord;
 use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, free_port};
+use relay_procs::{counter, expect_line, line, scrape};
 
 /// A child process killed when dropped; its standard error goes to a file.
 struct Proc {
@@ -51,19 +53,7 @@ impl Proc {
 
     /// SIGTERM, then a bounded wait; the exit code.
     fn terminate(&mut self) -> Option<i32> {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        relay_procs::signal(&mut self.child, "TERM", Duration::from_secs(10)).code()
     }
 }
 
@@ -72,17 +62,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn line(out: &mut BufReader<ChildStdout>) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read stdout");
-    line.trim().to_owned()
-}
-
-fn after<'a>(line: &'a str, prefix: &str) -> &'a str {
-    line.strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("expected {prefix:?}…, got {line:?}"))
 }
 
 /// A relay registered in `spec`: its name and metrics URL.
@@ -115,8 +94,8 @@ fn start_relay(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Relay {
     ];
     args.extend_from_slice(extra);
     let (proc, mut out) = Proc::start(&args);
-    assert_eq!(after(&line(&mut out), "listening on "), url);
-    let metrics = after(&line(&mut out), "metrics on ").to_owned();
+    assert_eq!(expect_line(&mut out, "listening on "), url);
+    let metrics = expect_line(&mut out, "metrics on ");
     assert!(line(&mut out).starts_with(&format!("registered {name} in ")));
     Relay {
         proc,
@@ -145,34 +124,12 @@ fn start_echo(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Proc {
     proc
 }
 
-/// `GET /metrics`; the body.
-fn scrape(metrics_url: &str) -> String {
-    let addr = metrics_url
-        .strip_prefix("http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .expect("a metrics URL");
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics port");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
-    reply
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .expect("a body")
-}
-
-fn sample(body: &str, series: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 impl Relay {
     /// The value of `series`, `RELAY` standing for the relay's name.
     fn metric(&self, series: &str) -> u64 {
         let series = series.replace("RELAY", &self.name);
         let body = scrape(&self.metrics);
-        sample(&body, &series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        counter(&body, &series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
     }
 
     /// Frames forwarded so far, once the endpoint caught up (it is at most 100 ms stale).

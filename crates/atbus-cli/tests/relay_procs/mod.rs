@@ -1,5 +1,6 @@
-//! Real relay processes for the relay tests: start `atbus relay` on a given or free port, an
-//! echo `atbus node` linked to it, scrape its `/metrics`, read its memory from `/proc`.
+//! Real processes for the binary tests: start `atbus relay` on a given or free port, echo
+//! `atbus node`s (alone or linked to a relay), signal and wait for them, scrape a relay's
+//! `/metrics`, read a process's memory from `/proc`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -38,6 +39,78 @@ pub fn line(out: &mut BufReader<ChildStdout>) -> String {
     line.trim().to_owned()
 }
 
+/// The rest of the next line of a child's standard output after `prefix`; panics on any other
+/// line.
+pub fn expect_line(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let line = line(out);
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}…, got {line:?}"))
+        .to_owned()
+}
+
+/// Starts `program ARGS` with its standard output piped, its standard error discarded and no
+/// `ATBUS_TOKEN` from the test's environment.
+pub fn spawn(program: &str, args: &[&str]) -> (Guard, BufReader<ChildStdout>) {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_remove("ATBUS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    (Guard(child), out)
+}
+
+/// A running `atbus node --echo`.
+pub struct NodeProc {
+    /// The process.
+    pub child: Guard,
+    /// The URLs it bound, in `--listen` order.
+    pub urls: Vec<String>,
+}
+
+impl NodeProc {
+    /// The first bound URL.
+    pub fn url(&self) -> &str {
+        &self.urls[0]
+    }
+}
+
+/// Starts `atbus node --name NAME --echo` with a `--listen` for each of `listen`, then `extra`;
+/// returns once it printed every bound URL.
+pub fn start_node(name: &str, listen: &[&str], extra: &[&str]) -> NodeProc {
+    let mut args = vec!["node", "--name", name, "--echo"];
+    for url in listen {
+        args.extend(["--listen", url]);
+    }
+    args.extend_from_slice(extra);
+    let (child, mut out) = spawn(env!("CARGO_BIN_EXE_atbus"), &args);
+    let urls = listen
+        .iter()
+        .map(|_| expect_line(&mut out, "listening on "))
+        .collect();
+    NodeProc { child, urls }
+}
+
+/// Sends `signal` (a `kill` name: `TERM`, `INT`) to the child and waits at most `limit` for it
+/// to exit.
+pub fn signal(child: &mut Child, signal: &str, limit: Duration) -> ExitStatus {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIG{signal}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -57,17 +130,16 @@ pub struct RelayProc {
 /// Starts `atbus relay --name NAME --listen LISTEN --metrics-listen 127.0.0.1:0 EXTRA…`; `None`
 /// when it exited before printing its addresses (the port was taken, for instance).
 pub fn try_start_relay(name: &str, listen: &str, extra: &[&str]) -> Option<RelayProc> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args(["relay", "--name", name, "--listen", listen])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .args(extra)
-        .env_remove("ATBUS_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start atbus relay");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let child = Guard(child);
+    let mut args = vec!["relay", "--name", name, "--listen", listen];
+    args.extend(["--metrics-listen", "127.0.0.1:0"]);
+    args.extend_from_slice(extra);
+    try_start_relay_program(env!("CARGO_BIN_EXE_atbus"), &args)
+}
+
+/// Starts the relay binary `program` with `args` (which name its listen and metrics
+/// addresses); `None` when it exited before printing both.
+pub fn try_start_relay_program(program: &str, args: &[&str]) -> Option<RelayProc> {
+    let (child, mut out) = spawn(program, args);
     let url = line(&mut out).strip_prefix("listening on ")?.to_owned();
     let metrics = line(&mut out).strip_prefix("metrics on ")?.to_owned();
     Some(RelayProc {
@@ -94,18 +166,8 @@ pub fn start_relay(name: &str, listen: &str, extra: &[&str]) -> RelayProc {
 
 /// `atbus node --echo` linked to the relay `relay` at `relay_url` (redialled with backoff).
 pub fn start_echo(name: &str, relay: &str, relay_url: &str) -> Guard {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args(["node", "--name", name, "--echo"])
-        .args(["--listen", "tcp://127.0.0.1:0"])
-        .args(["--connect", relay_url, "--upstream-relay", relay])
-        .env_remove("ATBUS_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start atbus node");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    assert!(line(&mut out).starts_with("listening on "));
-    Guard(child)
+    let extra = ["--connect", relay_url, "--upstream-relay", relay];
+    start_node(name, &["tcp://127.0.0.1:0"], &extra).child
 }
 
 /// `GET /metrics` over a plain TCP connection; the body, or `None` when nobody answers.
@@ -135,6 +197,12 @@ pub fn sample(body: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The value of the counter `series` (name with labels) in a scrape, as a whole number.
+pub fn counter(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `atbus_relay_frames_forwarded_total` of relay `relay` in a scrape.
 pub fn forwarded(body: &str, relay: &str) -> u64 {
     sample(
@@ -160,17 +228,5 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// Sends SIGTERM and waits at most 20 s.
 pub fn terminate(child: &mut Guard) -> ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    signal(&mut child.0, "TERM", Duration::from_secs(20))
 }
