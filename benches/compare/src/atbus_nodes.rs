@@ -2,10 +2,9 @@
 //! `mem://`, two mixed paths (TCP and Unix in one session) and one relay hop (client → relay
 //! service → echo, all on loopback TCP).
 //!
-//! The echo returns every message on the stream it came in on; the client checks each echo byte
-//! for byte, as in `crates/atbus-transport-mio/benches/common/loopback.rs`.
+//! The echo loop and the client's exchanges (every echo checked byte for byte) are the ones of
+//! `crates/atbus-transport-mio/benches/common/loopback.rs`, which `crate::loopback` includes.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,17 +12,16 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use atbus_node::{Delivery, NodeConfig, NodeError, NodeEvent};
+use atbus_node::{NodeConfig, NodeEvent};
 use atbus_relay::RelayConfig;
 use atbus_relay::service::RelayDriver;
-use atbus_stream::SendError;
 use atbus_transport_mio::{NodeDriver, TransportConfig, Url};
 use bytes::Bytes;
 
+use crate::loopback::common::{echo_loop, round_trip, stream_echoes};
+
 /// Longest any exchange may take before the benchmark gives up with a panic.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// The stream the client sends on.
-const STREAM: i64 = 1;
 /// Name of the relay node.
 const RELAY: &str = "relay";
 
@@ -61,34 +59,6 @@ fn unique(prefix: &str) -> String {
 
 fn url(s: &str) -> Url {
     s.parse().expect("valid url")
-}
-
-/// Returns every message to its sender on the same stream, holding what the session refuses.
-pub fn echo_loop(mut d: NodeDriver, stop: &AtomicBool) {
-    let mut pending: VecDeque<(String, i64, Bytes)> = VecDeque::new();
-    while !stop.load(Ordering::Relaxed) {
-        if d.run_once(Some(Duration::from_millis(20))).is_err() {
-            return;
-        }
-        while let Some(event) = d.poll_event() {
-            if let NodeEvent::Readable { peer, stream_id } = event {
-                while let Some(delivery) = d.read(&peer, stream_id) {
-                    if let Delivery::Message(m) = delivery {
-                        pending.push_back((peer.clone(), stream_id, m.data));
-                    }
-                }
-            }
-        }
-        while let Some((peer, stream, data)) = pending.front() {
-            match d.send(peer, *stream, data.clone()) {
-                Ok(_) => {
-                    pending.pop_front();
-                }
-                Err(NodeError::Send(SendError::WouldBlock)) => break,
-                Err(e) => panic!("echo send: {e}"),
-            }
-        }
-    }
 }
 
 /// Runs `d` until links to `peers` distinct peers are accepted (a relay link raises
@@ -230,67 +200,14 @@ impl NodePair {
         )
     }
 
-    fn take_echoes(&mut self, data: &Bytes, mut on_echo: impl FnMut()) -> usize {
-        let mut got = 0;
-        while let Some(event) = self.client.poll_event() {
-            match event {
-                NodeEvent::Readable { peer, stream_id } => {
-                    while let Some(delivery) = self.client.read(&peer, stream_id) {
-                        let Delivery::Message(m) = delivery else {
-                            panic!("the echo skipped data");
-                        };
-                        assert_eq!(m.data, *data, "atbus echo differs");
-                        got += 1;
-                        on_echo();
-                    }
-                }
-                NodeEvent::PeerDown { peer } if peer == "echo" => panic!("lost the echo node"),
-                NodeEvent::Undeliverable { .. } => panic!("undeliverable message"),
-                _ => {}
-            }
-        }
-        got
-    }
-
     /// Sends `count` messages of `data`, at most `window` in flight, and waits for every echo.
     pub fn stream(&mut self, data: &Bytes, count: usize, window: usize) {
-        let window = window.max(1);
-        let (mut sent, mut received) = (0usize, 0usize);
-        let deadline = Instant::now() + TIMEOUT;
-        while received < count {
-            assert!(Instant::now() < deadline, "timed out: {received}/{count}");
-            while sent < count && sent - received < window {
-                match self.client.send("echo", STREAM, data.clone()) {
-                    Ok(_) => sent += 1,
-                    Err(NodeError::Send(SendError::WouldBlock)) => break,
-                    Err(e) => panic!("send: {e}"),
-                }
-            }
-            self.client
-                .run_once(Some(Duration::from_millis(50)))
-                .expect("run");
-            received += self.take_echoes(data, || {});
-        }
+        stream_echoes(&mut self.client, data, count, window);
     }
 
     /// One strict round trip of `data`; returns its duration.
     pub fn round_trip(&mut self, data: &Bytes) -> Duration {
-        let start = Instant::now();
-        self.client
-            .send("echo", STREAM, data.clone())
-            .expect("send");
-        let deadline = start + TIMEOUT;
-        loop {
-            assert!(Instant::now() < deadline, "round trip timed out");
-            self.client
-                .run_once(Some(Duration::from_millis(50)))
-                .expect("run");
-            let mut at = None;
-            self.take_echoes(data, || at = Some(start.elapsed()));
-            if let Some(took) = at {
-                return took;
-            }
-        }
+        round_trip(&mut self.client, data)
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 #[path = "../../../crates/atbus-transport-mio/benches/common/loopback.rs"]
-mod common;
+pub(crate) mod common;
 
 pub use common::Family;
 use common::{AtbusPair, RawEchoMode, RawPair, payload, quantile};

@@ -908,17 +908,12 @@ impl LossyGoal {
                 if r > 1.0 { r } else { 1.0 / r }
             ),
             Some(r) if self.link == "real UDP" => format!(
-                "not met: {:.2} × away; measured cause: {}. Cause in atbus-stream, not in the \
-                 harness (both runs use the same `SessionConfig`, MTU, link settings, loss in both \
-                 directions): no-delay mode ignores a loss only when a single packet is declared \
-                 lost at once (`NewReno::on_loss`, `count < 2`), so how often its window shrinks \
-                 depends on how acknowledgements are batched; the simulator acknowledges almost \
-                 every datagram on its own (≈ 0.9 reverse datagrams per data datagram, ≈ 4 % of \
-                 loss batches ≥ 2 packets, `lossy --no-udp --trace`), the mio driver over real \
-                 UDP acknowledges a batch of datagrams read in one wake-up, so losses come in \
-                 batches of two or more far more often and each such batch costs 20 % of the \
-                 window; KCP's fast mode runs without congestion control (`nc = true`); one run \
-                 per cell on a shared 2-core machine",
+                "not met: {:.2} × away; measured: {}. Not profiled further: the cause found \
+                 before (no-delay mode cut the window whenever one detection round declared two \
+                 or more losses, so it depended on how the mio driver batches acknowledgements) \
+                 is fixed in atbus-stream, where only a run of three consecutive lost packet \
+                 numbers cuts the window now; KCP's fast mode runs without congestion control \
+                 (`nc = true`); one run per cell on a shared 2-core machine",
                 if r > 1.0 { r } else { 1.0 / r },
                 self.detail.as_deref().unwrap_or("not recorded")
             ),

@@ -282,7 +282,7 @@ impl Drop for RawPair {
 // atbus: a client NodeDriver and an echo NodeDriver on its own thread.
 
 /// Returns every message to its sender on the same stream, holding what the session refuses.
-fn echo_loop(mut d: NodeDriver, stop: &AtomicBool) {
+pub fn echo_loop(mut d: NodeDriver, stop: &AtomicBool) {
     let mut pending: VecDeque<(String, i64, Bytes)> = VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
         if d.run_once(Some(Duration::from_millis(20))).is_err() {
@@ -305,6 +305,70 @@ fn echo_loop(mut d: NodeDriver, stop: &AtomicBool) {
                 Err(NodeError::Send(SendError::WouldBlock)) => break,
                 Err(e) => panic!("echo send: {e}"),
             }
+        }
+    }
+}
+
+/// Reads the echoes that reached `client` (from the node named `echo`); checks each against
+/// `data`, calls `on_echo` for each, returns how many.
+pub fn take_echoes(client: &mut NodeDriver, data: &Bytes, mut on_echo: impl FnMut()) -> usize {
+    let mut got = 0;
+    while let Some(event) = client.poll_event() {
+        match event {
+            NodeEvent::Readable { peer, stream_id } => {
+                while let Some(delivery) = client.read(&peer, stream_id) {
+                    let Delivery::Message(m) = delivery else {
+                        panic!("the echo skipped data");
+                    };
+                    assert_eq!(m.data, *data, "atbus echo differs");
+                    got += 1;
+                    on_echo();
+                }
+            }
+            NodeEvent::PeerDown { peer } if peer == "echo" => panic!("lost the echo node"),
+            NodeEvent::Undeliverable { .. } => panic!("undeliverable message"),
+            _ => {}
+        }
+    }
+    got
+}
+
+/// `client` sends `count` messages of `data` to `echo`, at most `window` in flight, and waits
+/// for every echo.
+pub fn stream_echoes(client: &mut NodeDriver, data: &Bytes, count: usize, window: usize) {
+    let window = window.max(1);
+    let (mut sent, mut received) = (0usize, 0usize);
+    let deadline = Instant::now() + TIMEOUT;
+    while received < count {
+        assert!(Instant::now() < deadline, "timed out: {received}/{count}");
+        while sent < count && sent - received < window {
+            match client.send("echo", STREAM, data.clone()) {
+                Ok(_) => sent += 1,
+                Err(NodeError::Send(SendError::WouldBlock)) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        client
+            .run_once(Some(Duration::from_millis(50)))
+            .expect("run");
+        received += take_echoes(client, data, || {});
+    }
+}
+
+/// One strict round trip of `data` from `client` to `echo`; returns its duration.
+pub fn round_trip(client: &mut NodeDriver, data: &Bytes) -> Duration {
+    let start = Instant::now();
+    client.send("echo", STREAM, data.clone()).expect("send");
+    let deadline = start + TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "round trip timed out");
+        client
+            .run_once(Some(Duration::from_millis(50)))
+            .expect("run");
+        let mut at = None;
+        take_echoes(client, data, || at = Some(start.elapsed()));
+        if let Some(took) = at {
+            return took;
         }
     }
 }
@@ -384,68 +448,14 @@ impl AtbusPair {
         &self.client
     }
 
-    /// Reads echoes that arrived; checks each against `data`; returns how many.
-    fn take_echoes(&mut self, data: &Bytes, mut on_echo: impl FnMut()) -> usize {
-        let mut got = 0;
-        while let Some(event) = self.client.poll_event() {
-            match event {
-                NodeEvent::Readable { peer, stream_id } => {
-                    while let Some(delivery) = self.client.read(&peer, stream_id) {
-                        let Delivery::Message(m) = delivery else {
-                            panic!("the echo skipped data");
-                        };
-                        assert_eq!(m.data, *data, "atbus echo differs");
-                        got += 1;
-                        on_echo();
-                    }
-                }
-                NodeEvent::PeerDown { .. } => panic!("lost the echo node"),
-                NodeEvent::Undeliverable { .. } => panic!("undeliverable message"),
-                _ => {}
-            }
-        }
-        got
-    }
-
     /// Sends `count` messages of `data`, at most `window` in flight, and waits for every echo.
     pub fn stream(&mut self, data: &Bytes, count: usize, window: usize) {
-        let window = window.max(1);
-        let (mut sent, mut received) = (0usize, 0usize);
-        let deadline = Instant::now() + TIMEOUT;
-        while received < count {
-            assert!(Instant::now() < deadline, "timed out: {received}/{count}");
-            while sent < count && sent - received < window {
-                match self.client.send("echo", STREAM, data.clone()) {
-                    Ok(_) => sent += 1,
-                    Err(NodeError::Send(SendError::WouldBlock)) => break,
-                    Err(e) => panic!("send: {e}"),
-                }
-            }
-            self.client
-                .run_once(Some(Duration::from_millis(50)))
-                .expect("run");
-            received += self.take_echoes(data, || {});
-        }
+        stream_echoes(&mut self.client, data, count, window);
     }
 
     /// One strict round trip of `data`; returns its duration.
     pub fn round_trip(&mut self, data: &Bytes) -> Duration {
-        let start = Instant::now();
-        self.client
-            .send("echo", STREAM, data.clone())
-            .expect("send");
-        let deadline = start + TIMEOUT;
-        let mut took = None;
-        while took.is_none() {
-            assert!(Instant::now() < deadline, "round trip timed out");
-            self.client
-                .run_once(Some(Duration::from_millis(50)))
-                .expect("run");
-            let mut at = None;
-            self.take_echoes(data, || at = Some(start.elapsed()));
-            took = at;
-        }
-        took.unwrap_or_default()
+        round_trip(&mut self.client, data)
     }
 }
 
