@@ -44,10 +44,10 @@ pub enum NodeError {
     /// The relay is not one of `NodeConfig::relays`.
     #[error("{0:?} is not a configured relay")]
     NotARelay(String),
-    /// This node requires encrypted sessions and the session with the peer has no keys (it has
-    /// relayed paths only: keys come from a direct link's token handshake).
+    /// This node requires encrypted sessions and the session with the peer does not seal (it
+    /// has relayed paths only: sealing keys come from a direct link's token handshake).
     #[error(
-        "peer {0:?} is reached through relays only and its session has no keys; this node \
+        "peer {0:?} is reached through relays only and its session does not encrypt; this node \
          requires encryption (connect to it directly)"
     )]
     NotEncrypted(String),

@@ -461,8 +461,10 @@ impl Node {
             .peers
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
+        // Keys alone are not enough: the end-to-end handshake through relays derives keys
+        // without negotiating a codec, so only a session that seals may carry content.
         if self.config.content.encryption != crate::content::EncryptionMode::None
-            && p.keys.is_none()
+            && !p.session().is_encrypted()
         {
             return Err(NodeError::NotEncrypted(peer.to_owned()));
         }

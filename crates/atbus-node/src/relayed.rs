@@ -338,9 +338,10 @@ impl Node {
         let requires_encryption = self.requires_encryption();
         if let Some(p) = self.peers.get_mut(&source) {
             // A node that requires encryption takes no session content in clear: a session
-            // with relayed paths only has no keys yet (`docs/security.md` §8.8).
+            // with relayed paths only does not seal yet, even when the end-to-end handshake
+            // derived keys (`docs/security.md` §8.8).
             if requires_encryption
-                && p.keys.is_none()
+                && !p.session().is_encrypted()
                 && matches!(
                     frame.body,
                     Some(atbus_proto::frame_message::Body::Packet(_))

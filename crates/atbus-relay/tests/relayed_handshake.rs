@@ -88,13 +88,29 @@ fn world(
     ta: &[(&str, &[u8])],
     tb: &[(&str, &[u8])],
 ) -> (World, [usize; 3], [usize; 2]) {
+    world_with(seed, kind, loss, ta, tb, |_| {})
+}
+
+/// As [`world`], with `tweak` applied to both nodes' configurations.
+fn world_with(
+    seed: u64,
+    kind: LinkKind,
+    loss: f64,
+    ta: &[(&str, &[u8])],
+    tb: &[(&str, &[u8])],
+    tweak: impl Fn(&mut atbus_node::NodeConfig),
+) -> (World, [usize; 3], [usize; 2]) {
     let net = || match kind {
         LinkKind::Datagram => lossy_link(loss),
         _ => byte_link(),
     };
     let mut w = World::new(seed);
-    let a = w.add_node(node_config("a", &["relay"]).with_tokens(tokens(ta)));
-    let b = w.add_node(node_config("b", &["relay"]).with_tokens(tokens(tb)));
+    let mut ca = node_config("a", &["relay"]).with_tokens(tokens(ta));
+    let mut cb = node_config("b", &["relay"]).with_tokens(tokens(tb));
+    tweak(&mut ca);
+    tweak(&mut cb);
+    let a = w.add_node(ca);
+    let b = w.add_node(cb);
     let mut rc = relay_config("relay", &[]);
     let mut all: Vec<(&str, &[u8])> = ta.to_vec();
     all.extend(tb.iter().filter(|t| !ta.iter().any(|u| u.0 == t.0)));
@@ -156,6 +172,45 @@ fn relayed_only_session_learns_the_true_incarnation_and_keys() {
         );
         assert!(w.violations.is_empty(), "seed {seed}: {:?}", w.violations);
     }
+}
+
+/// Nodes that require encryption: the end-to-end handshake derives keys, but the relayed-only
+/// session does not seal with them (no codec is negotiated end to end yet), so content is
+/// refused rather than sent in clear.
+#[test]
+fn encrypting_nodes_send_no_clear_content_after_the_relayed_handshake() {
+    let seed = 11;
+    let t: &[(&str, &[u8])] = &[("k1", SECRET_1)];
+    let (mut w, [a, b, _], _) = world_with(seed, LinkKind::ByteStream, 0.0, t, t, |c| {
+        c.content = atbus_node::ContentPolicy {
+            encryption: atbus_node::EncryptionMode::Psk,
+            ..atbus_node::ContentPolicy::default()
+        };
+    });
+    w.route(a, "b", "relay");
+    assert!(
+        w.run_until(Duration::from_secs(10), |w| peer_up(w, a, "b").is_some()
+            && peer_up(w, b, "a").is_some()),
+        "seed {seed}: relayed handshake"
+    );
+    assert!(
+        w.node(a).peer_session_keys("b").is_some(),
+        "seed {seed}: the handshake derived keys"
+    );
+    let sent = w.node(a).send(
+        "b",
+        1,
+        atbus_node::OutgoingMessage::data(&b"must not travel in clear"[..]),
+    );
+    assert_eq!(
+        sent,
+        Err(atbus_node::NodeError::NotEncrypted("b".into())),
+        "seed {seed}"
+    );
+    assert!(
+        !w.run_until(Duration::from_secs(2), |w| !w.got(b, "a", 1).is_empty()),
+        "seed {seed}: b got content"
+    );
 }
 
 #[test]
