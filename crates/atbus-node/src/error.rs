@@ -44,11 +44,11 @@ pub enum NodeError {
     /// The relay is not one of `NodeConfig::relays`.
     #[error("{0:?} is not a configured relay")]
     NotARelay(String),
-    /// This node requires encrypted sessions and the session with the peer does not seal (it
-    /// has relayed paths only: sealing keys come from a direct link's token handshake).
+    /// This node requires encrypted sessions and the session with the peer has paths but does
+    /// not seal (its handshake made no keys).
     #[error(
-        "peer {0:?} is reached through relays only and its session does not encrypt; this node \
-         requires encryption (connect to it directly)"
+        "the session with peer {0:?} does not encrypt and this node requires encryption (its \
+         handshake, direct or through relays only, made no keys)"
     )]
     NotEncrypted(String),
     /// The session refused the message (backpressure, empty message, closed stream, ...).

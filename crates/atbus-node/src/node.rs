@@ -461,10 +461,11 @@ impl Node {
             .peers
             .get_mut(peer)
             .ok_or_else(|| NodeError::UnknownPeer(peer.to_owned()))?;
-        // Keys alone are not enough: the end-to-end handshake through relays derives keys
-        // without negotiating a codec, so only a session that seals may carry content.
+        // A session that has paths but does not seal would send in clear. Without paths the
+        // message waits: a relayed session gets its keys before its first path.
         if self.config.content.encryption != crate::content::EncryptionMode::None
             && !p.session().is_encrypted()
+            && !p.paths.is_empty()
         {
             return Err(NodeError::NotEncrypted(peer.to_owned()));
         }

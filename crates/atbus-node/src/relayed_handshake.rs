@@ -582,11 +582,34 @@ impl Node {
             p.down_since = down_since;
             self.peers.insert(name.clone(), p);
         }
+        // Content protection end to end: both hellos passed `check_peer_hello` (same mode, a
+        // common suite) and the keys come from the relayed transcript. A session that already
+        // seals with a direct link's keys keeps them.
+        let codec = match self.link_content(hello, keys.as_ref()) {
+            Ok(content) => self.session_codec(content.as_ref(), self.compresses_with(hello)),
+            Err(reason) => {
+                tracing::warn!(peer = %name, %reason, "relayed session without content protection");
+                None
+            }
+        };
         if let Some(p) = self.peers.get_mut(&name) {
             p.incarnation = Some(hello.incarnation_id);
             if p.keys.is_none() {
                 p.keys = keys;
             }
+            if codec.is_some() && p.link_content.is_empty() && !p.session().has_content_codec() {
+                p.session_mut().set_content_codec(codec);
+            }
+        }
+        // Messages sent before the handshake wait in the session; they never leave in clear.
+        if self.requires_encryption()
+            && !self
+                .peers
+                .get(&name)
+                .is_some_and(|p| p.session().is_encrypted())
+        {
+            tracing::warn!(peer = %name, "relayed session does not seal; no relayed path");
+            return;
         }
         let mut links = vec![link];
         if let Some(relay) = self.relay_routes.get(&name) {

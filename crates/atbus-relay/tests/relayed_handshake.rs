@@ -174,43 +174,70 @@ fn relayed_only_session_learns_the_true_incarnation_and_keys() {
     }
 }
 
-/// Nodes that require encryption: the end-to-end handshake derives keys, but the relayed-only
-/// session does not seal with them (no codec is negotiated end to end yet), so content is
-/// refused rather than sent in clear.
+/// Nodes that require encryption behind one relay: a message sent before the end-to-end
+/// handshake waits (no keys, no path), after it the session seals with the relayed
+/// transcript's keys: b reads every message, the relay forwards only ciphertext.
 #[test]
-fn encrypting_nodes_send_no_clear_content_after_the_relayed_handshake() {
+fn encrypting_nodes_seal_relayed_only_sessions_and_the_relay_sees_ciphertext() {
     let seed = 11;
     let t: &[(&str, &[u8])] = &[("k1", SECRET_1)];
-    let (mut w, [a, b, _], _) = world_with(seed, LinkKind::ByteStream, 0.0, t, t, |c| {
+    let (mut w, [a, b, r], _) = world_with(seed, LinkKind::ByteStream, 0.0, t, t, |c| {
         c.content = atbus_node::ContentPolicy {
             encryption: atbus_node::EncryptionMode::Psk,
             ..atbus_node::ContentPolicy::default()
         };
     });
     w.route(a, "b", "relay");
+    let marker = b"plaintext-marker-";
+    let msgs: Vec<bytes::Bytes> = (0..20)
+        .map(|i| {
+            let mut m = marker.to_vec();
+            m.extend(std::iter::repeat_n(
+                b'a' + (i % 26) as u8,
+                100 + i as usize * 37,
+            ));
+            bytes::Bytes::from(m)
+        })
+        .collect();
+    // Sent before the session has keys: it waits and leaves sealed.
+    w.send(a, "b", 1, msgs[0].clone());
     assert!(
         w.run_until(Duration::from_secs(10), |w| peer_up(w, a, "b").is_some()
             && peer_up(w, b, "a").is_some()),
         "seed {seed}: relayed handshake"
     );
+    w.send_all(a, "b", 1, &msgs[1..]);
     assert!(
-        w.node(a).peer_session_keys("b").is_some(),
-        "seed {seed}: the handshake derived keys"
+        w.run_until(Duration::from_secs(10), |w| w.got(b, "a", 1).len()
+            == msgs.len()),
+        "seed {seed}: b got {} of {}",
+        w.got(b, "a", 1).len(),
+        msgs.len()
     );
-    let sent = w.node(a).send(
-        "b",
-        1,
-        atbus_node::OutgoingMessage::data(&b"must not travel in clear"[..]),
-    );
-    assert_eq!(
-        sent,
-        Err(atbus_node::NodeError::NotEncrypted("b".into())),
-        "seed {seed}"
-    );
+    assert_eq!(w.got(b, "a", 1), &msgs[..], "seed {seed}");
+    let packets: Vec<&atbus_proto::PacketData> = w.seen[r]
+        .iter()
+        .filter_map(|s| match &s.body {
+            Some(Body::Packet(p)) if s.head.source == "a" => Some(p),
+            _ => None,
+        })
+        .collect();
     assert!(
-        !w.run_until(Duration::from_secs(2), |w| !w.got(b, "a", 1).is_empty()),
-        "seed {seed}: b got content"
+        !packets.is_empty(),
+        "seed {seed}: the relay forwarded a's packets"
     );
+    for p in &packets {
+        assert_ne!(
+            p.flags & atbus_proto::packet_flags::ENCRYPTED,
+            0,
+            "seed {seed}: a packet through the relay is not sealed"
+        );
+        assert!(
+            !p.content.windows(marker.len()).any(|x| x == marker),
+            "seed {seed}: the relay saw plaintext"
+        );
+    }
+    assert!(w.violations.is_empty(), "seed {seed}: {:?}", w.violations);
 }
 
 #[test]
