@@ -16,14 +16,16 @@ const LINK_ONLY: &str = "k1:secret-the-sender-and-relay-share";
 const ECHO_K1: &str = "k1:another-secret-with-the-same-key-id";
 const SHARED: &str = "k2:secret-the-echo-node-and-sender-share";
 
-/// `atbus send` through `relay` at `url` to `echo-e`; (exit success, stdout, stderr).
-fn send(url: &str, relay: &str, token: &str, count: u32) -> (bool, String, String) {
+/// `atbus send` through `relay` at `url` to `echo-e`, with `extra` options; (exit success,
+/// stdout, stderr).
+fn send(url: &str, relay: &str, token: &str, count: u32, extra: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
         .args(["send", "--name", "sender-e", "--to", "echo-e"])
         .args(["--connect", url, "--upstream-relay", relay])
         .args(["--count", &count.to_string(), "--size", "100"])
         .args(["--verify", "--json", "--timeout", "20"])
         .args(["--token", token])
+        .args(extra)
         .env_remove("ATBUS_TOKEN")
         .output()
         .expect("run atbus send");
@@ -67,7 +69,7 @@ fn a_wrong_token_end_to_end_is_refused_on_both_ends_and_the_right_one_works() {
     // The echo node needs a moment to link to the relay; a send before that finds no route.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (ok, stdout, stderr) = loop {
-        let attempt = send(&r.url, relay, LINK_ONLY, 10);
+        let attempt = send(&r.url, relay, LINK_ONLY, 10, &[]);
         if attempt.2.contains("end-to-end") || Instant::now() > deadline {
             break attempt;
         }
@@ -80,7 +82,7 @@ fn a_wrong_token_end_to_end_is_refused_on_both_ends_and_the_right_one_works() {
         "the sender says why: {stderr}"
     );
 
-    let (ok, stdout, stderr) = send(&r.url, relay, SHARED, 200);
+    let (ok, stdout, stderr) = send(&r.url, relay, SHARED, 200, &[]);
     assert!(ok, "the shared token works end to end: {stdout} {stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(report["verified"], true, "{report}");
@@ -122,34 +124,10 @@ fn an_encrypted_session_through_a_relay_is_sealed_end_to_end() {
     out.read_line(&mut first).expect("read");
     assert!(first.starts_with("listening on "), "{first}");
 
-    let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_atbus"))
-            .args([
-                "send",
-                "--name",
-                "sender-e",
-                "--to",
-                "echo-e",
-                "--encrypt",
-                "psk",
-            ])
-            .args(["--connect", &r.url, "--upstream-relay", relay])
-            .args(["--count", "200", "--size", "100"])
-            .args(["--verify", "--json", "--timeout", "20"])
-            .args(["--token", SHARED])
-            .env_remove("ATBUS_TOKEN")
-            .output()
-            .expect("run atbus send");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     // The echo node needs a moment to link to the relay; a send before that finds no route.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (ok, stdout, stderr) = loop {
-        let attempt = run();
+        let attempt = send(&r.url, relay, SHARED, 200, &["--encrypt", "psk"]);
         if attempt.0 || Instant::now() > deadline {
             break attempt;
         }
