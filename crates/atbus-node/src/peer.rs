@@ -146,17 +146,7 @@ impl Node {
         if hello.capabilities & capabilities::RELAY != 0 && self.config.relays.contains(&name) {
             return self.establish_relay_link(now, id, name);
         }
-        if let Some(p) = self.peers.get(&name) {
-            if p.incarnation.is_some_and(|i| i != hello.incarnation_id) {
-                tracing::info!(peer = %name, "peer restarted; dropping its old session");
-                self.drop_peer(
-                    now,
-                    &name,
-                    UndeliverableReason::PeerRestarted,
-                    AtbusCloseReason::PeerRestarted,
-                );
-            }
-        }
+        self.drop_if_restarted(now, &name, hello.incarnation_id);
         let limits = &self.config.limits;
         match self.peers.get(&name) {
             Some(p) if p.paths.len() >= limits.max_links_per_peer => {
@@ -257,6 +247,25 @@ impl Node {
             });
         }
         Ok(())
+    }
+
+    /// A handshake (direct or through relays) verified `name` with `incarnation`: if the peer
+    /// was known under another one it restarted, so its old session is dropped and what it did
+    /// not deliver is reported, never resumed into the new process.
+    pub(crate) fn drop_if_restarted(&mut self, now: Instant, name: &str, incarnation: i64) {
+        if self
+            .peers
+            .get(name)
+            .is_some_and(|p| p.incarnation.is_some_and(|i| i != incarnation))
+        {
+            tracing::info!(peer = %name, "peer restarted; dropping its old session");
+            self.drop_peer(
+                now,
+                name,
+                UndeliverableReason::PeerRestarted,
+                AtbusCloseReason::PeerRestarted,
+            );
+        }
     }
 
     /// Installs `name`'s session keys: those of its direct link with the lowest transcript

@@ -32,7 +32,7 @@ use crate::handshake::MAX_RETRANSMIT_INTERVAL;
 use crate::link::LinkState;
 use crate::node::Node;
 use crate::peer::Peer;
-use crate::types::{LinkCloseReason, LinkId, NodeEvent, UndeliverableReason};
+use crate::types::{LinkCloseReason, LinkId, NodeEvent};
 
 /// Domain label of the relayed transcript: binds a handshake to being end to end via relays.
 pub const RELAYED_LABEL: &[u8] = b"atbus-relayed-v1";
@@ -558,17 +558,7 @@ impl Node {
         keys: Option<SessionKeys>,
     ) {
         let name = hello.node_name.clone();
-        if let Some(p) = self.peers.get(&name) {
-            if p.incarnation.is_some_and(|i| i != hello.incarnation_id) {
-                tracing::info!(peer = %name, "peer restarted (relayed handshake); dropping its old session");
-                self.drop_peer(
-                    now,
-                    &name,
-                    UndeliverableReason::PeerRestarted,
-                    AtbusCloseReason::PeerRestarted,
-                );
-            }
-        }
+        self.drop_if_restarted(now, &name, hello.incarnation_id);
         let fresh = self.peers.get(&name).is_none_or(|p| {
             p.incarnation.is_none()
                 && p.paths.is_empty()

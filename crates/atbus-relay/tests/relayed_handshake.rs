@@ -139,9 +139,7 @@ fn relayed_only_session_learns_the_true_incarnation_and_keys() {
         // Only a routes: b learns of a through a's handshake.
         w.route(a, "b", "relay");
         let msgs = messages(seed, 20, 3000);
-        for m in &msgs {
-            w.send(a, "b", 1, m.clone());
-        }
+        w.send_all(a, "b", 1, &msgs);
         assert!(
             w.run_until(Duration::from_secs(10), |w| w.got(b, "a", 1).len()
                 == msgs.len()),
@@ -325,9 +323,7 @@ fn lost_hello_and_reply_on_a_lossy_relayed_path_are_resent() {
         let (mut w, [a, b, r], _) = world(seed, LinkKind::Datagram, 0.3, t, t);
         w.route(a, "b", "relay");
         let msgs = messages(seed, 30, 1000);
-        for m in &msgs {
-            w.send(a, "b", 1, m.clone());
-        }
+        w.send_all(a, "b", 1, &msgs);
         assert!(
             w.run_until(Duration::from_secs(120), |w| w.got(b, "a", 1).len()
                 == msgs.len()),
@@ -371,9 +367,7 @@ fn replace_b_mid_stream(seed: u64, new_routes: bool) -> (usize, World, usize, us
     let (mut w, [a, b, r], [_, lb]) = world(seed, LinkKind::ByteStream, 0.0, &[], &[]);
     w.route(a, "b", "relay");
     let msgs = messages(seed, 400, 4000);
-    for m in &msgs {
-        w.send(a, "b", 1, m.clone());
-    }
+    w.send_all(a, "b", 1, &msgs);
     assert!(
         w.run_until(Duration::from_secs(20), |w| w.got(b, "a", 1).len() >= 50),
         "seed {seed}: the stream started"
