@@ -1,8 +1,8 @@
 //! The end-to-end handshake of sessions that run only through a relay, in virtual time over
 //! `atbus-netsim` links with fixed seeds: the true incarnation, keys on both ends, restarts and
-//! name reuse behind the relay, a wrong token refused on both ends, and recovery when the
-//! relayed path loses handshake frames. The harness checks that the relay forwards every
-//! handshake frame with its body unchanged. The seed is in every failure message.
+//! name reuse behind the relay, a wrong token refused on both ends, recovery when the relayed
+//! path loses handshake frames, and the bound on handshakes in flight. The harness checks that
+//! the relay forwards every handshake frame with its body unchanged. The seed is in every failure message.
 
 mod common;
 
@@ -470,4 +470,76 @@ fn a_node_answering_a_relays_link_resends_a_lost_accept() {
         assert!(up, "seed {seed}: the link comes up; a {:?}", w.events[a]);
     }
     assert_eq!(closed, 0, "no link was refused or closed");
+}
+
+/// Distinct peers actor `n` sent a relayed hello to, as the relay `r` received them.
+fn hello_targets(w: &World, r: usize, from: &str) -> std::collections::BTreeSet<String> {
+    w.seen[r]
+        .iter()
+        .filter(|s| {
+            s.head.source == from
+                && matches!(&s.body, Some(Body::RelayedHandshake(d))
+                    if matches!(d.step, Some(Step::Hello(_))))
+        })
+        .map(|s| s.head.destination.clone())
+        .collect()
+}
+
+/// `max_handshakes_in_flight` bounds relayed handshakes on both ends: an initiator starts no
+/// more than the limit at once, and a responder at its limit refuses a new peer with
+/// `LIMIT_EXCEEDED`, which the peer hears.
+#[test]
+fn relayed_handshakes_in_flight_are_bounded_on_both_ends() {
+    let t: &[(&str, &[u8])] = &[("k1", SECRET_1)];
+    let (mut w, [a, _, r], _) = world_with(21, LinkKind::ByteStream, 0.0, t, t, |c| {
+        c.limits.max_handshakes_in_flight = 2;
+    });
+    // Peers nobody answers for: their handshakes stay in flight until the deadline.
+    for ghost in ["ghost-1", "ghost-2", "ghost-3", "ghost-4"] {
+        w.route(a, ghost, "relay");
+        w.send(a, ghost, 1, bytes::Bytes::from_static(b"hello"));
+    }
+    w.run_for(Duration::from_secs(2));
+    let started = hello_targets(&w, r, "a");
+    assert_eq!(
+        started.len(),
+        2,
+        "a started relayed handshakes with {started:?}; the limit is 2"
+    );
+
+    // In a fresh world, b at its limit (two unanswered handshakes of its own) refuses a's hello.
+    let (mut w, [a, b, r], _) = world_with(22, LinkKind::ByteStream, 0.0, t, t, |c| {
+        c.limits.max_handshakes_in_flight = 2;
+    });
+    for ghost in ["ghost-5", "ghost-6"] {
+        w.route(b, ghost, "relay");
+        w.send(b, ghost, 1, bytes::Bytes::from_static(b"hello"));
+    }
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(hello_targets(&w, r, "b").len(), 2);
+    w.route(a, "b", "relay");
+    w.send(a, "b", 1, bytes::Bytes::from_static(b"to b"));
+    assert!(
+        w.run_until(Duration::from_secs(2), |w| failures(w, b)
+            .iter()
+            .any(|(p, _)| p == "a")),
+        "b never refused a; b's failures: {:?}",
+        failures(&w, b)
+    );
+    let fb = failures(&w, b);
+    let (_, refusal) = fb.iter().find(|(p, _)| p == "a").expect("b refused a");
+    assert_eq!(refusal.code, AtbusCloseReason::LimitExceeded, "{refusal}");
+    assert!(!refusal.by_peer, "{refusal}");
+    assert!(
+        refusal.message.contains("relayed handshakes in flight"),
+        "{refusal}"
+    );
+    assert!(
+        w.run_until(Duration::from_secs(5), |w| failures(w, a)
+            .iter()
+            .any(|(p, r)| p == "b" && r.by_peer)),
+        "a never heard b's refusal: {:?}",
+        failures(&w, a)
+    );
+    assert!(w.got(b, "a", 1).is_empty(), "nothing delivered unverified");
 }
