@@ -2,7 +2,8 @@
 //! `atbus-netsim` links with fixed seeds: the true incarnation, keys on both ends, restarts and
 //! name reuse behind the relay, a wrong token refused on both ends, recovery when the relayed
 //! path loses handshake frames, and the bound on handshakes in flight. The harness checks that
-//! the relay forwards every handshake frame with its body unchanged. The seed is in every failure message.
+//! the relay forwards every handshake frame with its body unchanged. The seed is in every
+//! failure message.
 
 mod common;
 
