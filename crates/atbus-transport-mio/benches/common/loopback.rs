@@ -392,7 +392,7 @@ impl AtbusPair {
     /// session's per-stream receive window and per-path in-flight window (both 1 MiB by
     /// default), to see how far flow control bounds the throughput.
     pub fn with_window(family: Family, window: Option<u64>) -> AtbusPair {
-        let config = move |name: &str| {
+        AtbusPair::with_config(family, move |name: &str| {
             let mut c = NodeConfig::new(name);
             if let Some(w) = window {
                 c.session.stream_receive_window = w;
@@ -400,7 +400,17 @@ impl AtbusPair {
                 c.session.byte_stream_path_window = usize::try_from(w).unwrap_or(usize::MAX);
             }
             c
-        };
+        })
+    }
+
+    /// Like [`new`](Self::new), both nodes configured by `config(name)` (for example with
+    /// tokens and content protection).
+    pub fn with_config(
+        family: Family,
+        config: impl Fn(&str) -> NodeConfig + Send + Sync + 'static,
+    ) -> AtbusPair {
+        let config = Arc::new(config);
+        let echo_config = Arc::clone(&config);
         let (url, path) = match family {
             Family::Tcp => ("tcp://127.0.0.1:0".to_string(), None),
             Family::Unix => {
@@ -412,8 +422,8 @@ impl AtbusPair {
         let (tx, rx) = mpsc::channel();
         let echo_stop = Arc::clone(&stop);
         let echo = thread::spawn(move || {
-            let mut d =
-                NodeDriver::new(config("echo"), TransportConfig::default()).expect("echo node");
+            let mut d = NodeDriver::new(echo_config("echo"), TransportConfig::default())
+                .expect("echo node");
             let bound = d.listen(&url.parse::<Url>().expect("url")).expect("listen");
             tx.send(bound).expect("report bound url");
             echo_loop(d, &echo_stop);
