@@ -59,6 +59,8 @@
 mod cert;
 mod packet;
 mod record;
+#[cfg(any(test, feature = "test-certs"))]
+pub mod test_certs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

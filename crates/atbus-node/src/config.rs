@@ -298,6 +298,8 @@ pub struct NodeConfig {
     pub max_early_data: usize,
     /// Content protection of sessions (encryption mode, suites, compression, padding).
     pub content: crate::content::ContentPolicy,
+    /// TLS certificates and CA of encryption mode `tls` (`docs/security.md` §8.7).
+    pub tls: Option<atbus_auth::tls::TlsConfig>,
     /// Protocol version announced; always [`atbus_proto::PROTOCOL_VERSION`] outside tests.
     #[doc(hidden)]
     pub protocol_version: i32,
@@ -331,6 +333,7 @@ impl NodeConfig {
             anti_replay: AntiReplayConfig::default(),
             max_early_data: DEFAULT_MAX_EARLY_DATA,
             content: crate::content::ContentPolicy::default(),
+            tls: None,
             protocol_version: atbus_proto::PROTOCOL_VERSION as i32,
         }
     }

@@ -37,8 +37,8 @@ pub enum EncryptionMode {
     None,
     /// Content sealed with keys from the 1-RTT token handshake (needs token authentication).
     Psk,
-    /// Content sealed with keys exported by a TLS 1.3 handshake inside the protocol (not
-    /// available in this build: a node configured with it does not start).
+    /// Content sealed with keys exported by a TLS 1.3 handshake run inside the link handshake
+    /// (needs [`crate::NodeConfig::tls`]).
     Tls,
 }
 
@@ -206,15 +206,16 @@ impl Node {
     ) -> Result<Option<LinkContent>, LinkCloseReason> {
         match self.config.content.encryption {
             EncryptionMode::None => Ok(None),
-            EncryptionMode::Tls => Err(mismatch(
-                "encryption-mismatch: tls content protection is not available in this build"
-                    .to_owned(),
-            )),
-            EncryptionMode::Psk => {
+            mode @ (EncryptionMode::Psk | EncryptionMode::Tls) => {
                 let Some(keys) = keys else {
+                    let how = if mode == EncryptionMode::Tls {
+                        "a TLS handshake"
+                    } else {
+                        "a token handshake"
+                    };
                     return Err(mismatch(format!(
-                        "encryption-mismatch: encryption psk needs a token handshake, and peer \
-                         {:?} authenticated without one",
+                        "encryption-mismatch: encryption {mode} needs {how}, and peer {:?} \
+                         authenticated without one",
                         hello.node_name
                     )));
                 };
@@ -283,9 +284,16 @@ impl ContentPolicy {
         match self.encryption {
             EncryptionMode::None => {}
             EncryptionMode::Tls => {
-                return Err(ConfigError::Content(
-                    "encryption tls is not available in this build (use psk)".into(),
-                ));
+                // A certificate not naming this node is allowed (peers refuse it with
+                // `tls-identity-mismatch`, which says what is wrong on both ends); drivers
+                // warn about it at start (`TlsConfig::identities`).
+                if config.tls.is_none() {
+                    return Err(ConfigError::Content(
+                        "encryption tls needs a TLS configuration (CA, and a certificate and key \
+                         to accept links)"
+                            .into(),
+                    ));
+                }
             }
             EncryptionMode::Psk => {
                 let credentials = !config.tokens.is_empty()

@@ -136,7 +136,7 @@ impl Node {
                 // The cookie is checked before any other work; without a valid one under load
                 // the node answers with a retry and forgets the link.
                 if self.cookie_gate(now, id, &cookie) {
-                    self.server_on_hello(id, hello)
+                    self.server_on_hello(now, id, hello)
                 } else {
                     Ok(())
                 }
@@ -167,6 +167,8 @@ impl Node {
             (LinkState::HelloSent { .. }, Some(Step::HelloReply(reply))) => {
                 self.client_on_reply(now, id, reply)
             }
+            // A retransmitted reply while TLS runs: the TLS records carry the handshake on.
+            (LinkState::TlsClient { .. }, Some(Step::HelloReply(_))) => Ok(()),
             (LinkState::ConfirmSent { package, .. }, Some(Step::HelloReply(_))) => {
                 if datagram {
                     let package = package.clone();
@@ -256,7 +258,12 @@ impl Node {
         Ok(())
     }
 
-    fn server_on_hello(&mut self, id: LinkId, hello: HandshakeHello) -> Result<(), Reject> {
+    fn server_on_hello(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        hello: HandshakeHello,
+    ) -> Result<(), Reject> {
         self.check_peer_hello(&hello)?;
         let (credential, guard) = self.server_credential(&hello)?;
         let secret = credential.secret(self).map(<[u8]>::to_vec);
@@ -272,6 +279,13 @@ impl Node {
         if let Some(secret) = &secret {
             reply.auth_proof = auth::proof(secret, Role::Server, &th).to_vec().into();
         }
+        // Encryption mode tls: the server side waits for the client's first record; nothing
+        // of TLS runs before the limits and the cookie above.
+        let tls = if self.tls_applies(&client) {
+            Some(self.start_tls_server(now, id, &client)?)
+        } else {
+            None
+        };
         let package = self.handshake_package(Step::HelloReply(reply));
         self.queue_control(id, package.clone());
         if let Some(link) = self.links.get_mut(&id) {
@@ -281,6 +295,7 @@ impl Node {
                 th,
                 credential,
                 early_data_status,
+                tls,
             };
             link.guard = guard;
         }
@@ -419,7 +434,23 @@ impl Node {
             Some((p, k)) => (Bytes::from(p.to_vec()), Some(k)),
             None => (Bytes::new(), None),
         };
-        let package = self.handshake_package(Step::Confirm(HandshakeConfirm { auth_proof: proof }));
+        let confirm = HandshakeConfirm { auth_proof: proof };
+        if self.tls_applies(&reply) {
+            // Encryption mode tls: the confirm waits for the TLS handshake, whose keys replace
+            // any the tokens made.
+            let tls = self.start_tls_client(now, id, &reply)?;
+            if let Some(link) = self.links.get_mut(&id) {
+                link.state = LinkState::TlsClient {
+                    server: Box::new(reply),
+                    confirm,
+                    th,
+                    tls,
+                };
+            }
+            self.tls_progress(now, id);
+            return Ok(());
+        }
+        let package = self.handshake_package(Step::Confirm(confirm));
         self.queue_control(id, package.clone());
         let retransmit = self.first_retransmit(now, id);
         if let Some(link) = self.links.get_mut(&id) {
@@ -428,6 +459,7 @@ impl Node {
                 package,
                 retransmit,
                 keys,
+                tls: None,
             };
         }
         Ok(())
@@ -454,6 +486,16 @@ impl Node {
         };
         let mut client = (**client).clone();
         let (th, credential, early_data_status) = (*th, credential.clone(), *early_data_status);
+        // Encryption mode tls: accept only once TLS completed (the client's identity checked);
+        // its exported keys are the session's.
+        let tls_keys = if self.runs_tls(id) {
+            match self.server_tls_keys(id, &th)? {
+                Some(keys) => Some(keys),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
         let keys = match credential.secret(self) {
             Some(secret) => {
                 if !auth::verify(secret, Role::Client, &th, &confirm.auth_proof) {
@@ -477,6 +519,7 @@ impl Node {
                 None
             }
         };
+        let keys = if tls_keys.is_some() { tls_keys } else { keys };
         if let Some(link) = self.links.get_mut(&id) {
             link.validated = true;
         }
@@ -598,6 +641,10 @@ impl Node {
             self.reject_link(now, id, reason, true);
             return;
         }
+        self.tls_timeout(now, id);
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
         let resend = match &mut link.state {
             LinkState::HelloSent {
                 package,

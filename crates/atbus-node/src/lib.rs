@@ -81,6 +81,7 @@ mod peer;
 mod relayed;
 mod relayed_handshake;
 pub mod routed;
+mod tls;
 mod types;
 
 pub use access::{

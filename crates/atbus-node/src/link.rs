@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use atbus_auth::tls::TlsHandshake;
 use atbus_frame::StreamDecoder;
-use atbus_proto::HandshakeHello;
+use atbus_proto::{HandshakeConfirm, HandshakeHello};
 use atbus_stream::PathId;
 use bytes::Bytes;
 
@@ -39,6 +40,16 @@ pub(crate) enum LinkState {
         credential: Credential,
         /// What the server did with the hello's early data (`handshake_accept`).
         early_data_status: i32,
+        /// Encryption mode `tls`: the server side of the TLS handshake (done before `accept`).
+        tls: Option<Box<TlsHandshake>>,
+    },
+    /// Client, encryption mode `tls`: hello_reply checked, the TLS handshake runs; `confirm`
+    /// goes out when it completes.
+    TlsClient {
+        server: Box<HandshakeHello>,
+        confirm: HandshakeConfirm,
+        th: TranscriptHash,
+        tls: Box<TlsHandshake>,
     },
     /// Client: confirm sent, waiting for accept.
     ConfirmSent {
@@ -46,6 +57,9 @@ pub(crate) enum LinkState {
         package: Vec<u8>,
         retransmit: Option<Retransmit>,
         keys: Option<SessionKeys>,
+        /// Encryption mode `tls`: the completed client side, resending its last flight until
+        /// the server's `accept`.
+        tls: Option<Box<TlsHandshake>>,
     },
     /// Authenticated: a path of `peer`'s session.
     Established {
@@ -192,13 +206,27 @@ impl Link {
     /// Next handshake timer of this link.
     pub fn timeout(&self) -> Option<Instant> {
         match &self.state {
-            LinkState::HelloSent { retransmit, .. } | LinkState::ConfirmSent { retransmit, .. } => {
+            LinkState::HelloSent { retransmit, .. } => Some(
+                retransmit
+                    .map_or(self.handshake_deadline, |r| r.at)
+                    .min(self.handshake_deadline),
+            ),
+            LinkState::ConfirmSent {
+                retransmit, tls, ..
+            } => {
+                let at = retransmit
+                    .map_or(self.handshake_deadline, |r| r.at)
+                    .min(self.handshake_deadline);
                 Some(
-                    retransmit
-                        .map_or(self.handshake_deadline, |r| r.at)
-                        .min(self.handshake_deadline),
+                    tls.as_ref()
+                        .and_then(|t| t.poll_timeout())
+                        .map_or(at, |t| t.min(at)),
                 )
             }
+            LinkState::TlsClient { tls, .. } | LinkState::ReplySent { tls: Some(tls), .. } => Some(
+                tls.poll_timeout()
+                    .map_or(self.handshake_deadline, |t| t.min(self.handshake_deadline)),
+            ),
             LinkState::AwaitHello | LinkState::ReplySent { .. } => Some(self.handshake_deadline),
             LinkState::Established { .. } => self.guard.as_ref().and_then(|g| g.paused_until),
             LinkState::Relay { .. } | LinkState::Routed { .. } => self

@@ -719,6 +719,13 @@ impl Node {
         let Some(l) = self.links.get(&link) else {
             return;
         };
+        // TLS handshake records concern the link being set up, not a stream (`tls.rs`).
+        if let (None, Some(Body::Packet(p))) = (&frame.head, &frame.body) {
+            if p.flags & atbus_proto::packet_flags::TLS_HANDSHAKE != 0 {
+                self.on_tls_packet(now, link, p);
+                return;
+            }
+        }
         // Token-bound and anonymous links: streams and rate, on every frame.
         if l.guard.is_some() && !self.guard_frame(now, link, &frame) {
             return;

@@ -234,6 +234,7 @@ impl Node {
             _ => {}
         }
         self.check_peer_hello(&hello)?;
+        self.refuse_relayed_tls()?;
         if hello.node_name != source {
             return Err(refusal(
                 AtbusCloseReason::ProtocolError,
@@ -372,6 +373,7 @@ impl Node {
             _ => return Ok(()),
         };
         self.check_peer_hello(&reply)?;
+        self.refuse_relayed_tls()?;
         if reply.node_name != source {
             return Err(refusal(
                 AtbusCloseReason::ProtocolError,

@@ -238,7 +238,7 @@ fn psk_needs_token_authentication() {
     c.content.encryption = EncryptionMode::Tls;
     let err = Node::new(c, now, ChaCha20Rng::seed_from_u64(1)).err();
     assert!(
-        matches!(&err, Some(ConfigError::Content(m)) if m.contains("not available")),
+        matches!(&err, Some(ConfigError::Content(m)) if m.contains("needs a TLS configuration")),
         "{err:?}"
     );
     let mut c = config("solo", vec![token("k1", SECRET)]);

@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
-};
-
+use super::test_certs::{TestCa as Ca, TestLeaf as Leaf};
 use super::*;
 
 /// 2027-06-01 00:00 UTC in Unix milliseconds: inside every default validity period below.
@@ -15,55 +12,6 @@ const JUNE_2027_MS: i64 = 1_811_808_000_000;
 const JAN_2031_MS: i64 = 1_924_992_000_000;
 /// 2020-01-01 in Unix milliseconds: before certificates valid from 2026.
 const JAN_2020_MS: i64 = 1_577_836_800_000;
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self {
-            issuer: Issuer::new(params, key),
-            pem: cert.pem(),
-        }
-    }
-
-    /// A leaf with the given URI SANs (and DNS names), valid `from`..`until` (years).
-    fn leaf(&self, uris: &[&str], dns: &[&str], from: i32, until: i32) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
-                .expect("leaf params");
-        for uri in uris {
-            params
-                .subject_alt_names
-                .push(SanType::URI((*uri).try_into().expect("URI is ASCII")));
-        }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "atbus node");
-        params.not_before = date_time_ymd(from, 1, 1);
-        params.not_after = date_time_ymd(until, 1, 1);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("leaf certificate");
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
 
 fn config(leaf: Option<&Leaf>, ca: &Ca, mtls: bool) -> TlsConfig {
     TlsConfig::from_pem(
