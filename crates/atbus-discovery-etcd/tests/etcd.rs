@@ -10,6 +10,9 @@ use atbus_discovery::{
 use atbus_discovery_etcd::{Backoff, EtcdConfig, EtcdDiscovery};
 
 use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, free_port};
+use common::{next, register};
+
+mod common;
 
 /// Reads and changes the store behind the backend's back.
 trait Store {
@@ -21,49 +24,16 @@ trait Store {
 
 impl Store for Etcd {
     fn raw<T>(&self, f: impl AsyncFnOnce(etcd_client::Client) -> T) -> T {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let c = etcd_client::Client::connect([self.endpoint()], None)
-                .await
-                .expect("etcd client");
-            f(c).await
-        })
+        common::raw(self, None, f)
     }
 
     fn records(&self) -> BTreeMap<String, NodeRecord> {
-        self.raw(async |mut c| {
-            let r = c
-                .get(
-                    "/atbus/nodes/",
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                )
-                .await
-                .expect("list");
-            r.kvs()
-                .iter()
-                .map(|kv| {
-                    let rec = NodeRecord::from_json(kv.value()).expect("valid record");
-                    (rec.name.clone(), rec)
-                })
-                .collect()
-        })
+        common::stored_records(self, None)
     }
 }
 
 fn config(etcd: &Etcd) -> EtcdConfig {
-    let mut c = EtcdConfig::new(vec![etcd.endpoint()]);
-    c.lease_ttl = Duration::from_secs(2);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    };
-    c.rpc_timeout = Duration::from_secs(1);
-    c.request_timeout = Duration::from_secs(10);
-    c.shutdown_timeout = Duration::from_secs(1);
-    c
+    common::quick_config(etcd, Duration::from_secs(10))
 }
 
 fn handle(etcd: &Etcd) -> EtcdDiscovery {
@@ -71,23 +41,9 @@ fn handle(etcd: &Etcd) -> EtcdDiscovery {
 }
 
 fn record(name: &str, kind: &str) -> NodeRecord {
-    let mut r = NodeRecord::new(name);
-    r.metadata.kind = kind.into();
+    let mut r = common::kind_record(name, kind);
     r.metadata.labels.insert("area.region".into(), "eu".into());
     r
-}
-
-fn next(d: &mut EtcdDiscovery) -> DiscoveryEvent {
-    d.wait_event(Duration::from_secs(10))
-        .expect("an event within 10 s")
-}
-
-fn register(d: &mut EtcdDiscovery, r: NodeRecord) {
-    let req = d.register(r);
-    match next(d) {
-        DiscoveryEvent::Registered { request, .. } if request == req => {}
-        other => panic!("expected Registered for {req}, got {other:?}"),
-    }
 }
 
 /// Opens a watch and returns its id and first list.

@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use atbus_discovery::{Discovery, DiscoveryError, DiscoveryEvent, NodeRecord, Selector};
-use atbus_discovery_etcd::{Backoff, EtcdAuth, EtcdConfig, EtcdDiscovery};
+use atbus_discovery::{Discovery, DiscoveryEvent, NodeRecord, Selector};
+use atbus_discovery_etcd::{EtcdAuth, EtcdDiscovery};
 
 use atbus_discovery_etcd::testing::EtcdProcess as Etcd;
+use common::{next, register_fails};
+
+mod common;
 
 const USER: &str = "root";
 const PASSWORD: &str = "rootpw";
@@ -21,43 +24,13 @@ trait Store {
 
 impl Store for Etcd {
     fn records(&self) -> BTreeMap<String, NodeRecord> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let options = etcd_client::ConnectOptions::new().with_user(USER, PASSWORD);
-            let mut c = etcd_client::Client::connect([self.endpoint()], Some(options))
-                .await
-                .expect("etcd client as root");
-            let r = c
-                .get(
-                    "/atbus/nodes/",
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                )
-                .await
-                .expect("list");
-            r.kvs()
-                .iter()
-                .map(|kv| {
-                    let rec = NodeRecord::from_json(kv.value()).expect("valid record");
-                    (rec.name.clone(), rec)
-                })
-                .collect()
-        })
+        let options = etcd_client::ConnectOptions::new().with_user(USER, PASSWORD);
+        common::stored_records(self, Some(options))
     }
 }
 
 fn handle(etcd: &Etcd, auth: Option<(&str, &str)>) -> EtcdDiscovery {
-    let mut c = EtcdConfig::new(vec![etcd.endpoint()]);
-    c.lease_ttl = Duration::from_secs(2);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    };
-    c.rpc_timeout = Duration::from_secs(1);
-    c.request_timeout = Duration::from_secs(5);
-    c.shutdown_timeout = Duration::from_secs(1);
+    let mut c = common::quick_config(etcd, Duration::from_secs(5));
     c.auth = auth.map(|(user, password)| EtcdAuth {
         user: user.into(),
         password: password.into(),
@@ -66,26 +39,7 @@ fn handle(etcd: &Etcd, auth: Option<(&str, &str)>) -> EtcdDiscovery {
 }
 
 fn record(name: &str) -> NodeRecord {
-    let mut r = NodeRecord::new(name);
-    r.metadata.kind = "echo".into();
-    r
-}
-
-fn next(d: &mut EtcdDiscovery) -> DiscoveryEvent {
-    d.wait_event(Duration::from_secs(15))
-        .expect("an event within 15 s")
-}
-
-/// Registers `name` and expects the request to end with an error (not `Registered`).
-fn register_fails(d: &mut EtcdDiscovery, name: &str) -> String {
-    let req = d.register(record(name));
-    match next(d) {
-        DiscoveryEvent::Error {
-            request: Some(request),
-            error: DiscoveryError::Unavailable { reason },
-        } if request == req => reason,
-        other => panic!("expected an error for {req}, got {other:?}"),
-    }
+    common::kind_record(name, "echo")
 }
 
 #[test]
@@ -118,7 +72,7 @@ fn user_and_password_register_and_list() {
 fn wrong_password_is_an_error_and_writes_nothing() {
     let etcd = Etcd::start_with_auth(USER, PASSWORD);
     let mut d = handle(&etcd, Some((USER, "not-the-password")));
-    let reason = register_fails(&mut d, "echo-1");
+    let reason = register_fails(&mut d, record("echo-1"));
     assert!(
         reason.contains("authentication failed"),
         "unexpected reason: {reason}"
@@ -130,7 +84,7 @@ fn wrong_password_is_an_error_and_writes_nothing() {
 fn without_auth_nothing_can_be_written() {
     let etcd = Etcd::start_with_auth(USER, PASSWORD);
     let mut d = handle(&etcd, None);
-    let reason = register_fails(&mut d, "echo-1");
+    let reason = register_fails(&mut d, record("echo-1"));
     assert!(
         reason.contains("user name is empty"),
         "unexpected reason: {reason}"

@@ -8,9 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use atbus_discovery::{Discovery, DiscoveryError, DiscoveryEvent, NodeRecord, Selector};
+use atbus_discovery::{Discovery, DiscoveryEvent, NodeRecord, Selector};
 use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, ServerTls};
-use atbus_discovery_etcd::{Backoff, EtcdConfig, EtcdDiscovery, EtcdTls, SetupError};
+use common::{next, register, register_fails};
+
+mod common;
+use atbus_discovery_etcd::{EtcdConfig, EtcdDiscovery, EtcdTls, SetupError};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -154,48 +157,13 @@ impl Pki {
 }
 
 fn handle(etcd: &Etcd, tls: EtcdTls) -> EtcdDiscovery {
-    let mut c = EtcdConfig::new(vec![etcd.endpoint()]);
+    let mut c = common::quick_config(etcd, Duration::from_secs(3));
     c.tls = Some(tls);
-    c.lease_ttl = Duration::from_secs(2);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(400),
-    };
-    c.rpc_timeout = Duration::from_secs(1);
-    c.request_timeout = Duration::from_secs(3);
-    c.shutdown_timeout = Duration::from_secs(1);
     EtcdDiscovery::new(c).expect("worker")
 }
 
 fn record(name: &str) -> NodeRecord {
-    let mut r = NodeRecord::new(name);
-    r.metadata.kind = "echo".into();
-    r
-}
-
-fn next(d: &mut EtcdDiscovery) -> DiscoveryEvent {
-    d.wait_event(Duration::from_secs(15))
-        .expect("an event within 15 s")
-}
-
-fn register(d: &mut EtcdDiscovery, r: NodeRecord) {
-    let req = d.register(r);
-    match next(d) {
-        DiscoveryEvent::Registered { request, .. } if request == req => {}
-        other => panic!("expected Registered for {req}, got {other:?}"),
-    }
-}
-
-/// Registers `name` and expects the request to end with `Unavailable`; returns its reason.
-fn register_fails(d: &mut EtcdDiscovery, name: &str) -> String {
-    let req = d.register(record(name));
-    match next(d) {
-        DiscoveryEvent::Error {
-            request: Some(request),
-            error: DiscoveryError::Unavailable { reason },
-        } if request == req => reason,
-        other => panic!("expected an error for {req}, got {other:?}"),
-    }
+    common::kind_record(name, "echo")
 }
 
 /// Whether `reason` shows etcd refusing the client's certificate (or its absence). Under TLS
@@ -271,7 +239,7 @@ fn wrong_ca_is_a_clear_error_and_writes_nothing() {
     let etcd = pki.etcd(false);
     let mut d = handle(&etcd, pki.client(&pki.other_ca, None));
     let started = Instant::now();
-    let reason = register_fails(&mut d, "echo-1");
+    let reason = register_fails(&mut d, record("echo-1"));
     assert!(
         reason.contains("certificate") && reason.contains("UnknownIssuer"),
         "unclear reason: {reason}"
@@ -293,7 +261,7 @@ fn mutual_tls_refuses_a_client_without_certificate() {
     let pki = Pki::new("mtls-nocert");
     let etcd = pki.etcd(true);
     let mut d = handle(&etcd, pki.trusted());
-    let reason = register_fails(&mut d, "echo-1");
+    let reason = register_fails(&mut d, record("echo-1"));
     assert!(refused_client(&reason), "unclear reason: {reason}");
     assert!(keys(&etcd).is_empty());
 }
@@ -307,7 +275,7 @@ fn mutual_tls_refuses_a_certificate_from_another_ca() {
         Some((&pki.other_client_cert, &pki.other_client_key)),
     );
     let mut d = handle(&etcd, tls);
-    let reason = register_fails(&mut d, "echo-1");
+    let reason = register_fails(&mut d, record("echo-1"));
     assert!(refused_client(&reason), "unclear reason: {reason}");
     assert!(keys(&etcd).is_empty());
 }
