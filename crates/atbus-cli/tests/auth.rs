@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atbus_auth::{StreamSet, TokenClaims, TokenKey, TokenKeyring};
 use base64::Engine as _;
-use relay_procs::{NodeProc, start_node};
+use relay_procs::{NodeProc, report, send_json, start_node};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -79,18 +79,7 @@ fn issue_lib(key_id: &str, name: &str, issued_at: u64, expires_at: u64) -> (Stri
 }
 
 fn send(url: &str, name: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args(["send", "--name", name, "--connect", url, "--to", "echo"])
-        .args(["--json", "--verify", "--timeout", "20"])
-        .args(args)
-        .env_remove("ATBUS_TOKEN")
-        .output()
-        .expect("run atbus send")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+    send_json(url, name, args)
 }
 
 fn assert_verified(out: &Output, count: u64) -> serde_json::Value {

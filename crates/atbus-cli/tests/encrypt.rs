@@ -3,73 +3,17 @@
 //! say so in the JSON summary; mismatched modes are refused with a clear error on both sides;
 //! `--encrypt tls` and `--encrypt psk` without tokens fail before starting.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
+mod relay_procs;
+
+use std::process::Command;
 use std::time::Duration;
+
+use relay_procs::{report, send_json, start_node_logged};
 
 const TOKEN: &str = "k1:0123456789abcdef0123456789abcdef";
 
-/// A running `atbus node --echo`, killed when dropped; its standard error is kept.
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-impl NodeProcess {
-    fn start(listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-            .args(["node", "--name", "echo", "--echo", "--listen", listen])
-            .args(extra)
-            .env_remove("ATBUS_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start atbus node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read stdout");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .to_owned();
-        NodeProcess { child, url }
-    }
-
-    /// Stops the node and returns what it wrote to standard error.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let _ = self.child.wait();
-        err
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atbus"))
-        .args(["send", "--name", "client", "--connect", url, "--to", "echo"])
-        .args(["--json", "--verify", "--timeout", "20"])
-        .args(args)
-        .env_remove("ATBUS_TOKEN")
-        .output()
-        .expect("run atbus send")
-}
-
-fn report(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{e}: {stdout:?} {}", String::from_utf8_lossy(&out.stderr)))
+fn send(url: &str, args: &[&str]) -> std::process::Output {
+    send_json(url, "client", args)
 }
 
 fn listen_urls(dir: &std::path::Path) -> [String; 2] {
@@ -84,14 +28,15 @@ fn encrypted_and_compressed_echo_is_verified_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     for listen in listen_urls(dir.path()) {
         let _ = std::fs::remove_file(dir.path().join("n.sock"));
-        let node = NodeProcess::start(
-            &listen,
+        let node = start_node_logged(
+            "echo",
+            &[&listen],
             &["--token", TOKEN, "--encrypt", "psk", "--compress"],
         );
         // Compressible messages above the threshold, and small ones.
         for (size, compressed) in [("4096", Some(true)), ("64", None)] {
             let out = send(
-                &node.url,
+                node.url(),
                 &[
                     "--token",
                     TOKEN,
@@ -118,9 +63,13 @@ fn encrypted_and_compressed_echo_is_verified_over_tcp_and_unix() {
         // Encrypted without compression, padded.
         drop(node);
         let _ = std::fs::remove_file(dir.path().join("n.sock"));
-        let node = NodeProcess::start(&listen, &["--token", TOKEN, "--encrypt", "psk", "--pad"]);
+        let node = start_node_logged(
+            "echo",
+            &[&listen],
+            &["--token", TOKEN, "--encrypt", "psk", "--pad"],
+        );
         let out = send(
-            &node.url,
+            node.url(),
             &[
                 "--token",
                 TOKEN,
@@ -142,8 +91,8 @@ fn encrypted_and_compressed_echo_is_verified_over_tcp_and_unix() {
 
 #[test]
 fn plain_echo_says_not_encrypted() {
-    let node = NodeProcess::start("tcp://127.0.0.1:0", &[]);
-    let out = send(&node.url, &["--count", "20"]);
+    let node = start_node_logged("echo", &["tcp://127.0.0.1:0"], &[]);
+    let out = send(node.url(), &["--count", "20"]);
     let r = report(&out);
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["encrypted"], false, "{r}");
@@ -156,9 +105,13 @@ fn mismatched_modes_are_refused_with_clear_errors_on_both_sides() {
     for listen in listen_urls(dir.path()) {
         for (node_mode, send_mode) in [("psk", "none"), ("none", "psk")] {
             let _ = std::fs::remove_file(dir.path().join("n.sock"));
-            let node = NodeProcess::start(&listen, &["--token", TOKEN, "--encrypt", node_mode]);
+            let node = start_node_logged(
+                "echo",
+                &[&listen],
+                &["--token", TOKEN, "--encrypt", node_mode],
+            );
             let out = send(
-                &node.url,
+                node.url(),
                 &["--token", TOKEN, "--encrypt", send_mode, "--count", "5"],
             );
             std::thread::sleep(Duration::from_millis(200));

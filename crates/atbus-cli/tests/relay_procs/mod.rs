@@ -1,11 +1,12 @@
 //! Real processes for the binary tests: start `atbus relay` on a given or free port, echo
 //! `atbus node`s (alone or linked to a relay), signal and wait for them, scrape a relay's
-//! `/metrics`, read a process's memory from `/proc`.
+//! `/metrics`, read a process's memory from `/proc`; run `atbus send` against an echo node and
+//! read its JSON summary.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kills the child if a test fails before it stopped it.
@@ -68,6 +69,8 @@ pub struct NodeProc {
     pub child: Guard,
     /// The URLs it bound, in `--listen` order.
     pub urls: Vec<String>,
+    /// Its standard error, when started by [`start_node_logged`].
+    log: Option<ChildStderr>,
 }
 
 impl NodeProc {
@@ -75,22 +78,68 @@ impl NodeProc {
     pub fn url(&self) -> &str {
         &self.urls[0]
     }
+
+    /// Kills the node and returns what it wrote to standard error (empty unless started by
+    /// [`start_node_logged`]).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.0.kill();
+        let mut err = String::new();
+        if let Some(mut log) = self.log.take() {
+            let _ = log.read_to_string(&mut err);
+        }
+        let _ = self.child.0.wait();
+        err
+    }
 }
 
 /// Starts `atbus node --name NAME --echo` with a `--listen` for each of `listen`, then `extra`;
 /// returns once it printed every bound URL.
 pub fn start_node(name: &str, listen: &[&str], extra: &[&str]) -> NodeProc {
-    let mut args = vec!["node", "--name", name, "--echo"];
-    for url in listen {
-        args.extend(["--listen", url]);
-    }
-    args.extend_from_slice(extra);
-    let (child, mut out) = spawn(env!("CARGO_BIN_EXE_atbus"), &args);
+    start_node_with(name, listen, extra, Stdio::null())
+}
+
+/// As [`start_node`], keeping the node's standard error for [`NodeProc::stop`] (for tests that
+/// read what the node logged; it must not log more than a pipe holds).
+pub fn start_node_logged(name: &str, listen: &[&str], extra: &[&str]) -> NodeProc {
+    start_node_with(name, listen, extra, Stdio::piped())
+}
+
+fn start_node_with(name: &str, listen: &[&str], extra: &[&str], stderr: Stdio) -> NodeProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["node", "--name", name, "--echo"])
+        .args(listen.iter().flat_map(|url| ["--listen", url]))
+        .args(extra)
+        .env_remove("ATBUS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start atbus node: {e}"));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let log = child.stderr.take();
+    let child = Guard(child);
     let urls = listen
         .iter()
         .map(|_| expect_line(&mut out, "listening on "))
         .collect();
-    NodeProc { child, urls }
+    NodeProc { child, urls, log }
+}
+
+/// Runs `atbus send --name NAME --connect URL --to echo --json --verify --timeout 20 ARGS`.
+pub fn send_json(url: &str, name: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_atbus"))
+        .args(["send", "--name", name, "--connect", url, "--to", "echo"])
+        .args(["--json", "--verify", "--timeout", "20"])
+        .args(args)
+        .env_remove("ATBUS_TOKEN")
+        .output()
+        .expect("run atbus send")
+}
+
+/// The JSON summary `atbus send --json` printed.
+pub fn report(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout:?} {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Sends `signal` (a `kill` name: `TERM`, `INT`) to the child and waits at most `limit` for it
