@@ -83,10 +83,25 @@ struct TokenArgs {
 #[derive(Args, Debug)]
 struct ContentArgs {
     /// Content protection of every session: none, psk (sealed with keys from the token
-    /// handshake: needs --auth 1rtt|0rtt and tokens) or tls (not available yet). Both ends
-    /// must use the same mode; a mismatch is refused when the link is set up
+    /// handshake: needs --auth 1rtt|0rtt and tokens) or tls (keys from a TLS 1.3 handshake in
+    /// the link handshake: needs --tls-ca, and --tls-cert/--tls-key to accept links). Both
+    /// ends must use the same mode; a mismatch is refused when the link is set up
     #[arg(long, value_name = "none|psk|tls", default_value = "none")]
     encrypt: atbus_node::EncryptionMode,
+    /// With --encrypt tls: this node's certificate chain (PEM, leaf first). The leaf names the
+    /// node with the URI SAN atbus://NAMESPACE/NAME; peers refuse any other
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// With --encrypt tls: the private key of --tls-cert (PEM, PKCS#8, SEC1 or PKCS#1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With --encrypt tls: the CA certificates (PEM) peers' certificates must chain to
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// With --encrypt tls: refuse clients that present no certificate (mutual TLS). Without it
+    /// a client without a certificate is served and only its tokens (if any) identify it
+    #[arg(long)]
+    tls_require_client_cert: bool,
     /// Compress content with LZ4 above 256 bytes when the peer asks for it too (off by
     /// default: compressing secrets next to attacker-chosen bytes leaks them through sizes)
     #[arg(long)]
@@ -101,13 +116,6 @@ impl ContentArgs {
     fn policy(&self, has_credentials: bool) -> Result<atbus_node::ContentPolicy, ExitCode> {
         use atbus_node::EncryptionMode;
         match self.encrypt {
-            EncryptionMode::Tls => {
-                eprintln!(
-                    "atbus: error: --encrypt tls is not available yet (the TLS handshake is not \
-                     built into this version): use --encrypt psk"
-                );
-                return Err(ExitCode::from(2));
-            }
             EncryptionMode::Psk if !has_credentials => {
                 eprintln!(
                     "atbus: error: --encrypt psk takes its keys from the token handshake: give \
@@ -119,7 +127,20 @@ impl ContentArgs {
             _ => {}
         }
         if self.pad && self.encrypt == EncryptionMode::None {
-            eprintln!("atbus: error: --pad pads sealed content only: it needs --encrypt psk");
+            eprintln!(
+                "atbus: error: --pad pads sealed content only: it needs --encrypt psk or tls"
+            );
+            return Err(ExitCode::from(2));
+        }
+        let tls_flags = self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca.is_some()
+            || self.tls_require_client_cert;
+        if tls_flags && self.encrypt != EncryptionMode::Tls {
+            eprintln!(
+                "atbus: error: --tls-cert, --tls-key, --tls-ca and --tls-require-client-cert are \
+                 used with --encrypt tls"
+            );
             return Err(ExitCode::from(2));
         }
         Ok(atbus_node::ContentPolicy {
@@ -128,6 +149,80 @@ impl ContentArgs {
             pad: self.pad,
             ..atbus_node::ContentPolicy::default()
         })
+    }
+}
+
+impl ContentArgs {
+    /// The TLS configuration of `--encrypt tls` from the PEM files (`None` in other modes), or
+    /// the exit code after a clear error. `serves`: the node accepts links, so it needs a
+    /// certificate. Warns when the certificate does not name `namespace`/`name`.
+    fn tls(
+        &self,
+        serves: bool,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<atbus_auth::tls::TlsConfig>, ExitCode> {
+        if self.encrypt != atbus_node::EncryptionMode::Tls {
+            return Ok(None);
+        }
+        let fail = |message: String| {
+            eprintln!("atbus: error: {message}");
+            ExitCode::from(2)
+        };
+        let Some(ca) = &self.tls_ca else {
+            return Err(fail(
+                "--encrypt tls needs --tls-ca FILE (the CA peers' certificates chain to)".into(),
+            ));
+        };
+        if serves && self.tls_cert.is_none() {
+            return Err(fail(
+                "--encrypt tls on a listening node needs --tls-cert FILE and --tls-key FILE".into(),
+            ));
+        }
+        if self.tls_require_client_cert && self.tls_cert.is_none() {
+            return Err(fail(
+                "--tls-require-client-cert applies to a node that accepts links: give \
+                 --tls-cert and --tls-key"
+                    .into(),
+            ));
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read {flag} {}: {e}", path.display())))
+        };
+        let ca_pem = read("--tls-ca", ca)?;
+        let cert_pem = self
+            .tls_cert
+            .as_ref()
+            .map(|p| read("--tls-cert", p))
+            .transpose()?;
+        let key_pem = self
+            .tls_key
+            .as_ref()
+            .map(|p| read("--tls-key", p))
+            .transpose()?;
+        let config = atbus_auth::tls::TlsConfig::from_pem(
+            cert_pem.as_deref(),
+            key_pem.as_deref(),
+            &ca_pem,
+            self.tls_require_client_cert,
+        )
+        .map_err(|e| fail(format!("--tls-cert/--tls-key/--tls-ca: {e}")))?;
+        let ours = atbus_auth::tls::AtbusIdentity::new(namespace, name);
+        if config.identities().is_empty() && self.tls_cert.is_some() {
+            eprintln!(
+                "atbus: warning: the --tls-cert certificate has no atbus:// URI SAN; peers will \
+                 refuse it (tls-no-atbus-identity)"
+            );
+        } else if !config.identities().is_empty() && !config.identities().contains(&ours) {
+            let named: Vec<String> = config.identities().iter().map(|i| i.to_string()).collect();
+            eprintln!(
+                "atbus: warning: the --tls-cert certificate names {}, not {ours}; peers will \
+                 refuse it (tls-identity-mismatch)",
+                named.join(", ")
+            );
+        }
+        Ok(Some(config))
     }
 }
 
@@ -634,8 +729,13 @@ fn run_node(args: NodeArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let tls = match args.content.tls(true, &args.namespace, &args.name) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let auth = atbus_cli::node::AuthOptions {
         content,
+        tls,
         auth: args.auth,
         anonymous: args.anonymous,
         token_keyring,
@@ -767,8 +867,13 @@ fn run_send(args: SendArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let tls = match args.content.tls(false, "", &args.name) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let auth = atbus_cli::send::ClientAuth {
         content,
+        tls,
         signed_token,
         early_data: args.early_data,
         anonymous: args.anonymous,

@@ -67,6 +67,9 @@ pub struct AuthOptions {
     pub zero_rtt_window: Option<Duration>,
     /// `--encrypt`, `--compress`, `--pad`: content protection of every session.
     pub content: atbus_node::ContentPolicy,
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`, `--tls-require-client-cert`: certificates of
+    /// `--encrypt tls`.
+    pub tls: Option<atbus_auth::tls::TlsConfig>,
 }
 
 /// A request to stop a running node, which wakes its loop at once (from a signal-watching
@@ -382,6 +385,7 @@ fn run_node(
         ..AnonymousPolicy::default()
     });
     config.content = auth.content.clone();
+    config.tls = auth.tls.clone();
     if let Some(w) = auth.zero_rtt_window {
         config.anti_replay.window_ms = u64::try_from(w.as_millis()).unwrap_or(u64::MAX);
     }

@@ -62,6 +62,8 @@ pub struct ClientAuth {
     pub anonymous: bool,
     /// `--encrypt`, `--compress`, `--pad`: content protection of the session.
     pub content: atbus_node::ContentPolicy,
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`: certificates of `--encrypt tls`.
+    pub tls: Option<atbus_auth::tls::TlsConfig>,
 }
 
 /// Reads a signed token: `text` is `atbus1.…` and `holder_secret` its base64url holder secret,
@@ -205,6 +207,7 @@ pub fn run_with_auth(
     config.signed_token = auth.signed_token.clone();
     config.request_assigned_name = auth.anonymous;
     config.content = auth.content.clone();
+    config.tls = auth.tls.clone();
     if auth.early_data {
         config.auth = Some(AuthMode::ZeroRtt);
     }

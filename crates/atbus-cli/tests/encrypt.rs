@@ -1,7 +1,7 @@
 //! Content protection between real processes over TCP and Unix sockets: `atbus node --encrypt
 //! psk [--compress]` and `atbus send --encrypt psk [--compress]` exchange verified echoes and
 //! say so in the JSON summary; mismatched modes are refused with a clear error on both sides;
-//! `--encrypt tls` and `--encrypt psk` without tokens fail before starting.
+//! `--encrypt tls` without a CA and `--encrypt psk` without tokens fail before starting.
 
 mod relay_procs;
 
@@ -131,12 +131,12 @@ fn mismatched_modes_are_refused_with_clear_errors_on_both_sides() {
 }
 
 #[test]
-fn unavailable_or_impossible_modes_fail_before_starting() {
+fn impossible_modes_fail_before_starting() {
     for (cmd, args, expect) in [
         (
             "send",
             vec!["--token", TOKEN, "--encrypt", "tls"],
-            "--encrypt tls is not available",
+            "--encrypt tls needs --tls-ca",
         ),
         (
             "send",
@@ -147,7 +147,7 @@ fn unavailable_or_impossible_modes_fail_before_starting() {
         (
             "node",
             vec!["--token", TOKEN, "--encrypt", "tls"],
-            "--encrypt tls is not available",
+            "--encrypt tls needs --tls-ca",
         ),
         (
             "node",
