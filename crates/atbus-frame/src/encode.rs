@@ -3,13 +3,91 @@
 use atbus_proto::frame_message::Body;
 use atbus_proto::packet_content::FragmentType;
 use atbus_proto::{FrameMessage, MessageHead, PacketContent, PacketData};
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use prost::Message;
 use prost::encoding::{
     WireType, encode_key, encode_varint, encoded_len_varint, int32, int64, key_len,
 };
 
 use crate::{FrameError, FrameLimits, HASH_LEN, PACKAGE_VERSION, package_hash, varint};
+
+/// A payload that belongs in an output buffer at byte `at` but is kept out of it: the wire
+/// bytes are the buffer up to `at`, then `data`, then the rest of the buffer (up to the next
+/// splice). Lets a writer hand a caller's payload to the kernel (`writev`) without copying it
+/// into the package ([`encode_packet_spliced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splice {
+    /// Offset in the buffer where `data` goes (before the byte at `at`).
+    pub at: usize,
+    /// The bytes that go there.
+    pub data: Bytes,
+}
+
+/// The wire bytes of `buf` with `splices` (ordered by `at`) put in place, as consecutive
+/// non-empty slices. An `at` past the end of `buf` (or before the previous one) counts as the
+/// end of `buf` (the previous one).
+pub fn spliced_segments<'a>(buf: &'a [u8], splices: &'a [Splice]) -> SplicedSegments<'a> {
+    SplicedSegments {
+        buf,
+        splices,
+        from: 0,
+        next_is_splice: false,
+    }
+}
+
+/// Iterator of [`spliced_segments`].
+#[derive(Debug, Clone)]
+pub struct SplicedSegments<'a> {
+    buf: &'a [u8],
+    splices: &'a [Splice],
+    /// Bytes of `buf` already given out.
+    from: usize,
+    /// The buffer bytes before `splices[0]` were given: `splices[0]` comes next.
+    next_is_splice: bool,
+}
+
+impl<'a> Iterator for SplicedSegments<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let Some((first, rest)) = self.splices.split_first() else {
+                let tail = &self.buf[self.from..];
+                self.from = self.buf.len();
+                return (!tail.is_empty()).then_some(tail);
+            };
+            if self.next_is_splice {
+                self.next_is_splice = false;
+                self.splices = rest;
+                if !first.data.is_empty() {
+                    return Some(&first.data);
+                }
+                continue;
+            }
+            let at = first.at.clamp(self.from, self.buf.len());
+            let before = &self.buf[self.from..at];
+            self.from = at;
+            self.next_is_splice = true;
+            if !before.is_empty() {
+                return Some(before);
+            }
+        }
+    }
+}
+
+/// Total wire length of `buf` with `splices` put in place.
+pub fn spliced_len(buf: &[u8], splices: &[Splice]) -> usize {
+    buf.len() + splices.iter().map(|s| s.data.len()).sum::<usize>()
+}
+
+/// Appends the wire bytes of `buf` with `splices` put in place to `out` (one copy of each
+/// payload: for writers that need one contiguous buffer).
+pub fn flatten_spliced(buf: &[u8], splices: &[Splice], out: &mut Vec<u8>) {
+    out.reserve(spliced_len(buf, splices));
+    for segment in spliced_segments(buf, splices) {
+        out.extend_from_slice(segment);
+    }
+}
 
 /// A buffer packages can be appended to: writable, readable back (to hash what was written) and
 /// able to reserve room once for the exact package size.
@@ -117,9 +195,27 @@ fn content_len(content: &PacketContent) -> usize {
         .sum()
 }
 
+/// Where fragment data of at least `min` bytes goes instead of into the buffer.
+struct SpliceTo<'a> {
+    splices: &'a mut Vec<Splice>,
+    min: usize,
+}
+
+impl SpliceTo<'_> {
+    /// Whether the data of fragment `f` is spliced rather than copied.
+    fn takes(&self, f: &FragmentType) -> bool {
+        f.data.len() >= self.min && is_plain(f)
+    }
+}
+
 /// Writes a `packet_content` (what prost's `encode_raw` writes), each fragment's length computed
-/// once.
-fn encode_content<B: BufMut>(content: &PacketContent, buf: &mut B) {
+/// once. With `splice`, large plain fragment data is recorded as a [`Splice`] at its place
+/// instead of being copied.
+fn encode_content<B: FrameBuf>(
+    content: &PacketContent,
+    buf: &mut B,
+    mut splice: Option<&mut SpliceTo<'_>>,
+) {
     for f in &content.fragment {
         encode_key(CONTENT_FRAGMENT, WireType::LengthDelimited, buf);
         encode_varint(fragment_len(f) as u64, buf);
@@ -133,7 +229,13 @@ fn encode_content<B: BufMut>(content: &PacketContent, buf: &mut B) {
         if !f.data.is_empty() {
             encode_key(FRAGMENT_DATA, WireType::LengthDelimited, buf);
             encode_varint(f.data.len() as u64, buf);
-            buf.put_slice(&f.data);
+            match splice.as_deref_mut() {
+                Some(to) if to.takes(f) => to.splices.push(Splice {
+                    at: buf.as_ref().len(),
+                    data: f.data.clone(),
+                }),
+                _ => buf.put_slice(&f.data),
+            }
         }
         if f.fragment_flag != 0 {
             int32::encode(FRAGMENT_FLAG, &f.fragment_flag, buf);
@@ -178,6 +280,37 @@ pub fn encode_packet<B: FrameBuf>(
     limits: &FrameLimits,
     buf: &mut B,
 ) -> Result<usize, FrameError> {
+    encode_packet_inner(head, packet, content, limits, buf, None)
+}
+
+/// As [`encode_packet`], but the data of every plain fragment of at least `min_splice` bytes is
+/// not copied into `buf`: it is pushed to `splices` (with its offset in `buf`) and the package
+/// hash covers it where it belongs. The wire bytes ([`spliced_segments`]) are exactly those
+/// [`encode_packet`] writes. Returns the whole package size, spliced bytes included.
+pub fn encode_packet_spliced<B: FrameBuf>(
+    head: Option<&MessageHead>,
+    packet: &PacketData,
+    content: &PacketContent,
+    limits: &FrameLimits,
+    buf: &mut B,
+    splices: &mut Vec<Splice>,
+    min_splice: usize,
+) -> Result<usize, FrameError> {
+    let mut to = SpliceTo {
+        splices,
+        min: min_splice.max(1),
+    };
+    encode_packet_inner(head, packet, content, limits, buf, Some(&mut to))
+}
+
+fn encode_packet_inner<B: FrameBuf>(
+    head: Option<&MessageHead>,
+    packet: &PacketData,
+    content: &PacketContent,
+    limits: &FrameLimits,
+    buf: &mut B,
+    mut splice: Option<&mut SpliceTo<'_>>,
+) -> Result<usize, FrameError> {
     let head_len = head.map(Message::encoded_len);
     let content_len = content_len(content);
     // Fields in field-number order, as prost writes them; zero scalars and empty bytes are left
@@ -212,8 +345,17 @@ pub fn encode_packet<B: FrameBuf>(
         + delimited_len(FRAME_PACKET, packet_len);
     check_len(frame_len, limits)?;
     let total = package_len(frame_len);
-    reserve(buf, total)?;
+    let spliced: usize = splice.as_deref().map_or(0, |to| {
+        content
+            .fragment
+            .iter()
+            .filter(|f| to.takes(f))
+            .map(|f| f.data.len())
+            .sum()
+    });
+    reserve(buf, total - spliced)?;
     let start = buf.as_ref().len();
+    let first_splice = splice.as_deref().map_or(0, |to| to.splices.len());
     encode_varint(PACKAGE_VERSION, buf);
     encode_varint(frame_len as u64, buf);
     if let (Some(head), Some(len)) = (head, head_len) {
@@ -232,13 +374,18 @@ pub fn encode_packet<B: FrameBuf>(
     if content_len > 0 {
         encode_key(PACKET_CONTENT, WireType::LengthDelimited, buf);
         encode_varint(content_len as u64, buf);
-        encode_content(content, buf);
+        encode_content(content, buf, splice.as_deref_mut());
     }
     for (tag, v) in after_content_32.iter().filter(|(_, v)| *v != 0) {
         int32::encode(*tag, v, buf);
     }
     put64(&after_content_64, buf);
-    finish(buf, start);
+    match splice {
+        Some(to) if to.splices.len() > first_splice => {
+            finish_spliced(buf, start, &to.splices[first_splice..]);
+        }
+        _ => finish(buf, start),
+    }
     Ok(total)
 }
 
@@ -281,6 +428,20 @@ fn reserve<B: FrameBuf>(buf: &mut B, total: usize) -> Result<(), FrameError> {
         });
     }
     Ok(())
+}
+
+/// Appends the hash of the package that starts at `start` in `buf`, with `splices` in place.
+fn finish_spliced<B: FrameBuf>(buf: &mut B, start: usize, splices: &[Splice]) {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut from = start;
+    for s in splices {
+        hasher.update(&buf.as_ref()[from..s.at]);
+        hasher.update(&s.data);
+        from = s.at;
+    }
+    hasher.update(&buf.as_ref()[from..]);
+    // Truncation to the low half is the definition of the wire hash.
+    buf.put_u32_le(hasher.digest() as u32);
 }
 
 fn finish<B: FrameBuf>(buf: &mut B, start: usize) {

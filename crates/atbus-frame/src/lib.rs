@@ -40,7 +40,8 @@ mod varint;
 
 pub use decode::{DatagramDecoder, RawPackage, StreamDecoder, decode_frame, parse_package};
 pub use encode::{
-    FrameBuf, encode, encode_packet, encode_parts, encode_raw, encoded_len, package_len,
+    FrameBuf, Splice, SplicedSegments, encode, encode_packet, encode_packet_spliced, encode_parts,
+    encode_raw, encoded_len, flatten_spliced, package_len, spliced_len, spliced_segments,
 };
 pub use error::FrameError;
 

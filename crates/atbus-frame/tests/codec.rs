@@ -1,8 +1,9 @@
 //! Known vectors, error paths and properties of the package codec.
 
 use atbus_frame::{
-    DatagramDecoder, FrameError, FrameLimits, StreamDecoder, decode_frame, encode, encode_packet,
-    encode_parts, encode_raw, encoded_len, package_hash, parse_package,
+    DatagramDecoder, FrameError, FrameLimits, Splice, StreamDecoder, decode_frame, encode,
+    encode_packet, encode_packet_spliced, encode_parts, encode_raw, encoded_len, flatten_spliced,
+    package_hash, parse_package, spliced_len, spliced_segments,
 };
 use atbus_proto::{FrameMessage, PacketData, PingData, frame_message::Body, strategies};
 use bytes::Bytes;
@@ -398,6 +399,54 @@ proptest! {
         prop_assert_eq!(&out[3..], &expected[..]);
     }
 
+    /// Spliced packages are the same wire bytes as copied ones, whatever the splice threshold,
+    /// whether the data is short (one-shot XXH3 below 240 bytes) or long, and when several
+    /// packages with splices follow each other in one buffer.
+    #[test]
+    fn encode_packet_spliced_matches_encode_packet(
+        packets in proptest::collection::vec(
+            (strategies::packet_data(0), strategies::packet_content(300), 0usize..3000),
+            1..4,
+        ),
+        head in proptest::option::of(strategies::message_head()),
+        min_splice in 0usize..400,
+        prefix in 0usize..5,
+    ) {
+        let limits = FrameLimits::default();
+        let mut expected = vec![0xee; prefix];
+        let mut out = vec![0xee; prefix];
+        let mut splices = Vec::new();
+        for (packet, mut content, big) in packets {
+            // Some fragments get long data, so the hash takes its streaming long-input path.
+            if let Some(f) = content.fragment.first_mut() {
+                if big > 1000 {
+                    f.data = Bytes::from((0..big).map(|i| i as u8).collect::<Vec<u8>>());
+                    f.labels.clear();
+                    f.packet_type = 0;
+                }
+            }
+            let want = encode_packet(head.as_ref(), &packet, &content, &limits, &mut expected)
+                .expect("encodes");
+            let before = splices.len();
+            let n = encode_packet_spliced(
+                head.as_ref(), &packet, &content, &limits, &mut out, &mut splices, min_splice,
+            )
+            .expect("encodes");
+            prop_assert_eq!(n, want);
+            for s in &splices[before..] {
+                prop_assert!(s.data.len() >= min_splice.max(1));
+            }
+        }
+        prop_assert!(splices.windows(2).all(|w| w[0].at <= w[1].at));
+        prop_assert_eq!(spliced_len(&out, &splices), expected.len());
+        let mut flat = Vec::new();
+        flatten_spliced(&out, &splices, &mut flat);
+        prop_assert_eq!(&flat, &expected);
+        let joined: Vec<u8> = spliced_segments(&out, &splices).flatten().copied().collect();
+        prop_assert_eq!(joined, expected);
+        prop_assert!(spliced_segments(&out, &splices).all(|s| !s.is_empty()));
+    }
+
     #[test]
     fn encode_parts_matches_encode(
         head in proptest::option::of(strategies::message_head()),
@@ -507,4 +556,83 @@ proptest! {
         atbus_frame::fuzz_targets::stream_decoder(&data);
         atbus_frame::fuzz_targets::datagram_decoder(&data);
     }
+}
+
+#[test]
+fn spliced_segments_skip_empty_parts_and_keep_order() {
+    let buf = b"abcdef";
+    let splices = [
+        Splice {
+            at: 0,
+            data: Bytes::from_static(b"X"),
+        },
+        Splice {
+            at: 3,
+            data: Bytes::new(),
+        },
+        Splice {
+            at: 3,
+            data: Bytes::from_static(b"YZ"),
+        },
+        Splice {
+            at: 6,
+            data: Bytes::from_static(b"!"),
+        },
+    ];
+    let parts: Vec<&[u8]> = spliced_segments(buf, &splices).collect();
+    assert_eq!(parts, [&b"X"[..], b"abc", b"YZ", b"def", b"!"]);
+    assert_eq!(spliced_len(buf, &splices), 10);
+}
+
+#[test]
+fn a_spliced_package_decodes_like_a_copied_one() {
+    use atbus_proto::PacketContent;
+    use atbus_proto::packet_content::FragmentType;
+    let data = Bytes::from(vec![7u8; 70_000]);
+    let content = PacketContent {
+        fragment: vec![FragmentType {
+            data: data.clone(),
+            fragment_flag: 1,
+            ..FragmentType::default()
+        }],
+    };
+    let packet = PacketData {
+        stream_id: 3,
+        packet_number: 9,
+        ..PacketData::default()
+    };
+    let mut buf = Vec::new();
+    let mut splices = Vec::new();
+    let n = encode_packet_spliced(
+        None,
+        &packet,
+        &content,
+        &FrameLimits::default(),
+        &mut buf,
+        &mut splices,
+        16 * 1024,
+    )
+    .expect("encodes");
+    assert_eq!(splices.len(), 1, "the payload is spliced");
+    assert!(
+        buf.len() < 64,
+        "and not copied: {} bytes in the buffer",
+        buf.len()
+    );
+    assert_eq!(
+        splices[0].data.as_ptr(),
+        data.as_ptr(),
+        "the caller's bytes themselves"
+    );
+    let mut flat = Vec::new();
+    flatten_spliced(&buf, &splices, &mut flat);
+    assert_eq!(flat.len(), n);
+    let mut decoder = StreamDecoder::new(FrameLimits::default());
+    decoder.feed(&flat);
+    let frame = decoder.next_frame().expect("valid hash").expect("whole");
+    let Some(Body::Packet(got)) = frame.body else {
+        panic!("a packet")
+    };
+    let got_content: PacketContent = prost::Message::decode(got.content).expect("content");
+    assert_eq!(got_content, content);
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use atbus_frame::{DatagramDecoder, FrameError, FrameLimits, RawPackage, StreamDecoder};
+use atbus_frame::{DatagramDecoder, FrameError, FrameLimits, RawPackage, Splice, StreamDecoder};
 use atbus_proto::{AtbusCloseReason, CloseReasonData, FrameMessage, frame_message::Body};
 use atbus_stream::{Delivery, OutgoingMessage, Session};
 use bytes::Bytes;
@@ -533,16 +533,46 @@ impl Node {
     /// datagram for datagram links, a run of whole packages for byte-stream and in-process
     /// links. Handshake and close packages of a link always precede its session data.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(LinkId, usize)> {
+        self.poll_transmit_inner(now, buf, None)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), but the data of a fragment of at least
+    /// `min_splice` bytes from a plain session is not copied into `buf`: it is pushed to
+    /// `splices` (cleared first) with its place in `buf`, and the output is the bytes of
+    /// [`atbus_frame::spliced_segments`]`(buf, splices)` (a writer can hand them to one
+    /// `writev` and never copy the application's payload). The size returned counts the
+    /// spliced bytes. Sealed sessions and link control packages are copied as before.
+    pub fn poll_transmit_spliced(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        splices: &mut Vec<Splice>,
+        min_splice: usize,
+    ) -> Option<(LinkId, usize)> {
+        splices.clear();
+        self.poll_transmit_inner(now, buf, Some((splices, min_splice)))
+    }
+
+    fn poll_transmit_inner(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        mut splice: Option<(&mut Vec<Splice>, usize)>,
+    ) -> Option<(LinkId, usize)> {
         buf.clear();
         if let Some(out) = self.poll_control(buf) {
             return Some(out);
         }
         for p in self.peers.values_mut() {
-            if let Some(t) = p.poll_transmit(now, buf) {
+            let this = splice.as_mut().map(|(s, min)| (&mut **s, *min));
+            if let Some(t) = p.poll_transmit(now, buf, this) {
                 if let Some(&link) = p.paths.get(&t.path) {
                     return Some((link, t.size));
                 }
                 buf.clear();
+                if let Some((s, _)) = splice.as_mut() {
+                    s.clear();
+                }
             }
         }
         None

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use atbus_frame::Splice;
 use atbus_proto::{AtbusCloseReason, HandshakeHello};
 use atbus_stream::{Event, PathConfig, PathId, PathKind, Session, SessionConfig, Transmit};
 
@@ -103,12 +104,22 @@ impl Peer {
     /// every path and every stream) when nothing reached the session since it last found
     /// nothing to send and none of its timers has come due since: its output depends only on
     /// its inputs and on `now` passing one of its timers.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    /// With `splice` (`(splices, min)`), fragment data of at least `min` bytes is spliced
+    /// ([`Session::poll_transmit_spliced`]).
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        splice: Option<(&mut Vec<Splice>, usize)>,
+    ) -> Option<Transmit> {
         if !self.transmit_due && self.transmit_wake.is_none_or(|at| now < at) {
             buf.clear();
             return None;
         }
-        let transmit = self.session.poll_transmit(now, buf);
+        let transmit = match splice {
+            Some((splices, min)) => self.session.poll_transmit_spliced(now, buf, splices, min),
+            None => self.session.poll_transmit(now, buf),
+        };
         // Sending moves timers (loss detection, pings), and so may finding nothing to send.
         self.timeout.set(None);
         if transmit.is_none() {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use atbus_frame::{FrameLimits, encode_packet, encode_parts};
+use atbus_frame::{FrameLimits, Splice, encode_packet, encode_packet_spliced, encode_parts};
 use atbus_proto::{
     AcknowledgeData, AtbusCloseReason, FrameMessage, MessageHead, PacketContent, PacketData,
     PacketNumberRange, PingData, StreamAcknowledge, frame_message::Body,
@@ -155,6 +155,19 @@ pub struct Session {
     protection: Option<Box<Protection>>,
     /// Bytes the codec may add to a packet (0 on a plain session).
     protected_overhead: usize,
+    /// Payloads kept out of the buffer by the `poll_transmit_spliced` call under way.
+    out: SpliceOut,
+}
+
+/// Payloads a [`Session::poll_transmit_spliced`] call keeps out of the buffer.
+#[derive(Debug, Default)]
+struct SpliceOut {
+    /// The splices written so far (taken from the caller for the call).
+    splices: Vec<Splice>,
+    /// Their total length.
+    len: usize,
+    /// Fragment data this long or longer is spliced; 0: none (plain `poll_transmit`).
+    min: usize,
 }
 
 impl Session {
@@ -195,6 +208,7 @@ impl Session {
             fragments: Vec::new(),
             protection: None,
             protected_overhead: 0,
+            out: SpliceOut::default(),
             config,
         }
     }
@@ -682,6 +696,34 @@ impl Session {
             .find_map(|(_, id)| self.transmit_on(now, id, buf))
     }
 
+    /// As [`poll_transmit`](Self::poll_transmit), but on a plain session (no content codec)
+    /// the data of a fragment of at least `min_splice` bytes is not copied into `buf`: it is
+    /// pushed to `splices` (cleared first), which the caller writes in place with
+    /// [`atbus_frame::spliced_segments`] (for example with one `writev`). The transmit's
+    /// `size` counts the spliced bytes. A session with a codec copies as `poll_transmit` does.
+    pub fn poll_transmit_spliced(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        splices: &mut Vec<Splice>,
+        min_splice: usize,
+    ) -> Option<Transmit> {
+        splices.clear();
+        buf.clear();
+        // Nothing to send (most calls): no splice state to set up.
+        if !self.has_output(now) {
+            return None;
+        }
+        self.out = SpliceOut {
+            splices: std::mem::take(splices),
+            len: 0,
+            min: min_splice.max(1),
+        };
+        let transmit = self.poll_transmit(now, buf);
+        *splices = std::mem::take(&mut self.out).splices;
+        transmit
+    }
+
     /// Fills `buf` for path `id`; the transmit if anything went in.
     fn transmit_on(&mut self, now: Instant, id: PathId, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.fill(now, id, buf);
@@ -689,12 +731,10 @@ impl Session {
             return None;
         }
         self.last_path = Some(id);
+        let size = buf.len() + self.out.len;
         let p = self.paths.get_mut(&id)?;
-        p.stats.bytes_sent += buf.len() as u64;
-        Some(Transmit {
-            path: id,
-            size: buf.len(),
-        })
+        p.stats.bytes_sent += size as u64;
+        Some(Transmit { path: id, size })
     }
 
     /// Whether [`Session::poll_transmit`] may have something to write at `now`: a cheap test
@@ -847,7 +887,7 @@ impl Session {
         // Acknowledgements: peer path spaces that arrived here (or anywhere, if due), found
         // one after the other (building an ack clears its space's due state).
         let mut from = i64::MIN;
-        while buf.len() + 512 <= total_limit {
+        while buf.len() + self.out.len + 512 <= total_limit {
             let Some(peer_path) = self
                 .peer_paths
                 .range(from..)
@@ -867,7 +907,7 @@ impl Session {
         }
         let owed_due = self.stream_ack_deadline.is_some_and(|d| d <= now);
         if (!self.stream_acks_pending.is_empty() || self.session_credit_pending || owed_due)
-            && buf.len() + 512 <= total_limit
+            && buf.len() + self.out.len + 512 <= total_limit
         {
             let ack = self.build_ack(now, None, package_limit - self.overhead(&config));
             self.push_frame(Body::Acknowledge(ack), buf);
@@ -912,7 +952,7 @@ impl Session {
                     }
                 }
             }
-            let room = (total_limit - buf.len()).min(package_limit);
+            let room = (total_limit - buf.len() - self.out.len).min(package_limit);
             let overhead = self.overhead(&config);
             if room < overhead + MIN_CONTENT_BUDGET {
                 return;
@@ -1002,7 +1042,26 @@ impl Session {
         buf: &mut Vec<u8>,
     ) -> Option<usize> {
         let Some(protection) = self.protection.as_deref_mut() else {
-            return encode_packet(Some(&self.head), packet, content, &self.limits, buf).ok();
+            let min = self.out.min;
+            if min == 0 || content.fragment.iter().all(|f| f.data.len() < min) {
+                return encode_packet(Some(&self.head), packet, content, &self.limits, buf).ok();
+            }
+            let before = self.out.splices.len();
+            let size = encode_packet_spliced(
+                Some(&self.head),
+                packet,
+                content,
+                &self.limits,
+                buf,
+                &mut self.out.splices,
+                self.out.min,
+            )
+            .ok()?;
+            self.out.len += self.out.splices[before..]
+                .iter()
+                .map(|s| s.data.len())
+                .sum::<usize>();
+            return Some(size);
         };
         match protection.encode(&self.head, packet, content, &self.limits, buf) {
             Ok(size) => Some(size),

@@ -38,12 +38,24 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use atbus_frame::{Splice, spliced_segments};
+
 use crate::TransportConfig;
 use crate::error::TransportError;
 use crate::event::{CloseReason, Direction, LinkId, LinkKind, LinkStats, TransportEvent};
 use crate::overflow::{LinkOverflow, OverflowSend};
 use crate::transport::{IdKeyed, Transport};
 use crate::url::Url;
+
+/// Fragment data this long or longer is not copied into the package: the driver hands it to
+/// the socket in place (one `writev` with the package bytes around it). Below it, a copy costs
+/// less than the extra slice, and the transport coalesces such sends anyway.
+const SPLICE_MIN: usize = 16 * 1024;
+
+/// Most pieces one transmit is handed to the transport in without joining.
+const MAX_SEGMENTS: usize = 32;
+
+type SmallSegments<'a> = [&'a [u8]; MAX_SEGMENTS];
 
 /// Why a [`NodeDriver`] could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +128,8 @@ pub struct NodeDriver {
     by_node: IdKeyed<atbus_node::LinkId, LinkId>,
     events: Vec<TransportEvent>,
     buf: Vec<u8>,
+    /// Payloads of the transmit under way kept out of `buf` (written in place by `writev`).
+    splices: Vec<Splice>,
     failures: VecDeque<LinkFailure>,
     blocked_sends: u64,
 }
@@ -173,6 +187,7 @@ impl NodeDriver {
             by_node: IdKeyed::default(),
             events: Vec::new(),
             buf: Vec::new(),
+            splices: Vec::new(),
             failures: VecDeque::new(),
             blocked_sends: 0,
         }
@@ -433,12 +448,18 @@ impl NodeDriver {
     fn flush(&mut self, now: Instant) {
         loop {
             let mut buf = std::mem::take(&mut self.buf);
+            let mut splices = std::mem::take(&mut self.splices);
             let mut worked = false;
-            while let Some((id, n)) = self.node.poll_transmit(now, &mut buf) {
+            while let Some((id, _)) =
+                self.node
+                    .poll_transmit_spliced(now, &mut buf, &mut splices, SPLICE_MIN)
+            {
                 worked = true;
-                self.transmit(id, &buf[..n]);
+                self.transmit(id, &buf, &splices);
             }
+            splices.clear();
             self.buf = buf;
+            self.splices = splices;
             while let Some(action) = self.node.poll_action() {
                 worked = true;
                 self.act(now, action);
@@ -449,14 +470,41 @@ impl NodeDriver {
         }
     }
 
-    fn transmit(&mut self, id: atbus_node::LinkId, data: &[u8]) {
+    /// Sends `buf` with `splices` in place on node link `id`.
+    fn transmit(&mut self, id: atbus_node::LinkId, buf: &[u8], splices: &[Splice]) {
         let Some(&tid) = self.by_node.get(&id) else {
             return;
         };
         let Some(entry) = self.links.get_mut(&tid) else {
             return;
         };
-        if entry.overflow.send(&mut self.transport, tid, data) == OverflowSend::Blocked {
+        let sent = if splices.is_empty() {
+            entry.overflow.send(&mut self.transport, tid, buf)
+        } else {
+            let mut segments: SmallSegments<'_> = [&[][..]; MAX_SEGMENTS];
+            let mut count = 0;
+            let mut rest = Vec::new();
+            for segment in spliced_segments(buf, splices) {
+                if count < MAX_SEGMENTS {
+                    segments[count] = segment;
+                    count += 1;
+                } else {
+                    // More pieces than one call takes (never with the default limits): the
+                    // tail goes joined.
+                    rest.extend_from_slice(segment);
+                }
+            }
+            if rest.is_empty() {
+                entry
+                    .overflow
+                    .send_segments(&mut self.transport, tid, &segments[..count])
+            } else {
+                let mut all = segments[..count].to_vec();
+                all.push(&rest);
+                entry.overflow.send_segments(&mut self.transport, tid, &all)
+            }
+        };
+        if sent == OverflowSend::Blocked {
             self.blocked_sends += 1;
             self.node.handle_link_blocked(id);
         }

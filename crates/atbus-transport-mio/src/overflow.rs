@@ -50,13 +50,25 @@ impl LinkOverflow {
 
     /// Sends `data` on `link` behind what is kept; keeps it when the transport refuses it.
     pub fn send(&mut self, transport: &mut Transport, link: LinkId, data: &[u8]) -> OverflowSend {
+        self.send_segments(transport, link, &[data])
+    }
+
+    /// Sends the concatenation of `segments` on `link` behind what is kept
+    /// ([`Transport::send_segments`]: no copy when the socket takes it); keeps a joined copy
+    /// when the transport refuses it.
+    pub fn send_segments(
+        &mut self,
+        transport: &mut Transport,
+        link: LinkId,
+        segments: &[&[u8]],
+    ) -> OverflowSend {
         if !self.kept.is_empty() {
-            self.kept.push_back(data.to_vec());
+            self.kept.push_back(segments.concat());
             return OverflowSend::Queued;
         }
-        match transport.send(link, data) {
+        match transport.send_segments(link, segments) {
             Ok(SendStatus::Blocked) => {
-                self.kept.push_back(data.to_vec());
+                self.kept.push_back(segments.concat());
                 OverflowSend::Blocked
             }
             Ok(_) => OverflowSend::Passed,

@@ -96,6 +96,35 @@ impl StreamSocket {
     }
 }
 
+/// Where a [`WriteQueue`] writes: a socket, or a test writer.
+pub(crate) trait StreamWrite {
+    /// `write(2)`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// `writev(2)`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl StreamWrite for StreamSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        StreamSocket::write(self, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        StreamSocket::write_vectored(self, bufs)
+    }
+}
+
+/// The first non-empty part of `segments` after skipping `skip` bytes: its index and offset.
+fn locate(segments: &[&[u8]], mut skip: usize) -> Option<(usize, usize)> {
+    for (i, s) in segments.iter().enumerate() {
+        if skip < s.len() {
+            return Some((i, skip));
+        }
+        skip -= s.len();
+    }
+    None
+}
+
 /// Small sends are appended to the tail chunk up to this size, so many tiny packages queued while
 /// the socket is full leave in one `write_vectored` slice each 64 KiB.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -157,48 +186,73 @@ impl WriteQueue {
         self.chunks.push_back(Chunk { buf, small });
     }
 
+    /// Appends `segments` after skipping their first `skip` bytes (the part a write took).
+    pub(crate) fn push_segments(&mut self, segments: &[&[u8]], skip: usize) {
+        let Some((first, offset)) = locate(segments, skip) else {
+            return;
+        };
+        self.push(&segments[first][offset..]);
+        for s in &segments[first + 1..] {
+            self.push(s);
+        }
+    }
+
     /// Writes as much as the socket takes in as few calls as possible; `Ok(written)` when the
     /// queue is empty or the socket would block.
-    pub(crate) fn flush(
+    pub(crate) fn flush<W: StreamWrite>(
         &mut self,
-        socket: &mut StreamSocket,
+        socket: &mut W,
         max_slices: usize,
     ) -> io::Result<usize> {
         self.write_with(socket, &[], max_slices).map(|(n, _)| n)
     }
 
-    /// Writes the queue, then `extra`, with as few calls as possible (one `write_vectored` for
-    /// both when the socket takes it all). Returns the bytes written in total and how many of
-    /// them came from `extra`; the caller queues the rest of `extra`. Stops at `WouldBlock`
-    /// (and remembers it) or when everything is written.
-    pub(crate) fn write_with(
+    /// Writes the queue, then the segments of `extra` in order, with as few calls as possible
+    /// (one `write_vectored` for all when the socket takes it all). Returns the bytes written
+    /// in total and how many of them came from `extra`; the caller queues the rest of `extra`
+    /// ([`push_segments`](Self::push_segments)). Stops at `WouldBlock` (and remembers it) or
+    /// when everything is written.
+    pub(crate) fn write_with<W: StreamWrite>(
         &mut self,
-        socket: &mut StreamSocket,
-        extra: &[u8],
+        socket: &mut W,
+        extra: &[&[u8]],
         max_slices: usize,
     ) -> io::Result<(usize, usize)> {
         self.blocked = false;
         let (mut written, mut taken) = (0, 0);
-        while self.queued > 0 || taken < extra.len() {
-            let rest = &extra[taken..];
-            let res = if self.chunks.is_empty() {
-                socket.write(rest)
-            } else if self.chunks.len() == 1 && rest.is_empty() {
-                socket.write(&self.chunks[0].buf)
-            } else {
-                let mut slices = [IoSlice::new(&[]); 64];
-                let room = max_slices.clamp(2, 64) - 1;
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(room) {
-                    *slot = IoSlice::new(&chunk.buf);
-                    count += 1;
+        let cap = max_slices.clamp(2, 64);
+        loop {
+            let rest = locate(extra, taken);
+            if self.queued == 0 && rest.is_none() {
+                break;
+            }
+            let res = match rest {
+                Some((i, off)) if self.chunks.is_empty() && i + 1 == extra.len() => {
+                    socket.write(&extra[i][off..])
                 }
-                // The extra bytes ride along only once the whole queue is in this call.
-                if count == self.chunks.len() && !rest.is_empty() {
-                    slices[count] = IoSlice::new(rest);
-                    count += 1;
+                None if self.chunks.len() == 1 => socket.write(&self.chunks[0].buf),
+                _ => {
+                    let mut slices = [IoSlice::new(&[]); 64];
+                    let mut count = 0;
+                    for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()).take(cap - 1) {
+                        *slot = IoSlice::new(&chunk.buf);
+                        count += 1;
+                    }
+                    // The extra bytes ride along only once the whole queue is in this call.
+                    if let Some((i, off)) = rest.filter(|_| count == self.chunks.len()) {
+                        let parts = std::iter::once(&extra[i][off..])
+                            .chain(extra[i + 1..].iter().copied())
+                            .filter(|s| !s.is_empty());
+                        for part in parts {
+                            if count == cap {
+                                break;
+                            }
+                            slices[count] = IoSlice::new(part);
+                            count += 1;
+                        }
+                    }
+                    socket.write_vectored(&slices[..count])
                 }
-                socket.write_vectored(&slices[..count])
             };
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -245,6 +299,127 @@ impl WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A socket that takes at most the next scripted number of bytes per call (0: `WouldBlock`)
+    /// and records what it took.
+    struct Scripted {
+        allow: Vec<usize>,
+        next: usize,
+        taken: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Scripted {
+        fn take(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+            self.calls += 1;
+            let mut allow = self.allow[self.next % self.allow.len()];
+            self.next += 1;
+            if allow == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let start = self.taken.len();
+            for part in parts {
+                let n = part.len().min(allow);
+                self.taken.extend_from_slice(&part[..n]);
+                allow -= n;
+            }
+            Ok(self.taken.len() - start)
+        }
+    }
+
+    impl StreamWrite for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.take(&[buf])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+            self.take(&parts)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A small send: queued.
+        Push(Vec<u8>),
+        /// A send written at once (as the transport does), what is not taken queued.
+        Send(Vec<Vec<u8>>),
+        /// Writability: the queue is written.
+        Flush,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
+        prop_oneof![
+            bytes().prop_map(Op::Push),
+            proptest::collection::vec(bytes(), 0..6).prop_map(Op::Send),
+            Just(Op::Flush),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the socket takes per call (nothing, a few bytes, part of a slice), the bytes
+        /// that reach it are every send's bytes, each once, in send order.
+        #[test]
+        fn partial_vectored_writes_never_lose_or_reorder_bytes(
+            ops in proptest::collection::vec(op(), 1..40),
+            allow in proptest::collection::vec(0usize..700, 1..20),
+            max_slices in 1usize..8,
+        ) {
+            let mut socket = Scripted { allow, next: 0, taken: Vec::new(), calls: 0 };
+            let mut q = WriteQueue::default();
+            let mut expected = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Push(data) => {
+                        expected.extend_from_slice(&data);
+                        q.push(&data);
+                    }
+                    Op::Send(parts) => {
+                        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                        let total: usize = parts.iter().map(|p| p.len()).sum();
+                        expected.extend(parts.iter().flat_map(|p| p.iter()));
+                        if q.is_blocked() {
+                            q.push_segments(&parts, 0);
+                            continue;
+                        }
+                        let before = socket.taken.len();
+                        let (written, taken) =
+                            q.write_with(&mut socket, &parts, max_slices).expect("no error");
+                        prop_assert_eq!(written, socket.taken.len() - before);
+                        prop_assert!(taken <= total);
+                        q.push_segments(&parts, taken);
+                    }
+                    Op::Flush => {
+                        q.flush(&mut socket, max_slices).expect("no error");
+                    }
+                }
+                prop_assert_eq!(socket.taken.len() + q.len(), expected.len());
+            }
+            socket.allow = vec![usize::MAX];
+            q.flush(&mut socket, max_slices).expect("no error");
+            prop_assert!(q.is_empty());
+            prop_assert_eq!(socket.taken, expected);
+        }
+    }
+
+    #[test]
+    fn a_send_with_an_empty_queue_goes_out_in_one_vectored_call() {
+        let mut socket = Scripted {
+            allow: vec![usize::MAX],
+            next: 0,
+            taken: Vec::new(),
+            calls: 0,
+        };
+        let mut q = WriteQueue::default();
+        let payload = vec![7u8; 100_000];
+        let parts: [&[u8]; 3] = [b"head", &payload, b"tail"];
+        let (written, taken) = q.write_with(&mut socket, &parts, 64).expect("written");
+        assert_eq!((written, taken), (100_008, 100_008));
+        assert_eq!(socket.calls, 1, "one writev for head, payload and tail");
+        assert!(q.is_empty(), "nothing copied into the queue");
+    }
 
     #[test]
     fn pushes_coalesce_into_small_chunks_and_big_ones_stand_alone() {

@@ -573,20 +573,29 @@ impl Transport {
     /// against the same limit. UDP has no backpressure: a full socket buffer drops the datagram
     /// ([`SendStatus::Dropped`], counted in [`LinkStats::send_drops`]).
     pub fn send(&mut self, link: LinkId, data: &[u8]) -> Result<SendStatus> {
-        self.send_inner(link, data, None)
+        self.send_inner(link, &[data], None)
     }
 
     /// Like [`send`](Self::send), but hands an in-process peer this `Bytes` without copying.
     pub fn send_bytes(&mut self, link: LinkId, data: Bytes) -> Result<SendStatus> {
-        self.send_inner(link, &data.clone(), Some(data))
+        self.send_inner(link, &[&data.clone()], Some(data))
+    }
+
+    /// Like [`send`](Self::send) of the concatenation of `segments`, without joining them
+    /// first on byte streams: a send written at once goes out in one `write_vectored` with
+    /// whatever is queued, and only what the socket does not take is copied into the queue.
+    /// Datagram and in-process links join the segments into one datagram or chunk.
+    pub fn send_segments(&mut self, link: LinkId, segments: &[&[u8]]) -> Result<SendStatus> {
+        self.send_inner(link, segments, None)
     }
 
     fn send_inner(
         &mut self,
         link_id: LinkId,
-        data: &[u8],
+        segments: &[&[u8]],
         owned: Option<Bytes>,
     ) -> Result<SendStatus> {
+        let total: usize = segments.iter().map(|s| s.len()).sum();
         let id = link_id.0;
         let limit = self.config.write_queue_limit;
         let coalesce_below = self.config.coalesce_below;
@@ -606,7 +615,7 @@ impl Transport {
             LinkIo::Resolving { .. } => return Err(TransportError::NotConnected(link_id)),
             LinkIo::Stream { socket, queue } => 'stream: {
                 let over = |queue: &WriteQueue| {
-                    !queue.is_empty() && queue.len().saturating_add(data.len()) > limit
+                    !queue.is_empty() && queue.len().saturating_add(total) > limit
                 };
                 if over(queue) && !queue.is_blocked() {
                     // Only coalesced bytes wait: write them before judging the limit.
@@ -620,33 +629,33 @@ impl Transport {
                     return Ok(SendStatus::Blocked);
                 }
                 if queue.is_blocked() {
-                    queue.push(data);
+                    queue.push_segments(segments, 0);
                     return Ok(SendStatus::Queued);
                 }
                 // Small sends wait for the end of the driver's turn (the next `poll_events`),
                 // so the packages of one turn leave in one system call.
-                if data.len() < coalesce_below && queue.len() + data.len() < COALESCE_FLUSH_AT {
-                    queue.push(data);
+                if total < coalesce_below && queue.len() + total < COALESCE_FLUSH_AT {
+                    queue.push_segments(segments, 0);
                     if !link.flush_due {
                         link.flush_due = true;
                         self.due.push(id);
                     }
                     return Ok(SendStatus::Queued);
                 }
-                match queue.write_with(socket, data, max_slices) {
+                match queue.write_with(socket, segments, max_slices) {
                     Ok((written, taken)) => {
                         link.stats.bytes_sent += written as u64;
-                        if taken == data.len() {
+                        if taken == total {
                             return Ok(SendStatus::Sent);
                         }
-                        queue.push(&data[taken..]);
+                        queue.push_segments(segments, taken);
                         return Ok(SendStatus::Queued);
                     }
                     Err(e) => e,
                 }
             }
-            LinkIo::UdpOwn { socket } => match socket.send(data) {
-                Ok(_) => return Ok(count_datagram(&mut link.stats, data.len())),
+            LinkIo::UdpOwn { socket } => match socket.send(&joined(segments)) {
+                Ok(_) => return Ok(count_datagram(&mut link.stats, total)),
                 Err(e) => match udp_send_error(&mut link.stats, e)? {
                     Some(status) => return Ok(status),
                     None => io::ErrorKind::ConnectionRefused.into(),
@@ -660,8 +669,8 @@ impl Transport {
                 else {
                     return Err(TransportError::Closing(link_id));
                 };
-                match socket.send_to(data, *addr) {
-                    Ok(_) => return Ok(count_datagram(&mut link.stats, data.len())),
+                match socket.send_to(&joined(segments), *addr) {
+                    Ok(_) => return Ok(count_datagram(&mut link.stats, total)),
                     Err(e) => match udp_send_error(&mut link.stats, e)? {
                         Some(status) => return Ok(status),
                         None => io::ErrorKind::ConnectionRefused.into(),
@@ -672,16 +681,19 @@ impl Transport {
                 let Some(peer) = &m.peer else {
                     return Err(TransportError::Closing(link_id));
                 };
-                if !m.tx_flow.try_reserve(data.len(), limit) {
+                if !m.tx_flow.try_reserve(total, limit) {
                     link.want_writable = true;
                     return Ok(SendStatus::Blocked);
                 }
-                let chunk = owned.unwrap_or_else(|| Bytes::copy_from_slice(data));
+                let chunk = owned.unwrap_or_else(|| match segments {
+                    [one] => Bytes::copy_from_slice(one),
+                    _ => Bytes::from(segments.concat()),
+                });
                 if peer.post(Inbox::MemData {
                     link: peer.link,
                     data: chunk,
                 }) {
-                    return Ok(count_datagram(&mut link.stats, data.len()));
+                    return Ok(count_datagram(&mut link.stats, total));
                 }
                 io::Error::new(io::ErrorKind::BrokenPipe, "in-process peer is gone")
             }
@@ -897,6 +909,15 @@ impl Transport {
             link: LinkId(id),
             reason,
         });
+    }
+}
+
+/// The segments of one datagram as one buffer (borrowed when there is one segment).
+fn joined<'a>(segments: &[&'a [u8]]) -> std::borrow::Cow<'a, [u8]> {
+    match segments {
+        [] => std::borrow::Cow::Borrowed(&[]),
+        [one] => std::borrow::Cow::Borrowed(one),
+        _ => std::borrow::Cow::Owned(segments.concat()),
     }
 }
 
