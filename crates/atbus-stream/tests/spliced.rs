@@ -54,7 +54,7 @@ proptest! {
     /// `poll_transmit`, and its receiver reads every message intact.
     #[test]
     fn spliced_output_is_the_plain_output(
-        sizes in proptest::collection::vec(0usize..150_000, 1..12),
+        sizes in proptest::collection::vec(1usize..150_000, 1..12),
         min_splice in prop_oneof![Just(1usize), 1usize..70_000, Just(16 * 1024)],
     ) {
         let mut now = Instant::now();
@@ -102,8 +102,14 @@ proptest! {
             spliced.b.handle_timeout(now);
         }
         prop_assert_eq!(spliced.a.send_buffered(), 0, "everything acknowledged");
-        let big = sizes.iter().any(|&len| len >= min_splice);
-        prop_assert_eq!(spliced_any, big, "payloads of min_splice bytes or more are spliced");
+        // Only a message of min_splice bytes or more can be spliced (packing may cut it into
+        // smaller fragments); one of 80 000 bytes or more always has a fragment of 40 000.
+        if spliced_any {
+            prop_assert!(sizes.iter().any(|&len| len >= min_splice));
+        }
+        if min_splice <= 40_000 && sizes.iter().any(|&len| len >= 80_000) {
+            prop_assert!(spliced_any, "a large fragment was copied");
+        }
     }
 }
 
