@@ -30,6 +30,7 @@ pub mod demo_session;
 pub mod discovery;
 pub mod inspect;
 pub mod node;
+pub mod node_routes;
 pub mod reassemble;
 pub mod relay;
 pub mod routing;

@@ -248,6 +248,12 @@ struct NodeArgs {
     /// Send every received message back to its sender on the same stream
     #[arg(long)]
     echo: bool,
+    /// Read lines `NAME MESSAGE` from standard input and send MESSAGE to node NAME (stream 1);
+    /// a name with no session is found through --discovery and reached as the connection
+    /// planner says. Prints `from NAME stream N: MESSAGE`, `route to NAME: direct|via RELAY`
+    /// and `undeliverable to NAME: …`
+    #[arg(long)]
+    stdin: bool,
     /// Register the node in discovery: etcd://HOST:PORT[,…], etcds://HOST:PORT[,…]?ca=FILE
     /// [&cert=FILE&key=FILE] (TLS), static:FILE or embedded (local to this process). Without it
     /// the node registers nowhere
@@ -761,7 +767,21 @@ fn run_node(args: NodeArgs) -> ExitCode {
         advertise_relay: args.advertise_relay,
         relay_preference: args.relay_preference,
     };
-    match atbus_cli::node::run_with_auth(&options, &auth, &stop, &mut io::stdout()) {
+    let result = if args.stdin {
+        let (lines, input) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        atbus_cli::node::run_with_input(&options, &auth, input, &stop, &mut io::stdout())
+    } else {
+        atbus_cli::node::run_with_auth(&options, &auth, &stop, &mut io::stdout())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("atbus: error: {err:#}");

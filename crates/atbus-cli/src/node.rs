@@ -131,6 +131,8 @@ pub struct Echo {
     readable: BTreeSet<(String, i64)>,
     /// Echoes the session refused (`WouldBlock`), oldest first.
     pending: VecDeque<(String, i64, Bytes)>,
+    /// Echoes to peers this node has no session with (to be routed by discovery).
+    unrouted: Vec<(String, i64, Bytes)>,
     /// Messages echoed so far.
     pub echoed: u64,
 }
@@ -154,6 +156,11 @@ impl Echo {
         self.pending.extend(mine);
     }
 
+    /// Echoes that found no session with their peer since the last call.
+    pub fn take_unrouted(&mut self) -> Vec<(String, i64, Bytes)> {
+        std::mem::take(&mut self.unrouted)
+    }
+
     /// Forgets what belongs to `peer` (it went away for good).
     pub fn forget(&mut self, peer: &str) {
         self.early.retain(|(p, _, _)| p != peer);
@@ -171,6 +178,11 @@ impl Echo {
                     self.pending.pop_front();
                 }
                 Err(NodeError::Send(SendError::WouldBlock)) => return,
+                Err(NodeError::UnknownPeer(_)) => {
+                    if let Some(echo) = self.pending.pop_front() {
+                        self.unrouted.push(echo);
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(%peer, stream, %err, "echo dropped");
                     self.pending.pop_front();
@@ -216,6 +228,21 @@ fn own_record(options: &Options, bound: &[String]) -> atbus_discovery::NodeRecor
             metadata: None,
         });
     record
+}
+
+/// The connection planner's policy for this node's own traffic.
+fn plan_policy(options: &Options) -> atbus_discovery::PlanPolicy {
+    atbus_discovery::PlanPolicy {
+        upstream_relay: options
+            .upstream_relay
+            .as_ref()
+            .map(|r| atbus_discovery::RelayRef {
+                name: Some(r.clone()),
+                metadata: None,
+            }),
+        relay_preference: options.relay_preference,
+        relay_fallback: true,
+    }
 }
 
 /// The relays this node trusts, preferred first.
@@ -330,8 +357,28 @@ pub fn run_with_auth(
     stop: &StopSignal,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    run_node(options, auth, None, stop, out)
+    run_node(options, auth, None, None, stop, out)
 }
+
+/// As [`run_with_auth`], with the application's messages coming from `input`: each item is a
+/// line `NAME MESSAGE`, sent to node `NAME` on stream 1. A name the node has no session with
+/// is looked up through `options.discovery` and linked as the connection planner says
+/// ([`crate::node_routes`]). Received messages are written to `out` as
+/// `from NAME stream N: MESSAGE` (unless `options.echo`), each new route as
+/// `route to NAME: direct` or `route to NAME: via RELAY`, and what could not be sent as
+/// `undeliverable to NAME: …`.
+pub fn run_with_input(
+    options: &Options,
+    auth: &AuthOptions,
+    input: std::sync::mpsc::Receiver<String>,
+    stop: &StopSignal,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    run_node(options, auth, None, Some(input), stop, out)
+}
+
+/// The stream `run_with_input` sends the application's lines on.
+pub const INPUT_STREAM: i64 = 1;
 
 /// As [`run_with_auth`], with the node's RNG seeded from `seed` (tests: two nodes seeded alike
 /// draw the same anonymous names, so their reservations collide).
@@ -343,7 +390,7 @@ pub fn run_with_seed(
     stop: &StopSignal,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    run_node(options, auth, Some(seed), stop, out)
+    run_node(options, auth, Some(seed), None, stop, out)
 }
 
 /// Reserves an anonymous peer's assigned name in the registry (put-if-absent, under this
@@ -372,6 +419,7 @@ fn run_node(
     options: &Options,
     auth: &AuthOptions,
     seed: Option<u64>,
+    input: Option<std::sync::mpsc::Receiver<String>>,
     stop: &StopSignal,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -424,13 +472,21 @@ fn run_node(
         _ => None,
     };
     let mut echo = Echo::default();
+    let mut routes =
+        crate::node_routes::NodeRoutes::new(own_record(options, &bound_urls), plan_policy(options));
     while !stop.is_requested() {
         driver.node_mut().set_unix_time(unix_ms());
         driver.run_once(Some(Duration::from_millis(100)))?;
         while let Some(failure) = driver.poll_link_failure() {
             tracing::warn!(url = %failure.url, reason = ?failure.reason, "connect failed");
+            let why = failure
+                .reason
+                .error()
+                .map_or_else(|| format!("{:?}", failure.reason), ToString::to_string);
+            routes.handle_link_failure(std::time::Instant::now(), &failure.url, &why);
         }
         while let Some(event) = driver.poll_event() {
+            routes.handle_event(&event);
             match event {
                 NodeEvent::Readable { peer, stream_id } if options.echo => {
                     echo.readable(peer, stream_id);
@@ -439,6 +495,10 @@ fn run_node(
                     while let Some(d) = driver.read(&peer, stream_id) {
                         if let Delivery::Message(m) = d {
                             tracing::info!(%peer, stream_id, len = m.data.len(), "message");
+                            if input.is_some() {
+                                let text = String::from_utf8_lossy(&m.data);
+                                writeln!(out, "from {peer} stream {stream_id}: {text}")?;
+                            }
                         }
                     }
                 }
@@ -499,9 +559,27 @@ fn run_node(
         if options.echo {
             echo.step(&mut driver);
         }
-        if let Some(d) = discovery.as_mut() {
-            d.drain();
+        let now = std::time::Instant::now();
+        let has_discovery = discovery.is_some();
+        for (peer, stream, data) in echo.take_unrouted() {
+            if let Err(err) = routes.send(now, &mut driver, has_discovery, &peer, stream, data) {
+                tracing::warn!(%peer, stream, %err, "echo dropped");
+            }
         }
+        while let Some(line) = input.as_ref().and_then(|i| i.try_recv().ok()) {
+            let Some((to, text)) = line.trim().split_once(' ') else {
+                writeln!(out, "undeliverable: expected NAME MESSAGE, got {line:?}")?;
+                continue;
+            };
+            let data = Bytes::copy_from_slice(text.as_bytes());
+            if let Err(err) = routes.send(now, &mut driver, has_discovery, to, INPUT_STREAM, data) {
+                writeln!(out, "undeliverable to {to}: {err}")?;
+            }
+        }
+        if let Some(d) = discovery.as_mut() {
+            routes.poll_discovery(d);
+        }
+        routes.step(now, &mut driver, discovery.as_mut(), out)?;
     }
     tracing::info!(echoed = echo.echoed, "stopping");
     if let Some(mut d) = discovery.take() {

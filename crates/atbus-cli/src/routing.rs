@@ -122,6 +122,48 @@ pub fn direct_urls(local: &NodeRecord, target: &NodeRecord) -> Vec<Url> {
         .collect()
 }
 
+/// The ways for `local` to reach `target`, best first: the connection planner's candidates
+/// under `policy`, each relay candidate resolved among `records` to the addresses its record
+/// gives `local`. The second list says which planned candidates could not be used and why.
+pub fn plan_hops(
+    local: &NodeRecord,
+    target: &NodeRecord,
+    records: &[NodeRecord],
+    policy: &PlanPolicy,
+) -> (Vec<crate::send::Hop>, Vec<String>) {
+    let (mut hops, mut skipped) = (Vec::new(), Vec::new());
+    for candidate in plan_connection(local, target, policy) {
+        match &candidate.route {
+            Route::Direct(address) => match address.to_string().parse::<Url>() {
+                Ok(url) => hops.push(crate::send::Hop {
+                    url,
+                    relay: None,
+                    why: candidate.to_string(),
+                }),
+                Err(err) => skipped.push(format!("{candidate}: {err}")),
+            },
+            Route::Relay(reference) => {
+                let Some(relay) = resolve_relay(records, reference) else {
+                    skipped.push(format!("{candidate}: no such relay record"));
+                    continue;
+                };
+                let urls = direct_urls(local, relay);
+                if urls.is_empty() {
+                    skipped.push(format!("{candidate}: no address of {} for us", relay.name));
+                }
+                for url in urls {
+                    hops.push(crate::send::Hop {
+                        url,
+                        relay: Some(relay.name.clone()),
+                        why: candidate.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    (hops, skipped)
+}
+
 /// The record among those `selector` matches (the caller's own excluded) that `key` goes to by
 /// rendezvous hashing ([`atbus_discovery::rendezvous`]).
 pub fn choose_target<'a>(

@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use atbus_discovery::{
-    NodeRecord, PlanPolicy, RelayPreference, RelayRef, Route, Selector, plan_connection,
-};
+use atbus_discovery::{NodeRecord, PlanPolicy, RelayPreference, RelayRef, Selector};
 
 use atbus_node::{
     AccessToken, AuthMode, Delivery, LinkId, NodeConfig, NodeError, NodeEvent, SignedToken,
@@ -594,36 +592,7 @@ pub fn plan(name: &str, lookup: &Lookup) -> anyhow::Result<Planned> {
         relay_preference: lookup.relay_preference,
         relay_fallback: true,
     };
-    let (mut hops, mut skipped) = (Vec::new(), Vec::new());
-    for candidate in plan_connection(&local, target, &policy) {
-        match &candidate.route {
-            Route::Direct(address) => match address.to_string().parse::<Url>() {
-                Ok(url) => hops.push(Hop {
-                    url,
-                    relay: None,
-                    why: candidate.to_string(),
-                }),
-                Err(err) => skipped.push(format!("{candidate}: {err}")),
-            },
-            Route::Relay(reference) => {
-                let Some(relay) = crate::routing::resolve_relay(&records, reference) else {
-                    skipped.push(format!("{candidate}: no such relay record"));
-                    continue;
-                };
-                let urls = crate::routing::direct_urls(&local, relay);
-                if urls.is_empty() {
-                    skipped.push(format!("{candidate}: no address of {} for us", relay.name));
-                }
-                for url in urls {
-                    hops.push(Hop {
-                        url,
-                        relay: Some(relay.name.clone()),
-                        why: candidate.to_string(),
-                    });
-                }
-            }
-        }
-    }
+    let (hops, skipped) = crate::routing::plan_hops(&local, target, &records, &policy);
     let registered = lookup.advertise_relay.is_some();
     if registered {
         backend

@@ -80,6 +80,7 @@ mod node;
 mod peer;
 mod relayed;
 mod relayed_handshake;
+mod route_plan;
 pub mod routed;
 mod tls;
 mod types;
@@ -101,6 +102,7 @@ pub use content::{ContentPolicy, EncryptionMode};
 pub use error::{ConfigError, NodeError};
 pub use fuzz::fuzz_handshake;
 pub use node::Node;
+pub use route_plan::{PlanAction, PlanError, PlanLimits, PlannedHop, RoutePlanner, Unreachable};
 pub use types::{
     Action, Direction, LinkCloseReason, LinkId, LinkInfo, LinkKind, LinkRole, NodeEvent,
     UndeliverableReason,

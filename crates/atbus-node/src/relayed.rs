@@ -155,6 +155,23 @@ impl Node {
         Ok(())
     }
 
+    /// Trusts `relay` as a relay from now on (adds it to [`crate::NodeConfig::relays`]): a
+    /// link that authenticates under that name and announces `RELAY` after this call is a relay
+    /// link. Links already up keep what they are. For owners that plan routes at run time
+    /// ([`crate::RoutePlanner`]): the relay a destination's record advertises.
+    pub fn trust_relay(&mut self, relay: &str) -> Result<(), NodeError> {
+        check_name(relay).map_err(NodeError::InvalidName)?;
+        if relay == self.config.name {
+            return Err(NodeError::InvalidName(format!(
+                "{relay:?} is this node's own name"
+            )));
+        }
+        if !self.config.relays.iter().any(|r| r == relay) {
+            self.config.relays.push(relay.to_owned());
+        }
+        Ok(())
+    }
+
     /// The relay through which [`Node::route_via_relay`] sends to `peer`.
     pub fn relay_route(&self, peer: &str) -> Option<&str> {
         self.relay_routes.get(peer).map(String::as_str)

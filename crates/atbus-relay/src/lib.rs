@@ -78,4 +78,4 @@ pub use file::RelayFile;
 pub use metrics::{
     DelayHistogram, LinkMetrics, OTHER_DESTINATIONS, QUEUE_DELAY_BOUNDS, QueueDelays, RelayMetrics,
 };
-pub use relay::{Relay, RelayEvent};
+pub use relay::{RELAY_KIND, Relay, RelayEvent};

@@ -16,6 +16,10 @@ use crate::config::RelayConfig;
 use crate::error::{DropReason, RelayError};
 use crate::metrics::{LinkMetrics, QueueDelays, RelayMetrics};
 
+/// The `metadata.kind` of a relay's discovery record: what an `advertise_relay` reference by
+/// metadata only is resolved among.
+pub const RELAY_KIND: &str = "relay";
+
 /// Something the owner of a relay may log or act on; pulled with [`Relay::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -327,19 +331,38 @@ impl Relay {
     /// Replaces the routes learned from discovery with those `records` give: a node whose
     /// record advertises a relay other than this one (`advertise_relay` with a name) is reached
     /// through that relay. Nodes that advertise this relay link to it directly and need no
-    /// route; relays referred to by metadata only are skipped (resolve them first). Configured
-    /// routes ([`RelayConfig::routes`], [`Relay::set_route`]) take precedence.
+    /// route. A reference by metadata only (`advertise_relay: {metadata: …}`) is resolved
+    /// among the same records, as senders resolve it: the first relay record (kind
+    /// [`RELAY_KIND`], ordered by name) whose metadata matches; one that matches no relay record
+    /// gives no route. Configured routes ([`RelayConfig::routes`], [`Relay::set_route`]) take
+    /// precedence.
     pub fn set_discovered_routes<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a atbus_discovery::NodeRecord>,
     ) {
         let own = self.node.name().to_owned();
+        let records: Vec<&atbus_discovery::NodeRecord> = records.into_iter().collect();
+        let mut relays: Vec<&atbus_discovery::NodeRecord> = records
+            .iter()
+            .copied()
+            .filter(|r| r.metadata.kind == RELAY_KIND)
+            .collect();
+        relays.sort_by(|x, y| x.name.cmp(&y.name));
         self.discovered = records
-            .into_iter()
+            .iter()
             .filter(|r| r.name != own)
             .filter_map(|r| {
-                let relay = r.advertise_relay.as_ref()?.name.as_ref()?;
-                (*relay != own && *relay != r.name).then(|| (r.name.clone(), relay.clone()))
+                let reference = r.advertise_relay.as_ref()?;
+                let relay = match (&reference.name, &reference.metadata) {
+                    (Some(name), _) => name.clone(),
+                    (None, Some(wanted)) => relays
+                        .iter()
+                        .find(|relay| wanted.matches(&relay.metadata))?
+                        .name
+                        .clone(),
+                    (None, None) => return None,
+                };
+                (relay != own && relay != r.name).then(|| (r.name.clone(), relay))
             })
             .collect();
     }

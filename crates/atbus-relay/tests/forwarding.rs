@@ -596,6 +596,81 @@ fn routes_learned_from_discovery_records_reach_a_node_behind_another_relay() {
 }
 
 #[test]
+fn a_relay_reference_by_metadata_only_is_resolved_among_the_relay_records() {
+    use atbus_discovery::{
+        Discovery, DiscoveryEvent, MemoryRegistry, MetadataMatch, NodeRecord, RelayRef, Selector,
+    };
+    let mut w = World::new(24);
+    let a = w.add_node(node_config("a", &["r1"]));
+    let b = w.add_node(node_config("b", &["r2"]));
+    let r1 = w.add_relay(relay_config("r1", &["r2"]));
+    let r2 = w.add_relay(relay_config("r2", &["r1"]));
+    w.connect_bytes(&[(a, r1), (r1, r2), (b, r2)]);
+    assert!(w.run_until(Duration::from_secs(2), |w| w.links_up(r1) == 2
+        && w.links_up(r2) == 2));
+    // The records go through the discovery API's in-memory backend, as the service's watch
+    // would deliver them: b names its relay only by the relay's namespace.
+    let relay_record = |name: &str, ns: &str| {
+        let mut r = NodeRecord::new(name);
+        r.metadata.kind = atbus_relay::RELAY_KIND.into();
+        r.metadata.namespace_name = ns.into();
+        r
+    };
+    let mut b_record = NodeRecord::new("b");
+    b_record.advertise_relay = Some(RelayRef {
+        name: None,
+        metadata: Some(MetadataMatch {
+            namespace_name: Some("ns2".into()),
+            ..MetadataMatch::default()
+        }),
+    });
+    // A non-relay record in ns2 sorts first by name and must not be chosen.
+    let mut impostor = NodeRecord::new("a-node-in-ns2");
+    impostor.metadata.namespace_name = "ns2".into();
+    let registry = MemoryRegistry::new();
+    for r in [
+        relay_record("r1", "ns1"),
+        relay_record("r2", "ns2"),
+        impostor,
+        b_record,
+    ] {
+        registry.put(r).expect("a valid record");
+    }
+    let mut handle = registry.handle();
+    let request = Discovery::list(&mut handle, &Selector::everything());
+    let records = std::iter::from_fn(|| handle.poll_event())
+        .find_map(|e| match e {
+            DiscoveryEvent::List {
+                request: r,
+                records,
+            } if r == request => Some(records),
+            _ => None,
+        })
+        .expect("the list answer");
+    w.relay_mut(r1).set_discovered_routes(&records);
+    assert_eq!(w.relay(r1).route_of("b"), Some("r2"));
+    assert_eq!(w.relay(r1).route_of("a-node-in-ns2"), None);
+    // r2 is b's relay itself: b links there, no route.
+    w.relay_mut(r2).set_discovered_routes(&records);
+    assert_eq!(w.relay(r2).route_of("b"), None);
+    w.route(a, "b", "r1");
+    w.send(a, "b", 1, Bytes::from_static(b"found by metadata"));
+    assert!(w.run_until(Duration::from_secs(5), |w| !w.got(b, "a", 1).is_empty()));
+    // A reference no relay record matches gives no route.
+    let mut lost = NodeRecord::new("c");
+    lost.advertise_relay = Some(RelayRef {
+        name: None,
+        metadata: Some(MetadataMatch {
+            namespace_name: Some("ns9".into()),
+            ..MetadataMatch::default()
+        }),
+    });
+    w.relay_mut(r1).set_discovered_routes([&lost]);
+    assert_eq!(w.relay(r1).route_of("c"), None);
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+}
+
+#[test]
 fn a_relay_shutting_down_tells_every_peer_why() {
     let (mut w, a, b, r) = star(22, 0.0);
     w.route(a, "b", "relay");
