@@ -679,6 +679,11 @@ impl Session {
         if !self.has_output(now) {
             return None;
         }
+        self.transmit_any(now, buf)
+    }
+
+    /// `poll_transmit` once `has_output` said yes.
+    fn transmit_any(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         // One path (the common case): no order to work out, nothing to allocate.
         if self.paths.len() == 1 {
             let id = *self.paths.keys().next()?;
@@ -719,7 +724,7 @@ impl Session {
             len: 0,
             min: min_splice.max(1),
         };
-        let transmit = self.poll_transmit(now, buf);
+        let transmit = self.transmit_any(now, buf);
         *splices = std::mem::take(&mut self.out).splices;
         transmit
     }

@@ -188,6 +188,10 @@ impl WriteQueue {
 
     /// Appends `segments` after skipping their first `skip` bytes (the part a write took).
     pub(crate) fn push_segments(&mut self, segments: &[&[u8]], skip: usize) {
+        if let [one] = segments {
+            self.push(one.get(skip..).unwrap_or_default());
+            return;
+        }
         let Some((first, offset)) = locate(segments, skip) else {
             return;
         };
