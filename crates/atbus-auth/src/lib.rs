@@ -122,7 +122,7 @@ pub use keyring::{
     VerifyPolicy,
 };
 pub use protect::{
-    CipherSuite, ContentHeader, PacketProtection, ProtectionLimits, SEAL_OVERHEAD, Side,
+    CipherSuite, ContentHeader, NonceSpace, PacketProtection, ProtectionLimits, SEAL_OVERHEAD, Side,
 };
 pub use replay::{
     AntiReplay, AntiReplayConfig, AntiReplayStats, DEFAULT_MAX_ENTRIES, DEFAULT_WINDOW_MS,

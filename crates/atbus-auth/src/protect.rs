@@ -166,12 +166,50 @@ impl<'a> ContentHeader<'a> {
     }
 }
 
-/// The AEAD nonce of packet `packet_number` on path `path_id` under `iv`.
+/// Which numbering a sealed packet's `packet_number` belongs to. Each path has two: stream
+/// data (and close) packets, and sealed control packets (`SESSION_CONTROL`: acknowledgements,
+/// pings, pongs). The two never share a nonce: a control nonce has the top bit of its 64-bit
+/// number field set ([`CONTROL_NONCE_BIT`]), which no data packet number can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NonceSpace {
+    /// Stream data and close packets: the path's packet numbers.
+    Data,
+    /// Sealed control packets: the path's control numbers.
+    Control,
+}
+
+impl NonceSpace {
+    /// The space of a packet with `flags` (`SESSION_CONTROL` set: control).
+    pub fn of_flags(flags: i32) -> Self {
+        if flags & atbus_proto::packet_flags::SESSION_CONTROL != 0 {
+            NonceSpace::Control
+        } else {
+            NonceSpace::Data
+        }
+    }
+}
+
+/// Bit set in the 64-bit number field of a control packet's nonce (numbers stay below 2⁶²).
+pub const CONTROL_NONCE_BIT: u64 = 1 << 63;
+
+/// The AEAD nonce of data packet `packet_number` on path `path_id` under `iv`.
 ///
 /// `path_id` must be in `0..=MAX_PATH_ID` and `packet_number` in `0..=MAX_PACKET_NUMBER`; in
 /// that range distinct pairs give distinct nonces.
 pub fn packet_nonce(
     iv: &[u8; NONCE_LEN],
+    path_id: i64,
+    packet_number: i64,
+) -> Result<[u8; NONCE_LEN], ProtectError> {
+    packet_nonce_in(iv, NonceSpace::Data, path_id, packet_number)
+}
+
+/// The AEAD nonce of packet `packet_number` of `space` on path `path_id` under `iv`:
+/// `iv XOR (u32_be(path_id) ‖ u64_be(packet_number | space bit))`. Distinct in-range
+/// triples give distinct nonces.
+pub fn packet_nonce_in(
+    iv: &[u8; NONCE_LEN],
+    space: NonceSpace,
     path_id: i64,
     packet_number: i64,
 ) -> Result<[u8; NONCE_LEN], ProtectError> {
@@ -182,14 +220,15 @@ pub fn packet_nonce(
     if packet_number > MAX_PACKET_NUMBER {
         return Err(ProtectError::PacketNumberExhausted(packet_number));
     }
+    let number = match space {
+        NonceSpace::Data => packet_number as u64,
+        NonceSpace::Control => packet_number as u64 | CONTROL_NONCE_BIT,
+    };
     let mut nonce = *iv;
     for (n, b) in nonce[..4].iter_mut().zip(path.to_be_bytes()) {
         *n ^= b;
     }
-    for (n, b) in nonce[4..]
-        .iter_mut()
-        .zip((packet_number as u64).to_be_bytes())
-    {
+    for (n, b) in nonce[4..].iter_mut().zip(number.to_be_bytes()) {
         *n ^= b;
     }
     Ok(nonce)
@@ -399,7 +438,12 @@ impl PacketProtection {
                 sealed: self.send.used,
             });
         }
-        let nonce = packet_nonce(&self.send.iv, header.path_id, header.packet_number)?;
+        let nonce = packet_nonce_in(
+            &self.send.iv,
+            NonceSpace::of_flags(header.flags),
+            header.path_id,
+            header.packet_number,
+        )?;
         associated_data(self.send.suite, self.send.phase, header, &mut self.aad);
         let start = out.len();
         out.reserve(plaintext.len() + SEAL_OVERHEAD);
@@ -460,7 +504,12 @@ impl PacketProtection {
                 got: phase,
             });
         }
-        let nonce = packet_nonce(&self.receive.iv, header.path_id, header.packet_number)?;
+        let nonce = packet_nonce_in(
+            &self.receive.iv,
+            NonceSpace::of_flags(header.flags),
+            header.path_id,
+            header.packet_number,
+        )?;
         associated_data(self.receive.suite, phase, header, &mut self.aad);
         let (ciphertext, tag) = sealed[1..].split_at(sealed.len() - SEAL_OVERHEAD);
         let start = out.len();

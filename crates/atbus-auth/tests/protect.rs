@@ -3,7 +3,9 @@
 //! keys and directions are refused, limits and key phases are typed, the nonce is injective,
 //! decompression is capped, and arbitrary input never panics.
 
-use atbus_auth::protect::{MAX_PACKET_NUMBER, MAX_PATH_ID, TAG_LEN, packet_nonce};
+use atbus_auth::protect::{
+    MAX_PACKET_NUMBER, MAX_PATH_ID, NonceSpace, TAG_LEN, packet_nonce, packet_nonce_in,
+};
 use atbus_auth::{
     CipherSuite, CompressError, CompressionConfig, ContentCodec, ContentError, ContentHeader,
     PacketProtection, ProtectError, ProtectionLimits, SEAL_OVERHEAD, Side,
@@ -618,6 +620,23 @@ proptest! {
         }
         prop_assert_eq!(i64::from(u32::from_be_bytes(raw[..4].try_into().unwrap())), a.0);
         prop_assert_eq!(i64::from_be_bytes(raw[4..].try_into().unwrap()), a.1);
+    }
+
+    /// Data and control packets never share a nonce: the map from (space, path id, number)
+    /// to nonce is injective over both spaces.
+    #[test]
+    fn data_and_control_nonces_never_meet(
+        iv in any::<[u8; 12]>(),
+        a in (any::<bool>(), 0..=MAX_PATH_ID, 0..=MAX_PACKET_NUMBER),
+        b in (any::<bool>(), 0..=MAX_PATH_ID, 0..=MAX_PACKET_NUMBER),
+        same_numbers in any::<bool>(),
+    ) {
+        let space = |control: bool| if control { NonceSpace::Control } else { NonceSpace::Data };
+        let b = if same_numbers { (b.0, a.1, a.2) } else { b };
+        let na = packet_nonce_in(&iv, space(a.0), a.1, a.2).unwrap();
+        let nb = packet_nonce_in(&iv, space(b.0), b.1, b.2).unwrap();
+        prop_assert_eq!(na == nb, a == b);
+        prop_assert_eq!(packet_nonce(&iv, a.1, a.2).unwrap(), packet_nonce_in(&iv, NonceSpace::Data, a.1, a.2).unwrap());
     }
 
     /// Sealed content opens to the plaintext under any in-range header.

@@ -161,8 +161,12 @@ impl LinkGuard {
         let Some(Body::Packet(p)) = &frame.body else {
             return Verdict::Pass;
         };
-        let closing = p.flags & atbus_proto::AtbusPacketFlagType::CloseSession as i32 != 0;
-        if !closing && !self.streams.contains(p.stream_id) {
+        // Close and sealed control packets (acknowledgements, pings) carry no stream data.
+        let not_data = p.flags
+            & (atbus_proto::packet_flags::CLOSE_SESSION
+                | atbus_proto::packet_flags::SESSION_CONTROL)
+            != 0;
+        if !not_data && !self.streams.contains(p.stream_id) {
             return Verdict::Close(auth_failed(format!(
                 "stream-not-allowed: stream {} is outside the streams the {} allows",
                 p.stream_id, self.source

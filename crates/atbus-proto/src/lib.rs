@@ -62,6 +62,8 @@ pub mod packet_flags {
     pub const COMPRESSED: i32 = F::Compressed as i32;
     /// `content` was sent as 0-RTT early data.
     pub const EARLY_DATA: i32 = F::EarlyData as i32;
+    /// `content` is a sealed `session_control` (acknowledgement, ping or pong), not stream data.
+    pub const SESSION_CONTROL: i32 = F::SessionControl as i32;
     /// Every bit defined by this version; receivers reject packets with other bits set.
     pub const ALL: i32 = TLS_HANDSHAKE
         | RESET_OFFSET
@@ -70,7 +72,8 @@ pub mod packet_flags {
         | CLOSE_SESSION
         | ENCRYPTED
         | COMPRESSED
-        | EARLY_DATA;
+        | EARLY_DATA
+        | SESSION_CONTROL;
 }
 
 /// Bits of `packet_content.fragment_type.fragment_flag` (`ATBUS_PACKET_FRAGMENT_FLAG_TYPE_*`).

@@ -63,6 +63,8 @@ pub(crate) struct Path {
     pub id: PathId,
     pub config: PathConfig,
     pub next_pn: u64,
+    /// Next control number: sealed control packets are numbered apart from data packets.
+    pub next_control: u64,
     pub sent: BTreeMap<u64, SentPacket>,
     pub bytes_in_flight: usize,
     pub largest_acked: Option<u64>,
@@ -110,6 +112,7 @@ impl Path {
             id,
             config,
             next_pn: 0,
+            next_control: 0,
             sent: BTreeMap::new(),
             bytes_in_flight: 0,
             largest_acked: None,

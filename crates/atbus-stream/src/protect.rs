@@ -16,7 +16,7 @@ use atbus_auth::{
     ContentCodec, ContentError, ContentHeader, MAX_PAD_OVERHEAD, ProtectError, SEAL_OVERHEAD,
 };
 use atbus_frame::{FrameError, FrameLimits, encode_raw};
-use atbus_proto::{MessageHead, PacketContent, PacketData, packet_flags};
+use atbus_proto::{MessageHead, PacketContent, PacketData, SessionControl, packet_flags};
 use bytes::Bytes;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, int32, int64};
@@ -52,6 +52,52 @@ pub struct ContentStats {
     /// Received packets dropped because they were not flagged `ENCRYPTED` on a session with
     /// keys (no downgrade), or flagged `COMPRESSED` on a session without compression.
     pub dropped_refused: u64,
+    /// Control packets (acknowledgements, pings, pongs) sealed and sent.
+    pub controls_sealed: u64,
+    /// Sealed control packets received that opened and were applied.
+    pub controls_opened: u64,
+    /// Acknowledgements, pings and pongs that arrived in clear on a session with keys:
+    /// dropped (an on-path attacker could have forged them).
+    pub dropped_clear_control: u64,
+    /// Sealed control packets that opened but whose control number was seen before (a
+    /// replay) or is too old for the replay window: dropped.
+    pub dropped_replayed_control: u64,
+}
+
+/// Control numbers remembered per peer path, below the largest seen.
+const CONTROL_REPLAY_WINDOW: u64 = 64;
+/// Peer paths whose control numbers are remembered (the oldest id is forgotten beyond).
+const MAX_CONTROL_WINDOWS: usize = 64;
+
+/// The control numbers seen on one peer path: the largest, and a bit per number below it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ControlWindow {
+    largest: u64,
+    /// Bit `i`: number `largest - i` was seen.
+    seen: u64,
+}
+
+impl ControlWindow {
+    /// Records `n`; false if it was seen before or is older than the window.
+    fn accept(&mut self, n: u64) -> bool {
+        if self.seen == 0 || n > self.largest {
+            let shift = if self.seen == 0 { 0 } else { n - self.largest };
+            self.seen = if shift >= CONTROL_REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.largest = n;
+            return true;
+        }
+        let age = self.largest - n;
+        if age >= CONTROL_REPLAY_WINDOW || self.seen & (1 << age) != 0 {
+            return false;
+        }
+        self.seen |= 1 << age;
+        true
+    }
 }
 
 /// Why a received packet was not opened.
@@ -73,6 +119,8 @@ pub(crate) struct Protection {
     wire: Vec<u8>,
     /// The `frame_message` around it.
     frame: Vec<u8>,
+    /// Control numbers seen, per peer path id (replay protection of sealed control packets).
+    control_windows: std::collections::BTreeMap<i64, ControlWindow>,
     pub(crate) stats: ContentStats,
 }
 
@@ -103,6 +151,7 @@ impl Protection {
             plain: Vec::new(),
             wire: Vec::new(),
             frame: Vec::new(),
+            control_windows: std::collections::BTreeMap::new(),
             stats: ContentStats::default(),
         }
     }
@@ -123,6 +172,36 @@ impl Protection {
         limits: &FrameLimits,
         buf: &mut Vec<u8>,
     ) -> Result<usize, SealFailure> {
+        let size = self.encode_message(head, packet, content, limits, buf)?;
+        self.stats.packets_encoded += 1;
+        Ok(size)
+    }
+
+    /// As [`Protection::encode`] for a control packet (`packet.flags` has `SESSION_CONTROL`
+    /// and `packet.packet_number` is the path's control number): `control` is sealed in
+    /// the control nonce space.
+    pub(crate) fn encode_control(
+        &mut self,
+        head: &MessageHead,
+        packet: &mut PacketData,
+        control: &SessionControl,
+        limits: &FrameLimits,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, SealFailure> {
+        debug_assert!(packet.flags & packet_flags::SESSION_CONTROL != 0);
+        let size = self.encode_message(head, packet, control, limits, buf)?;
+        self.stats.controls_sealed += 1;
+        Ok(size)
+    }
+
+    fn encode_message(
+        &mut self,
+        head: &MessageHead,
+        packet: &mut PacketData,
+        content: &impl Message,
+        limits: &FrameLimits,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, SealFailure> {
         self.plain.clear();
         // A `Vec` grows as needed: encoding into it cannot run out of room.
         let _ = content.encode(&mut self.plain);
@@ -132,12 +211,32 @@ impl Protection {
             .encode(&mut header, &self.plain, &mut self.wire)?;
         packet.flags = header.flags;
         packet.padding_size = header.padding_size;
-        self.stats.packets_encoded += 1;
         if packet.flags & packet_flags::COMPRESSED != 0 {
             self.stats.packets_compressed += 1;
         }
         write_frame(head, packet, &self.wire, &mut self.frame);
         Ok(encode_raw(&self.frame, limits, buf)?)
+    }
+
+    /// Records the control number of an opened control packet from peer path `path_id`;
+    /// false (counted) if it is a replay or older than the replay window.
+    pub(crate) fn accept_control(&mut self, path_id: i64, number: u64) -> bool {
+        if !self.control_windows.contains_key(&path_id)
+            && self.control_windows.len() >= MAX_CONTROL_WINDOWS
+        {
+            self.control_windows.pop_first();
+        }
+        let fresh = self
+            .control_windows
+            .entry(path_id)
+            .or_default()
+            .accept(number);
+        if fresh {
+            self.stats.controls_opened += 1;
+        } else {
+            self.stats.dropped_replayed_control += 1;
+        }
+        fresh
     }
 
     /// Opens `packet`'s content in place (its flags lose `ENCRYPTED` and `COMPRESSED`);
@@ -240,6 +339,21 @@ fn write_frame(head: &MessageHead, packet: &PacketData, content: &[u8], frame: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_window_refuses_replays_and_numbers_too_old() {
+        let mut w = ControlWindow::default();
+        assert!(w.accept(0));
+        assert!(!w.accept(0));
+        assert!(w.accept(5));
+        assert!(w.accept(3), "late but new");
+        assert!(!w.accept(3) && !w.accept(5));
+        assert!(w.accept(5 + CONTROL_REPLAY_WINDOW - 1));
+        assert!(!w.accept(4), "fell out of the window");
+        assert!(w.accept(1000));
+        assert!(!w.accept(1000 - CONTROL_REPLAY_WINDOW));
+        assert!(w.accept(1000 - CONTROL_REPLAY_WINDOW + 1));
+    }
     use atbus_proto::{FrameMessage, frame_message::Body};
 
     #[test]

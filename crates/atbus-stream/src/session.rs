@@ -6,7 +6,7 @@ use std::time::Instant;
 use atbus_frame::{FrameLimits, Splice, encode_packet, encode_packet_spliced, encode_parts};
 use atbus_proto::{
     AcknowledgeData, AtbusCloseReason, FrameMessage, MessageHead, PacketContent, PacketData,
-    PacketNumberRange, PingData, StreamAcknowledge, frame_message::Body,
+    PacketNumberRange, PingData, SessionControl, StreamAcknowledge, frame_message::Body,
     packet_content::FragmentType, packet_flags, packet_types,
 };
 use bytes::Bytes;
@@ -28,6 +28,8 @@ pub(crate) mod unacked;
 const PACKET_OVERHEAD: usize = 8 + 2 + 4 + 66;
 /// Smallest content budget worth a packet.
 const MIN_CONTENT_BUDGET: usize = 48;
+/// Bytes the `session_control` around an acknowledgement takes (key and length).
+const CONTROL_WRAP: usize = 8;
 /// Most peer path-number spaces tracked at once.
 const MAX_PEER_PATHS: usize = 64;
 
@@ -400,6 +402,21 @@ impl Session {
         frame: FrameMessage,
         wire_len: usize,
     ) -> Result<(), ProtocolError> {
+        if !self.paths.contains_key(&path) {
+            return Ok(());
+        }
+        // With keys, acknowledgements, pings and pongs come sealed in `SESSION_CONTROL`
+        // packets; in clear they could be forged by anyone on the path: dropped, and they
+        // do not keep the path alive.
+        if matches!(
+            frame.body,
+            Some(Body::Ping(_) | Body::Pong(_) | Body::Acknowledge(_))
+        ) {
+            if let Some(protection) = self.protection.as_deref_mut().filter(|p| p.seals()) {
+                protection.stats.dropped_clear_control += 1;
+                return Ok(());
+            }
+        }
         let Some(p) = self.paths.get_mut(&path) else {
             return Ok(());
         };
@@ -409,24 +426,11 @@ impl Session {
         let head = frame.head;
         let result = match frame.body {
             Some(Body::Ping(ping)) => {
-                p.pong_due = Some((ping.ping_id, ping.timepoint_microseconds));
-                // Credit updates ride on acks that a lossy path may drop; a ping refreshes them
-                // all, so a sender blocked on credit never waits longer than one keepalive.
-                self.stream_acks_pending
-                    .extend(self.recv_streams.keys().copied());
-                self.session_credit_pending = true;
+                self.on_ping(path, ping);
                 Ok(())
             }
             Some(Body::Pong(pong)) => {
-                if pong.ping_id == p.ping_id {
-                    let sent = self.epoch
-                        + std::time::Duration::from_micros(
-                            pong.timepoint_microseconds.max(0) as u64
-                        );
-                    if let Some(sample) = now.checked_duration_since(sent) {
-                        p.rtt.update(sample, std::time::Duration::ZERO);
-                    }
-                }
+                self.on_pong(now, path, pong);
                 Ok(())
             }
             Some(Body::Packet(packet)) => self.on_packet(now, path, head.as_ref(), packet),
@@ -874,7 +878,7 @@ impl Session {
                     ping_id,
                     timepoint_microseconds: tp,
                 });
-                self.push_frame(body, buf);
+                self.push_control(id, body, timepoint, buf);
             }
         }
         if let Some(p) = self.paths.get_mut(&id) {
@@ -885,7 +889,7 @@ impl Session {
                     ping_id: p.ping_id,
                     timepoint_microseconds: timepoint,
                 });
-                self.push_frame(body, buf);
+                self.push_control(id, body, timepoint, buf);
             }
         }
 
@@ -903,8 +907,9 @@ impl Session {
             else {
                 break;
             };
-            let ack = self.build_ack(now, Some(peer_path), package_limit - self.overhead(&config));
-            self.push_frame(Body::Acknowledge(ack), buf);
+            let budget = package_limit - self.overhead(&config) - self.control_wrap();
+            let ack = self.build_ack(now, Some(peer_path), budget);
+            self.push_control(id, Body::Acknowledge(ack), timepoint, buf);
             let Some(next) = peer_path.checked_add(1) else {
                 break;
             };
@@ -914,8 +919,9 @@ impl Session {
         if (!self.stream_acks_pending.is_empty() || self.session_credit_pending || owed_due)
             && buf.len() + self.out.len + 512 <= total_limit
         {
-            let ack = self.build_ack(now, None, package_limit - self.overhead(&config));
-            self.push_frame(Body::Acknowledge(ack), buf);
+            let budget = package_limit - self.overhead(&config) - self.control_wrap();
+            let ack = self.build_ack(now, None, budget);
+            self.push_control(id, Body::Acknowledge(ack), timepoint, buf);
         }
 
         // A sender waiting for credit while nothing is in flight probes with an early ping: the
@@ -1080,6 +1086,114 @@ impl Session {
                 );
                 None
             }
+        }
+    }
+
+    /// Bytes a sealed control packet adds around an acknowledgement (0 without keys).
+    fn control_wrap(&self) -> usize {
+        if self.is_encrypted() { CONTROL_WRAP } else { 0 }
+    }
+
+    /// Appends a control frame (ping, pong or acknowledgement) for path `id`: as its own
+    /// frame body on a session without keys; with keys, sealed in a `SESSION_CONTROL` packet
+    /// numbered in the path's control space (`docs/security.md` §8.6).
+    fn push_control(&mut self, id: PathId, body: Body, timepoint: i64, buf: &mut Vec<u8>) {
+        let Some(protection) = self.protection.as_deref_mut().filter(|p| p.seals()) else {
+            self.push_frame(body, buf);
+            return;
+        };
+        let control = match body {
+            Body::Ping(ping) => SessionControl {
+                ping: Some(ping),
+                ..SessionControl::default()
+            },
+            Body::Pong(pong) => SessionControl {
+                pong: Some(pong),
+                ..SessionControl::default()
+            },
+            Body::Acknowledge(ack) => SessionControl {
+                acknowledge: Some(ack),
+                ..SessionControl::default()
+            },
+            _ => return,
+        };
+        let Some(p) = self.paths.get_mut(&id) else {
+            return;
+        };
+        let number = p.next_control;
+        p.next_control += 1;
+        let mut packet = PacketData {
+            flags: packet_flags::SESSION_CONTROL,
+            timepoint_microseconds: timepoint,
+            packet_number: number as i64,
+            path_id: id.0 as i64,
+            ..PacketData::default()
+        };
+        if let Err(err) =
+            protection.encode_control(&self.head, &mut packet, &control, &self.limits, buf)
+        {
+            self.close_with(
+                CloseReason {
+                    code: AtbusCloseReason::InternalError as i32,
+                    message: format!("cannot send: {err}"),
+                },
+                false,
+            );
+        }
+    }
+
+    /// A ping arrived on `path`: a pong is due.
+    fn on_ping(&mut self, path: PathId, ping: PingData) {
+        let Some(p) = self.paths.get_mut(&path) else {
+            return;
+        };
+        p.pong_due = Some((ping.ping_id, ping.timepoint_microseconds));
+        // Credit updates ride on acks that a lossy path may drop; a ping refreshes them
+        // all, so a sender blocked on credit never waits longer than one keepalive.
+        self.stream_acks_pending
+            .extend(self.recv_streams.keys().copied());
+        self.session_credit_pending = true;
+    }
+
+    /// A pong arrived on `path`: an RTT sample when it answers the latest ping.
+    fn on_pong(&mut self, now: Instant, path: PathId, pong: PingData) {
+        let Some(p) = self.paths.get_mut(&path) else {
+            return;
+        };
+        if pong.ping_id == p.ping_id {
+            let sent = self.epoch
+                + std::time::Duration::from_micros(pong.timepoint_microseconds.max(0) as u64);
+            if let Some(sample) = now.checked_duration_since(sent) {
+                p.rtt.update(sample, std::time::Duration::ZERO);
+            }
+        }
+    }
+
+    /// An opened `SESSION_CONTROL` packet: its control frames, unless it is a replay. Only a
+    /// session with keys takes them (they are never sent in clear).
+    fn on_control(
+        &mut self,
+        now: Instant,
+        path: PathId,
+        packet: PacketData,
+    ) -> Result<(), ProtocolError> {
+        let Some(protection) = self.protection.as_deref_mut().filter(|p| p.seals()) else {
+            return Ok(());
+        };
+        if !protection.accept_control(packet.path_id, packet.packet_number as u64) {
+            return Ok(());
+        }
+        let control = SessionControl::decode(packet.content)
+            .map_err(|e| ProtocolError::BadContent(e.to_string()))?;
+        if let Some(ping) = control.ping {
+            self.on_ping(path, ping);
+        }
+        if let Some(pong) = control.pong {
+            self.on_pong(now, path, pong);
+        }
+        match control.acknowledge {
+            Some(ack) => self.on_ack(now, ack),
+            None => Ok(()),
         }
     }
 
@@ -1263,6 +1377,9 @@ impl Session {
             }
         } else if packet.flags & packet_flags::ENCRYPTED != 0 {
             return Err(ProtocolError::NoKeys);
+        }
+        if packet.flags & packet_flags::SESSION_CONTROL != 0 {
+            return self.on_control(now, path, packet);
         }
         if packet.flags & packet_flags::CLOSE_SESSION != 0 {
             let content = PacketContent::decode(packet.content.clone())

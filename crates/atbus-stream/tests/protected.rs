@@ -9,12 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use atbus_auth::{
-    CipherSuite, CompressionConfig, ContentCodec, PacketProtection, ProtectionLimits,
+    CipherSuite, CompressionConfig, ContentCodec, NonceSpace, PacketProtection, ProtectionLimits,
     SEAL_OVERHEAD, Side as KeySide,
 };
 use atbus_frame::{DatagramDecoder, FrameLimits, StreamDecoder, encode};
 use atbus_netsim::{LinkConfig, Loss};
-use atbus_proto::{FrameMessage, frame_message::Body, packet_flags};
+use atbus_proto::{
+    AcknowledgeData, FrameMessage, PacketNumberRange, PingData, StreamAcknowledge,
+    frame_message::Body, packet_flags,
+};
 use atbus_stream::sim::Side;
 use atbus_stream::{
     Delivery, OutgoingMessage, PathConfig, PathId, PathKind, ProtocolError, Session, SessionConfig,
@@ -117,10 +120,17 @@ fn sealed_run(seed: u64, loss: f64, paths: usize) {
     w.assert_exactly_once();
     let mut seen = BTreeSet::new();
     let mut sealed = 0;
+    let mut controls = 0;
     for (side, frame) in captured_frames(&w) {
-        let Some(Body::Packet(p)) = frame.body else {
-            continue;
+        let p = match frame.body {
+            Some(Body::Packet(p)) => p,
+            Some(Body::Ping(_) | Body::Pong(_) | Body::Acknowledge(_)) => {
+                panic!("seed {seed}: a control frame went out in clear")
+            }
+            _ => continue,
         };
+        let space = NonceSpace::of_flags(p.flags);
+        controls += u32::from(space == NonceSpace::Control);
         assert!(
             p.flags & packet_flags::ENCRYPTED != 0,
             "seed {seed}: a packet went out unsealed"
@@ -130,15 +140,28 @@ fn sealed_run(seed: u64, loss: f64, paths: usize) {
             "seed {seed}: plaintext on the wire"
         );
         let phase = p.content[0];
+        // Stronger than the nonce: no (space, path, number) repeats even across key phases.
         assert!(
-            seen.insert((side == Side::A, phase, p.path_id, p.packet_number)),
-            "seed {seed}: nonce reused: {side:?} phase {phase} path {} pn {}",
+            seen.insert((side == Side::A, space, p.path_id, p.packet_number)),
+            "seed {seed}: nonce reused: {side:?} phase {phase} {space:?} path {} pn {}",
             p.path_id,
             p.packet_number
         );
         sealed += 1;
     }
     assert!(sealed > 50, "seed {seed}: only {sealed} sealed packets");
+    assert!(
+        controls > 10,
+        "seed {seed}: only {controls} sealed control packets"
+    );
+    for s in [&w.pair.a, &w.pair.b] {
+        let stats = s.content_stats();
+        assert!(
+            stats.controls_sealed > 0 && stats.controls_opened > 0,
+            "{stats:?}"
+        );
+        assert_eq!(stats.dropped_clear_control, 0);
+    }
     let stats = w.pair.b.content_stats();
     assert!(stats.packets_opened > 0);
     let retransmitted: u64 = [1, 2]
@@ -255,6 +278,26 @@ impl Pair {
         }
     }
 
+    /// Frames `b` sends now.
+    fn frames_from_b(&mut self) -> Vec<FrameMessage> {
+        let mut out = Vec::new();
+        while let Some(t) = self.b.poll_transmit(self.now, &mut self.buf) {
+            let bytes = Bytes::copy_from_slice(&self.buf[..t.size]);
+            for p in DatagramDecoder::new(bytes, FrameLimits::default()) {
+                out.push(p.expect("package").decode().expect("frame"));
+            }
+        }
+        out
+    }
+
+    /// Hands `frame` to `a` as it would arrive (re-encoded).
+    fn deliver_to_a(&mut self, frame: FrameMessage) -> Result<(), ProtocolError> {
+        let mut wire = Vec::new();
+        encode(&frame, &FrameLimits::default(), &mut wire).expect("encode");
+        let len = wire.len();
+        self.a.handle_frame(self.now, self.pa, frame, len)
+    }
+
     fn received(&mut self, stream: i64) -> Vec<Bytes> {
         let mut got = Vec::new();
         while let Some(d) = self.b.read(stream) {
@@ -266,10 +309,13 @@ impl Pair {
     }
 }
 
+/// The stream data packets among `frames` (not the sealed control packets).
 fn data_packets(frames: Vec<FrameMessage>) -> Vec<FrameMessage> {
     frames
         .into_iter()
-        .filter(|f| matches!(&f.body, Some(Body::Packet(_))))
+        .filter(|f| {
+            matches!(&f.body, Some(Body::Packet(p)) if p.flags & packet_flags::SESSION_CONTROL == 0)
+        })
         .collect()
 }
 
@@ -508,4 +554,157 @@ fn a_session_without_codec_sends_exactly_what_it_sent_before() {
     }
     assert!(found);
     assert_eq!(a.content_stats(), Default::default());
+}
+
+/// The sealed control packets among `frames`.
+fn control_packets(frames: Vec<FrameMessage>) -> Vec<FrameMessage> {
+    frames
+        .into_iter()
+        .filter(|f| {
+            matches!(&f.body, Some(Body::Packet(p)) if p.flags & packet_flags::SESSION_CONTROL != 0)
+        })
+        .collect()
+}
+
+/// Whether a control packet from `b` opens (with `a`'s keys) to an acknowledgement.
+fn opens_to_an_ack(frame: &FrameMessage) -> bool {
+    use prost::Message;
+    let Some(Body::Packet(p)) = &frame.body else {
+        return false;
+    };
+    let mut a = codec(KeySide::Client, CipherSuite::ChaCha20Poly1305, None);
+    let header = atbus_auth::ContentHeader::of(frame.head.as_ref(), p);
+    let mut plain = Vec::new();
+    a.decode(&header, &p.content, &mut plain).is_ok()
+        && atbus_proto::SessionControl::decode(&plain[..]).is_ok_and(|c| c.acknowledge.is_some())
+}
+
+/// What an on-path attacker would send `a` to make it drop data: an acknowledgement, in
+/// clear, of every packet and every byte `a` sent, with `b`'s head.
+fn forged_ack(pa: PathId, stream: i64, bytes: i64) -> FrameMessage {
+    FrameMessage {
+        head: Some(atbus_proto::MessageHead {
+            source: "node-b".into(),
+            destination: "node-a".into(),
+            ..Default::default()
+        }),
+        body: Some(Body::Acknowledge(AcknowledgeData {
+            streams: vec![StreamAcknowledge {
+                stream_id: stream,
+                acknowledge_offset: bytes,
+                received_max_offset: bytes,
+                max_stream_offset: bytes + 1_000_000,
+                closed: false,
+            }],
+            path_id: pa.0 as i64,
+            received_packets: vec![PacketNumberRange { first: 0, last: 50 }],
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn a_forged_ack_in_clear_is_dropped_and_the_data_still_delivered() {
+    let mut pair = Pair::new(None);
+    let message = marked(1, 900).remove(0);
+    pair.a
+        .send(1, OutgoingMessage::data(message.clone()))
+        .expect("send");
+    // The data packets are lost on the way; the attacker acknowledges them in clear.
+    let lost = data_packets(pair.frames_from_a());
+    assert!(!lost.is_empty());
+    let forged = forged_ack(pair.pa, 1, message.len() as i64);
+    pair.deliver_to_a(forged)
+        .expect("dropped, not a protocol error");
+    let stats = pair.a.content_stats();
+    assert_eq!(stats.dropped_clear_control, 1, "{stats:?}");
+    assert!(
+        !pair.a.is_stream_acknowledged(1),
+        "the forged ack was applied"
+    );
+    assert!(
+        pair.a.send_buffered() > 0,
+        "a dropped data it believes delivered"
+    );
+    // A clear ping is refused the same way.
+    let ping = FrameMessage {
+        head: None,
+        body: Some(Body::Ping(PingData {
+            ping_id: 9,
+            timepoint_microseconds: 0,
+        })),
+    };
+    pair.deliver_to_a(ping).expect("dropped");
+    assert_eq!(pair.a.content_stats().dropped_clear_control, 2);
+    // The sender's loss recovery sends the data again; it arrives once.
+    pair.settle();
+    assert_eq!(pair.received(1), vec![message]);
+    assert!(pair.a.is_stream_acknowledged(1) || pair.a.send_buffered() == 0);
+}
+
+#[test]
+fn the_same_forged_ack_on_a_plain_session_loses_the_data() {
+    // Control experiment: without keys the forgery works, so the test above can fail.
+    let now = Instant::now();
+    let mut a = Session::new(SessionConfig::new("node-a", "node-b"), now);
+    let pa = a
+        .add_path(now, PathConfig::new(PathKind::Datagram, 1400))
+        .expect("path");
+    let message = marked(1, 900).remove(0);
+    a.send(1, OutgoingMessage::data(message.clone()))
+        .expect("send");
+    let mut buf = Vec::new();
+    while a.poll_transmit(now, &mut buf).is_some() {}
+    let forged = forged_ack(pa, 1, message.len() as i64);
+    a.handle_frame(now, pa, forged, 64).expect("applied");
+    assert_eq!(
+        a.send_buffered(),
+        0,
+        "the plain sender believes it delivered"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_a_sealed_ack_is_rejected() {
+    for what in ["content", "control number", "path id"] {
+        let mut pair = Pair::new(None);
+        let message = marked(1, 300).remove(0);
+        pair.a
+            .send(1, OutgoingMessage::data(message.clone()))
+            .expect("send");
+        for f in pair.frames_from_a() {
+            pair.deliver_to_b(f).expect("opens");
+        }
+        assert_eq!(pair.received(1), vec![message.clone()]);
+        // b's acknowledgement, due after the ack delay.
+        pair.now += Duration::from_millis(30);
+        pair.b.handle_timeout(pair.now);
+        let mut acks: Vec<FrameMessage> = control_packets(pair.frames_from_b())
+            .into_iter()
+            .filter(opens_to_an_ack)
+            .collect();
+        assert!(!acks.is_empty(), "{what}: b sent no sealed ack");
+        let original = acks[0].clone();
+        let p = packet_mut(&mut acks[0]);
+        match what {
+            "content" => {
+                let mut c = p.content.to_vec();
+                c[3] ^= 0x10;
+                p.content = c.into();
+            }
+            "control number" => p.packet_number += 1,
+            _ => p.path_id += 1,
+        }
+        pair.deliver_to_a(acks.remove(0)).expect("dropped");
+        let stats = pair.a.content_stats();
+        assert_eq!(stats.dropped_bad_tag, 1, "{what}: {stats:?}");
+        assert_eq!(stats.controls_opened, 0, "{what}");
+        assert!(pair.a.send_buffered() > 0, "{what}: altered ack applied");
+        // The intact copy opens and is applied once; a replay of it is dropped.
+        pair.deliver_to_a(original.clone()).expect("opens");
+        assert_eq!(pair.a.content_stats().controls_opened, 1, "{what}");
+        assert_eq!(pair.a.send_buffered(), 0, "{what}: intact ack not applied");
+        pair.deliver_to_a(original).expect("dropped");
+        assert_eq!(pair.a.content_stats().dropped_replayed_control, 1, "{what}");
+    }
 }

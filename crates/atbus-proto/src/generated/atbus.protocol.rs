@@ -152,6 +152,21 @@ pub struct PacketData {
     #[prost(int64, tag = "8")]
     pub path_id: i64,
 }
+/// Decoded content of a packet_data flagged ATBUS_PACKET_FLAG_TYPE_SESSION_CONTROL: the control
+/// frames of a session with keys, sealed like stream data instead of travelling in clear as
+/// frame_message bodies. At least one field is set.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SessionControl {
+    /// A ping of the path the packet came on (as frame_message.ping).
+    #[prost(message, optional, tag = "1")]
+    pub ping: ::core::option::Option<PingData>,
+    /// A pong of the path the packet came on (as frame_message.pong).
+    #[prost(message, optional, tag = "2")]
+    pub pong: ::core::option::Option<PingData>,
+    /// An acknowledgement (as frame_message.acknowledge).
+    #[prost(message, optional, tag = "3")]
+    pub acknowledge: ::core::option::Option<AcknowledgeData>,
+}
 /// Decoded form of packet_data.content.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PacketContent {
@@ -473,6 +488,10 @@ pub enum AtbusPacketFlagType {
     Compressed = 64,
     /// content was sent as 0-RTT early data.
     EarlyData = 128,
+    /// content is a sealed session_control (acknowledgements, ping, pong) of a session with keys,
+    /// not stream data; packet_number counts the path's control packets, a space of its own (see
+    /// docs/security.md, "Sealed control packets").
+    SessionControl = 256,
 }
 impl AtbusPacketFlagType {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -490,6 +509,7 @@ impl AtbusPacketFlagType {
             Self::Encrypted => "ATBUS_PACKET_FLAG_TYPE_ENCRYPTED",
             Self::Compressed => "ATBUS_PACKET_FLAG_TYPE_COMPRESSED",
             Self::EarlyData => "ATBUS_PACKET_FLAG_TYPE_EARLY_DATA",
+            Self::SessionControl => "ATBUS_PACKET_FLAG_TYPE_SESSION_CONTROL",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -504,6 +524,7 @@ impl AtbusPacketFlagType {
             "ATBUS_PACKET_FLAG_TYPE_ENCRYPTED" => Some(Self::Encrypted),
             "ATBUS_PACKET_FLAG_TYPE_COMPRESSED" => Some(Self::Compressed),
             "ATBUS_PACKET_FLAG_TYPE_EARLY_DATA" => Some(Self::EarlyData),
+            "ATBUS_PACKET_FLAG_TYPE_SESSION_CONTROL" => Some(Self::SessionControl),
             _ => None,
         }
     }
