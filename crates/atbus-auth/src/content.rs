@@ -60,6 +60,11 @@ impl ContentCodec {
         self.protection.is_some()
     }
 
+    /// The session's protection (phases and counters).
+    pub fn protection(&self) -> Option<&PacketProtection> {
+        self.protection.as_ref()
+    }
+
     /// The session's protection, for key updates and counters.
     pub fn protection_mut(&mut self) -> Option<&mut PacketProtection> {
         self.protection.as_mut()

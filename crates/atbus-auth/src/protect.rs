@@ -258,6 +258,14 @@ pub fn associated_data(
     aad.extend_from_slice(&header.packet_number.to_be_bytes());
 }
 
+/// Which receive phase a packet claims.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Current,
+    Next,
+    Previous,
+}
+
 enum Cipher {
     ChaCha(Box<ChaCha20Poly1305>),
     Aes(Box<Aes256Gcm>),
@@ -270,7 +278,7 @@ struct DirectionKeys {
     secret: [u8; SECRET_LEN],
     cipher: Cipher,
     iv: [u8; NONCE_LEN],
-    /// Packets sealed (send side) or failed opens (receive side) under this phase.
+    /// Packets sealed under this phase (send side).
     used: u64,
 }
 
@@ -329,6 +337,12 @@ pub struct PacketProtection {
     limits: ProtectionLimits,
     send: DirectionKeys,
     receive: DirectionKeys,
+    /// The peer's next phase, derived ahead so that trying it costs no more than the current.
+    receive_next: DirectionKeys,
+    /// The peer's previous phase, kept for reordered packets until the caller discards it.
+    receive_previous: Option<DirectionKeys>,
+    /// Failed opens over the whole session, all phases (RFC 9001 §6.6).
+    failed_opens: u64,
     aad: Vec<u8>,
 }
 
@@ -375,10 +389,14 @@ impl PacketProtection {
             Side::Client => (c2s, s2c),
             Side::Server => (s2c, c2s),
         };
+        let receive = DirectionKeys::new(suite, 0, receive);
         Ok(PacketProtection {
             limits,
             send: DirectionKeys::new(suite, 0, send),
-            receive: DirectionKeys::new(suite, 0, receive),
+            receive_next: receive.next(),
+            receive,
+            receive_previous: None,
+            failed_opens: 0,
             aad: Vec::with_capacity(128),
         })
     }
@@ -408,9 +426,29 @@ impl PacketProtection {
         self.send = self.send.next();
     }
 
-    /// Moves the receive direction to the next key phase, after the peer's key update.
+    /// Moves the receive direction to the next key phase, after the peer's key update (`open`
+    /// does this by itself when a packet of the next phase opens). The phase left becomes
+    /// the previous one, still accepted until [`PacketProtection::discard_previous_receive_key`].
     pub fn update_receive_key(&mut self) {
-        self.receive = self.receive.next();
+        let next = self.receive_next.next();
+        let current = std::mem::replace(&mut self.receive_next, next);
+        self.receive_previous = Some(std::mem::replace(&mut self.receive, current));
+    }
+
+    /// Forgets the previous receive phase: its packets are refused from now on. Call it a
+    /// while (about three probe timeouts, RFC 9001 §6.5) after the receive phase changed.
+    pub fn discard_previous_receive_key(&mut self) {
+        self.receive_previous = None;
+    }
+
+    /// Whether the previous receive phase is still accepted.
+    pub fn has_previous_receive_key(&self) -> bool {
+        self.receive_previous.is_some()
+    }
+
+    /// Packets that failed to open over the session's life, all phases together.
+    pub fn failed_opens(&self) -> u64 {
+        self.failed_opens
     }
 
     /// Seals `plaintext` for the packet described by `header` and appends the sealed content
@@ -492,30 +530,50 @@ impl PacketProtection {
                 max: MAX_PLAINTEXT_LEN,
             });
         }
-        if self.receive.used >= self.limits.max_failed_opens {
+        if self.failed_opens >= self.limits.max_failed_opens {
             return Err(ProtectError::IntegrityLimitReached {
-                failed: self.receive.used,
+                failed: self.failed_opens,
             });
         }
+        // The current phase, the next one (the peer updated: try it, move on if it opens), or
+        // the previous one while it is kept (reordered packets); never two phases back.
         let phase = sealed[0];
-        if phase != self.receive.phase {
+        let which = if phase == self.receive.phase {
+            Phase::Current
+        } else if phase == self.receive_next.phase {
+            Phase::Next
+        } else if self
+            .receive_previous
+            .as_ref()
+            .is_some_and(|k| k.phase == phase)
+        {
+            Phase::Previous
+        } else {
             return Err(ProtectError::KeyPhaseMismatch {
                 expected: self.receive.phase,
                 got: phase,
             });
-        }
+        };
+        let keys = match which {
+            Phase::Current => &self.receive,
+            Phase::Next => &self.receive_next,
+            Phase::Previous => match &self.receive_previous {
+                Some(k) => k,
+                None => &self.receive,
+            },
+        };
         let nonce = packet_nonce_in(
-            &self.receive.iv,
+            &keys.iv,
             NonceSpace::of_flags(header.flags),
             header.path_id,
             header.packet_number,
         )?;
-        associated_data(self.receive.suite, phase, header, &mut self.aad);
+        associated_data(keys.suite, phase, header, &mut self.aad);
         let (ciphertext, tag) = sealed[1..].split_at(sealed.len() - SEAL_OVERHEAD);
         let start = out.len();
         out.extend_from_slice(ciphertext);
         let body = &mut out[start..];
-        let opened = match &self.receive.cipher {
+        let opened = match &keys.cipher {
             Cipher::ChaCha(c) => {
                 c.decrypt_in_place_detached(&nonce.into(), &self.aad, body, tag.into())
             }
@@ -525,8 +583,11 @@ impl PacketProtection {
         };
         if opened.is_err() {
             out.truncate(start);
-            self.receive.used += 1;
+            self.failed_opens += 1;
             return Err(ProtectError::BadTag);
+        }
+        if which == Phase::Next {
+            self.update_receive_key();
         }
         Ok(ciphertext.len())
     }

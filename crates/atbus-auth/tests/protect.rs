@@ -95,8 +95,12 @@ fn every_bit_of_sealed_content_is_protected() {
             bad[bit / 8] ^= 1 << (bit % 8);
             let err = open(&mut server, &h, &bad).unwrap_err();
             if bit < 8 {
+                // A phase byte changed to the next phase is tried with the next key.
                 assert!(
-                    matches!(err, ProtectError::KeyPhaseMismatch { .. }),
+                    matches!(
+                        err,
+                        ProtectError::KeyPhaseMismatch { .. } | ProtectError::BadTag
+                    ),
                     "{err:?}"
                 );
             } else {
@@ -338,35 +342,95 @@ fn limits_demand_a_key_update_and_close_on_forgeries() {
     );
     assert!(out.is_empty());
 
-    // Key update: the old receive key refuses the new phase; after its own update it opens.
+    // Key update: the receiver tries the next phase when a packet claims it, and moves on
+    // only when it opens.
     client.update_send_key();
     assert_eq!((client.send_phase(), client.sealed_packets()), (1, 0));
     let sealed = seal(&mut client, &h, b"after update");
     assert_eq!(sealed[0], 1);
-    assert_eq!(
-        open(&mut server, &h, &sealed),
-        Err(ProtectError::KeyPhaseMismatch {
-            expected: 0,
-            got: 1
-        })
-    );
     // A phase byte forged back to 0 does not make the new key's packet open under the old key.
     let mut forged = sealed.clone();
     forged[0] = 0;
     assert_eq!(open(&mut server, &h, &forged), Err(ProtectError::BadTag));
-    server.update_receive_key();
-    assert_eq!(server.receive_phase(), 1);
+    assert_eq!(
+        server.receive_phase(),
+        0,
+        "moved on a packet that did not open"
+    );
     assert_eq!(open(&mut server, &h, &sealed).unwrap(), b"after update");
-
-    // Forgeries: two failed opens exhaust the (tiny) integrity limit of the new phase.
+    assert_eq!(server.receive_phase(), 1);
+    assert!(server.has_previous_receive_key());
+    // Forgeries count over the session's life, across phases: one before, one now.
     let mut bad = sealed.clone();
     bad[5] ^= 1;
     assert_eq!(open(&mut server, &h, &bad), Err(ProtectError::BadTag));
-    assert_eq!(open(&mut server, &h, &bad), Err(ProtectError::BadTag));
+    assert_eq!(server.failed_opens(), 2);
     assert_eq!(
         open(&mut server, &h, &sealed),
         Err(ProtectError::IntegrityLimitReached { failed: 2 })
     );
+}
+
+#[test]
+fn receive_phases_move_forward_keep_the_previous_and_never_go_back() {
+    for suite in SUITES {
+        let (mut client, mut server) = pair(suite);
+        let mut h = header();
+        let mut next_pn = 0;
+        let mut sealed_at = |client: &mut PacketProtection, h: &mut ContentHeader<'static>| {
+            h.packet_number = next_pn;
+            next_pn += 1;
+            (*h, seal(client, h, b"payload"))
+        };
+        let (h0, p0) = sealed_at(&mut client, &mut h);
+        let (h0b, p0b) = sealed_at(&mut client, &mut h);
+        client.update_send_key();
+        let (h1, p1) = sealed_at(&mut client, &mut h);
+        // Phase 1 arrives first: the receiver moves to 1; the late phase-0 packet still opens.
+        assert_eq!(open(&mut server, &h1, &p1).unwrap(), b"payload");
+        assert_eq!(server.receive_phase(), 1);
+        assert_eq!(open(&mut server, &h0, &p0).unwrap(), b"payload");
+        // Opening a previous-phase packet does not move the receiver back.
+        assert_eq!(server.receive_phase(), 1);
+        client.update_send_key();
+        let (h2, p2) = sealed_at(&mut client, &mut h);
+        assert_eq!(open(&mut server, &h2, &p2).unwrap(), b"payload");
+        assert_eq!(server.receive_phase(), 2);
+        // Two phases ago: refused, counted nowhere (no tag was tried).
+        assert_eq!(
+            open(&mut server, &h0b, &p0b),
+            Err(ProtectError::KeyPhaseMismatch {
+                expected: 2,
+                got: 0
+            })
+        );
+        // Phase 1 is the previous one until it is discarded.
+        let (h1b, p1b) = {
+            let mut c1 = pair(suite).0;
+            c1.update_send_key();
+            let mut hh = h1;
+            hh.packet_number = 1000;
+            (hh, seal(&mut c1, &hh, b"late"))
+        };
+        assert_eq!(open(&mut server, &h1b, &p1b).unwrap(), b"late");
+        server.discard_previous_receive_key();
+        assert!(!server.has_previous_receive_key());
+        assert!(matches!(
+            open(&mut server, &h1b, &p1b),
+            Err(ProtectError::KeyPhaseMismatch { .. })
+        ));
+        assert_eq!(server.failed_opens(), 0);
+        // Phases wrap at 256 without confusing keys: 256 updates later the byte repeats but
+        // the key does not.
+        let mut far = pair(suite).0;
+        for _ in 0..256 {
+            far.update_send_key();
+        }
+        assert_eq!(far.send_phase(), 0);
+        let (hf, pf) = sealed_at(&mut far, &mut h);
+        let (_, mut fresh) = pair(suite);
+        assert_eq!(open(&mut fresh, &hf, &pf), Err(ProtectError::BadTag));
+    }
 }
 
 #[test]

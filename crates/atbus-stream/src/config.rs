@@ -51,6 +51,10 @@ pub struct SessionConfig {
     /// The peer's session receive window, learned in the handshake; `None` assumes it equals
     /// `session_receive_window`.
     pub peer_session_receive_window: Option<u64>,
+    /// On a session with keys, move the send direction to the next key phase after sealing
+    /// this many packets under one key (default 2²², below AES-256-GCM's 2²³ limit; see
+    /// `docs/security.md` §8.6). 0 turns automatic updates off.
+    pub key_update_packets: u64,
 }
 
 impl SessionConfig {
@@ -89,6 +93,7 @@ impl SessionConfig {
             no_delay: false,
             peer_stream_receive_window: None,
             peer_session_receive_window: None,
+            key_update_packets: 1 << 22,
         }
     }
 }
@@ -238,6 +243,19 @@ pub enum ProtocolError {
     /// integrity limit, or content that opened does not decompress.
     #[error("content protection: {0}")]
     Content(String),
+}
+
+/// Why a key update was refused ([`crate::Session::update_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyUpdateError {
+    /// The session has no keys.
+    #[error("the session has no keys")]
+    NoKeys,
+    /// The previous update is not confirmed yet: no packet of the current phase was answered
+    /// by the peer, so it may not have the current keys (updating again could leave it two
+    /// phases behind).
+    #[error("the previous key update is not confirmed by the peer yet")]
+    NotConfirmed,
 }
 
 /// Why the session closed.

@@ -60,8 +60,8 @@ mod send;
 mod session;
 
 pub use config::{
-    CloseReason, Event, PathConfig, PathError, PathId, PathKind, ProtocolError, SendError,
-    SessionConfig,
+    CloseReason, Event, KeyUpdateError, PathConfig, PathError, PathId, PathKind, ProtocolError,
+    SendError, SessionConfig,
 };
 pub use path::PathStats;
 pub use protect::ContentStats;

@@ -85,6 +85,8 @@ pub(crate) struct Path {
     pub last_received: Instant,
     pub next_ping: Instant,
     pub ping_id: i64,
+    /// Send key phase the latest ping was sealed under (a pong to it confirms the phase).
+    pub ping_phase: Option<u8>,
     pub pong_due: Option<(i64, i64)>,
     pub stats: PathStats,
     pub cc: NewReno,
@@ -128,6 +130,7 @@ impl Path {
             last_received: now,
             next_ping: now,
             ping_id: 0,
+            ping_phase: None,
             pong_due: None,
             stats: PathStats::default(),
         }

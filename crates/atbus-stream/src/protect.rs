@@ -19,6 +19,8 @@ use atbus_frame::{FrameError, FrameLimits, encode_raw};
 use atbus_proto::{MessageHead, PacketContent, PacketData, SessionControl, packet_flags};
 use bytes::Bytes;
 use prost::Message;
+
+use crate::config::KeyUpdateError;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, int32, int64};
 
 /// Key of `frame_message.head`.
@@ -62,6 +64,10 @@ pub struct ContentStats {
     /// Sealed control packets that opened but whose control number was seen before (a
     /// replay) or is too old for the replay window: dropped.
     pub dropped_replayed_control: u64,
+    /// Key updates of the send direction.
+    pub key_updates_sent: u64,
+    /// Key updates of the peer followed (a packet of its next phase opened).
+    pub key_updates_received: u64,
 }
 
 /// Control numbers remembered per peer path, below the largest seen.
@@ -121,6 +127,8 @@ pub(crate) struct Protection {
     frame: Vec<u8>,
     /// Control numbers seen, per peer path id (replay protection of sealed control packets).
     control_windows: std::collections::BTreeMap<i64, ControlWindow>,
+    /// The peer answered a packet of the current send phase: another update may follow.
+    update_confirmed: bool,
     pub(crate) stats: ContentStats,
 }
 
@@ -152,6 +160,7 @@ impl Protection {
             wire: Vec::new(),
             frame: Vec::new(),
             control_windows: std::collections::BTreeMap::new(),
+            update_confirmed: true,
             stats: ContentStats::default(),
         }
     }
@@ -159,6 +168,48 @@ impl Protection {
     /// Whether the codec seals (a session with keys).
     pub(crate) fn seals(&self) -> bool {
         self.codec.seals()
+    }
+
+    /// The send key phase, with keys.
+    pub(crate) fn send_phase(&self) -> Option<u8> {
+        self.codec.protection().map(|p| p.send_phase())
+    }
+
+    /// The receive key phase, with keys.
+    pub(crate) fn receive_phase(&self) -> Option<u8> {
+        self.codec.protection().map(|p| p.receive_phase())
+    }
+
+    /// Packets sealed under the current send key.
+    pub(crate) fn sealed_packets(&self) -> u64 {
+        self.codec.protection().map_or(0, |p| p.sealed_packets())
+    }
+
+    /// Moves the send direction to the next key phase, unless the previous update is not
+    /// confirmed yet.
+    pub(crate) fn update_send_key(&mut self) -> Result<(), KeyUpdateError> {
+        if !self.update_confirmed {
+            return Err(KeyUpdateError::NotConfirmed);
+        }
+        let p = self.codec.protection_mut().ok_or(KeyUpdateError::NoKeys)?;
+        p.update_send_key();
+        self.update_confirmed = false;
+        self.stats.key_updates_sent += 1;
+        Ok(())
+    }
+
+    /// The peer answered a packet sealed under send phase `phase`.
+    pub(crate) fn confirm_phase(&mut self, phase: u8) {
+        if self.send_phase() == Some(phase) {
+            self.update_confirmed = true;
+        }
+    }
+
+    /// Forgets the peer's previous key phase.
+    pub(crate) fn discard_previous_receive_key(&mut self) {
+        if let Some(p) = self.codec.protection_mut() {
+            p.discard_previous_receive_key();
+        }
     }
 
     /// Appends the package of `packet` with `content` transformed by the codec to `buf`;

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::config::{
-    CloseReason, Event, PathConfig, PathError, PathId, ProtocolError, SendError, SessionConfig,
+    CloseReason, Event, KeyUpdateError, PathConfig, PathError, PathId, ProtocolError, SendError,
+    SessionConfig,
 };
 use crate::content::{ReceivedFragment, decode_fragments};
 use crate::path::{Path, PathStats, PeerPathAcks, SentPacket};
@@ -157,6 +158,8 @@ pub struct Session {
     protection: Option<Box<Protection>>,
     /// Bytes the codec may add to a packet (0 on a plain session).
     protected_overhead: usize,
+    /// When the peer's previous key phase is forgotten (after it moved to a new one).
+    previous_key_discard: Option<Instant>,
     /// Payloads kept out of the buffer by the `poll_transmit_spliced` call under way.
     out: SpliceOut,
 }
@@ -211,6 +214,7 @@ impl Session {
             protection: None,
             protected_overhead: 0,
             out: SpliceOut::default(),
+            previous_key_discard: None,
             config,
         }
     }
@@ -244,6 +248,30 @@ impl Session {
     /// Whether a content codec (keys and/or compression) is installed.
     pub fn has_content_codec(&self) -> bool {
         self.protection.is_some()
+    }
+
+    /// Moves the send direction to the next key phase now (a key update, RFC 9001 §6 style;
+    /// `docs/security.md` §8.6). Refused without keys, and while the previous update is not
+    /// confirmed (no packet of the current phase answered by the peer yet). The session also
+    /// updates by itself after [`SessionConfig::key_update_packets`] packets.
+    pub fn update_keys(&mut self, now: Instant) -> Result<(), KeyUpdateError> {
+        let protection = self
+            .protection
+            .as_deref_mut()
+            .filter(|p| p.seals())
+            .ok_or(KeyUpdateError::NoKeys)?;
+        protection.update_send_key()?;
+        // A ping on every path, sealed under the new phase: its pong confirms the update.
+        for p in self.paths.values_mut() {
+            p.next_ping = p.next_ping.min(now);
+        }
+        Ok(())
+    }
+
+    /// The send and receive key phases, on a session with keys.
+    pub fn key_phases(&self) -> Option<(u8, u8)> {
+        let p = self.protection.as_deref()?;
+        Some((p.send_phase()?, p.receive_phase()?))
     }
 
     /// Counters of content protection (all zero on a plain session).
@@ -453,6 +481,12 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_closed() {
             return;
+        }
+        if self.previous_key_discard.is_some_and(|t| t <= now) {
+            self.previous_key_discard = None;
+            if let Some(p) = self.protection.as_deref_mut() {
+                p.discard_previous_receive_key();
+            }
         }
         let granularity = self.config.timer_granularity;
         let max_ack_delay = self.config.max_ack_delay;
@@ -796,6 +830,9 @@ impl Session {
         if let Some(d) = self.stream_ack_deadline {
             at(d);
         }
+        if let Some(d) = self.previous_key_discard {
+            at(d);
+        }
         t
     }
 
@@ -871,6 +908,17 @@ impl Session {
             return;
         }
 
+        // Automatic key update once the send key sealed its share of packets.
+        let update_after = self.config.key_update_packets;
+        if update_after > 0
+            && self
+                .protection
+                .as_deref()
+                .is_some_and(|p| p.seals() && p.sealed_packets() >= update_after)
+        {
+            let _ = self.update_keys(now);
+        }
+
         // Pong and ping.
         if let Some(p) = self.paths.get_mut(&id) {
             if let Some((ping_id, tp)) = p.pong_due.take() {
@@ -885,6 +933,7 @@ impl Session {
             if p.next_ping <= now {
                 p.ping_id += 1;
                 p.next_ping = now + self.config.keepalive_interval;
+                p.ping_phase = self.protection.as_deref().and_then(Protection::send_phase);
                 let body = Body::Ping(PingData {
                     ping_id: p.ping_id,
                     timepoint_microseconds: timepoint,
@@ -1161,6 +1210,11 @@ impl Session {
             return;
         };
         if pong.ping_id == p.ping_id {
+            // A sealed pong to a ping of the current phase: the peer has our current keys.
+            if let (Some(phase), Some(protection)) = (p.ping_phase, self.protection.as_deref_mut())
+            {
+                protection.confirm_phase(phase);
+            }
             let sent = self.epoch
                 + std::time::Duration::from_micros(pong.timepoint_microseconds.max(0) as u64);
             if let Some(sample) = now.checked_duration_since(sent) {
@@ -1370,7 +1424,20 @@ impl Session {
                     self.config.local_name.as_str(),
                 ),
             };
+            let phase_before = protection.receive_phase();
             match protection.open(source, destination, &mut packet) {
+                Ok(()) if protection.receive_phase() != phase_before => {
+                    // The peer updated its keys: keep the previous phase for reordered
+                    // packets for about three probe timeouts (RFC 9001 §6.5).
+                    protection.stats.key_updates_received += 1;
+                    let pto = self
+                        .paths
+                        .values()
+                        .map(|p| p.rtt.pto_base(self.config.timer_granularity))
+                        .max()
+                        .unwrap_or(self.config.initial_rtt);
+                    self.previous_key_discard = Some(now + 3 * pto);
+                }
                 Ok(()) => {}
                 Err(OpenFailure::Dropped) => return Ok(()),
                 Err(OpenFailure::Fatal(e)) => return Err(ProtocolError::Content(e.to_string())),

@@ -20,7 +20,8 @@ use atbus_proto::{
 };
 use atbus_stream::sim::Side;
 use atbus_stream::{
-    Delivery, OutgoingMessage, PathConfig, PathId, PathKind, ProtocolError, Session, SessionConfig,
+    Delivery, KeyUpdateError, OutgoingMessage, PathConfig, PathId, PathKind, ProtocolError,
+    Session, SessionConfig,
 };
 use bytes::Bytes;
 use common::World;
@@ -99,7 +100,18 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// A lossy multi-path run with keys: exactly-once delivery, nothing in clear on the wire, and
 /// every (sender, key phase, path id, packet number) sealed once only.
 fn sealed_run(seed: u64, loss: f64, paths: usize) {
-    let mut w = World::new(seed);
+    sealed_run_with_updates(seed, loss, paths, 0);
+}
+
+/// As [`sealed_run`], each direction updating its keys every `update_after` packets (0: the
+/// default, no update in a run this short); with updates, both directions must have crossed
+/// several phases and the receivers followed.
+fn sealed_run_with_updates(seed: u64, loss: f64, paths: usize, update_after: u64) {
+    let mut w = World::with_config(seed, |c| {
+        if update_after > 0 {
+            c.key_update_packets = update_after;
+        }
+    });
     let kinds = [
         (PathKind::Datagram, 548),
         (PathKind::Datagram, 1224),
@@ -164,6 +176,27 @@ fn sealed_run(seed: u64, loss: f64, paths: usize) {
     }
     let stats = w.pair.b.content_stats();
     assert!(stats.packets_opened > 0);
+    if update_after > 0 {
+        let (a, b) = (w.pair.a.content_stats(), w.pair.b.content_stats());
+        assert!(
+            a.key_updates_sent >= 3 && b.key_updates_received >= 3,
+            "seed {seed}: a sent {} updates, b followed {}",
+            a.key_updates_sent,
+            b.key_updates_received
+        );
+        assert!(b.key_updates_sent >= 1 && a.key_updates_received >= 1);
+        let phases: BTreeSet<u8> = captured_frames(&w)
+            .iter()
+            .filter_map(|(side, f)| match (&f.body, side) {
+                (Some(Body::Packet(p)), Side::A) => p.content.first().copied(),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            phases.len() >= 4,
+            "seed {seed}: a's phases on the wire {phases:?}"
+        );
+    }
     let retransmitted: u64 = [1, 2]
         .iter()
         .map(|&s| w.pair.a.stream_stats(s).bytes_retransmitted)
@@ -186,6 +219,22 @@ proptest! {
         paths in 2usize..=3,
     ) {
         sealed_run(seed, loss, paths);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    /// Key updates every few packets over two or three lossy paths: exactly-once
+    /// delivery across several phases, and no (space, path, number) sealed twice in any phase.
+    #[test]
+    fn key_updates_in_a_long_lossy_multipath_run(
+        seed in any::<u64>(),
+        loss in prop_oneof![Just(0.05), Just(0.15)],
+        paths in 2usize..=3,
+        update_after in 4u64..12,
+    ) {
+        sealed_run_with_updates(seed, loss, paths, update_after);
     }
 }
 
@@ -707,4 +756,85 @@ fn a_flipped_bit_in_a_sealed_ack_is_rejected() {
         pair.deliver_to_a(original).expect("dropped");
         assert_eq!(pair.a.content_stats().dropped_replayed_control, 1, "{what}");
     }
+}
+
+/// Data packets `a` sends for one message now.
+fn send_and_capture(pair: &mut Pair, stream: i64, message: &Bytes) -> Vec<FrameMessage> {
+    pair.a
+        .send(stream, OutgoingMessage::data(message.clone()))
+        .expect("send");
+    data_packets(pair.frames_from_a())
+}
+
+fn phase_of(frame: &FrameMessage) -> u8 {
+    match &frame.body {
+        Some(Body::Packet(p)) => p.content[0],
+        _ => panic!("not a packet"),
+    }
+}
+
+#[test]
+fn key_updates_keep_the_previous_phase_for_a_while_and_drop_older_ones() {
+    let mut pair = Pair::new(None);
+    let m = marked(5, 200);
+    // Phase 0: a packet held back (it will be two phases old).
+    let old = send_and_capture(&mut pair, 1, &m[0]);
+    assert_eq!(phase_of(&old[0]), 0);
+    pair.a.update_keys(pair.now).expect("first update");
+    assert_eq!(
+        pair.a.update_keys(pair.now),
+        Err(KeyUpdateError::NotConfirmed),
+        "a second update before the peer confirmed the first"
+    );
+    // Phase 1 delivered: b follows; a's ping of phase 1 is answered, which confirms.
+    pair.settle();
+    assert_eq!(pair.received(1), vec![m[0].clone()]);
+    assert_eq!(pair.b.key_phases().map(|p| p.1), Some(1));
+    assert_eq!(pair.b.content_stats().key_updates_received, 1);
+    // Two phase-1 packets held back, then phase 2.
+    let late = send_and_capture(&mut pair, 2, &m[1]);
+    let later = send_and_capture(&mut pair, 3, &m[2]);
+    assert_eq!((phase_of(&late[0]), phase_of(&later[0])), (1, 1));
+    pair.a
+        .update_keys(pair.now)
+        .expect("confirmed: second update");
+    for f in send_and_capture(&mut pair, 4, &m[3]) {
+        assert_eq!(phase_of(&f), 2);
+        pair.deliver_to_b(f).expect("opens");
+    }
+    assert_eq!(pair.received(4), vec![m[3].clone()]);
+    assert_eq!(pair.b.key_phases().map(|p| p.1), Some(2));
+    // The previous phase (1) still opens: a reordered packet.
+    for f in late {
+        pair.deliver_to_b(f).expect("opens");
+    }
+    assert_eq!(pair.received(2), vec![m[1].clone()]);
+    // Two phases ago (0): dropped, counted, the receiver stays at 2.
+    let dropped = pair.b.content_stats().dropped_bad_tag;
+    pair.deliver_to_b(old[0].clone()).expect("dropped");
+    assert_eq!(pair.b.content_stats().dropped_bad_tag, dropped + 1);
+    assert_eq!(pair.b.key_phases().map(|p| p.1), Some(2));
+    // After about three probe timeouts the previous phase is forgotten too.
+    let discard = pair.b.poll_timeout().expect("a timer");
+    pair.now += Duration::from_secs(5);
+    assert!(discard <= pair.now);
+    pair.b.handle_timeout(pair.now);
+    let dropped = pair.b.content_stats().dropped_bad_tag;
+    for f in later {
+        pair.deliver_to_b(f).expect("dropped");
+    }
+    assert_eq!(pair.b.content_stats().dropped_bad_tag, dropped + 1);
+    assert!(pair.received(3).is_empty());
+    // Nothing is lost: the dropped data goes out again under phase 2.
+    pair.settle();
+    assert_eq!(pair.received(3), vec![m[2].clone()]);
+    assert!(!pair.a.is_closed() && !pair.b.is_closed());
+}
+
+#[test]
+fn a_session_without_keys_refuses_key_updates() {
+    let now = Instant::now();
+    let mut s = Session::new(SessionConfig::new("node-a", "node-b"), now);
+    assert_eq!(s.update_keys(now), Err(KeyUpdateError::NoKeys));
+    assert_eq!(s.key_phases(), None);
 }
