@@ -53,8 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = Instant::now();
     let mut buf = Vec::new();
     for _ in 0..n {
-        let mut client = TlsHandshake::client(&client_config, TlsTransport::reliable(), now)?;
-        let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now)?;
+        let mut client =
+            TlsHandshake::client(&client_config, TlsTransport::reliable(), now, [1; 32])?;
+        let mut server =
+            TlsHandshake::server(&server_config, TlsTransport::reliable(), now, [2; 32])?;
         client.expect_peer(AtbusIdentity::new("bench", "server"));
         server.expect_peer(AtbusIdentity::new("bench", "client"));
         loop {

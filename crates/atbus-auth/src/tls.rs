@@ -15,7 +15,11 @@
 //! certificate without it.
 //!
 //! Time is an argument: `now` drives timers, `unix_ms` is the wall clock rustls checks
-//! certificate validity periods against (through [`TlsClock`]).
+//! certificate validity periods against (through [`TlsClock`]). So is randomness: every random
+//! byte of a handshake (randoms, session id, the X25519 key share) comes from the 32-byte seed
+//! given to [`TlsHandshake::client`] / [`TlsHandshake::server`], so a simulation replays a
+//! handshake exactly (with Ed25519 certificates; ring's ECDSA and RSA signatures draw their own
+//! nonces from the system).
 //!
 //! ```
 //! # use atbus_auth::tls::*;
@@ -25,8 +29,12 @@
 //! // PEM text of the node's certificate chain and key, and of the CA; mutual TLS on the server.
 //! let server_config = TlsConfig::from_pem(Some(cert), Some(key), ca, true)?;
 //! let client_config = TlsConfig::from_pem(Some(cert), Some(key), ca, false)?;
-//! let mut client = TlsHandshake::client(&client_config, TlsTransport::reliable(), now)?;
-//! let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now)?;
+//! // Seeds from the caller's CSPRNG (fixed in tests, so a run replays exactly).
+//! let (client_seed, server_seed) = ([1u8; 32], [2u8; 32]);
+//! let mut client =
+//!     TlsHandshake::client(&client_config, TlsTransport::reliable(), now, client_seed)?;
+//! let mut server =
+//!     TlsHandshake::server(&server_config, TlsTransport::reliable(), now, server_seed)?;
 //! client.expect_peer(AtbusIdentity::new("game", "lobby-1")); // the name in the server's hello
 //! server.expect_peer(AtbusIdentity::new("game", "player-17")); // the name in the client's hello
 //! let (client, server) = (&mut client, &mut server);
@@ -58,6 +66,7 @@
 
 mod cert;
 mod packet;
+mod random;
 mod record;
 #[cfg(any(test, feature = "test-certs"))]
 pub mod test_certs;
@@ -289,39 +298,57 @@ pub struct TlsHandshake {
     alert_pending: bool,
     expected_peer: Option<AtbusIdentity>,
     peer_identity: Option<AtbusIdentity>,
+    /// Every random byte rustls draws for this handshake (`random.rs`).
+    random: random::HandshakeRandom,
 }
 
 impl TlsHandshake {
     /// Starts the client side (the end that opened the link); its first flight is ready for
-    /// [`poll_transmit`](Self::poll_transmit) at once.
+    /// [`poll_transmit`](Self::poll_transmit) at once. `seed` (from the caller's CSPRNG) is the
+    /// source of every random byte of the handshake.
     pub fn client(
         config: &TlsConfig,
         transport: TlsTransport,
         now: Instant,
+        seed: [u8; 32],
     ) -> Result<Self, TlsError> {
-        let conn = quic::ClientConnection::new(
-            config.client.clone(),
-            quic::Version::V1,
-            TlsConfig::server_name(),
-            TRANSPORT_PARAMETERS.to_vec(),
-        )
+        let mut random = random::HandshakeRandom::new(seed);
+        let conn = random::with_random(&mut random, || {
+            quic::ClientConnection::new(
+                config.client.clone(),
+                quic::Version::V1,
+                TlsConfig::server_name(),
+                TRANSPORT_PARAMETERS.to_vec(),
+            )
+        })
         .map_err(TlsError::from_rustls)?;
-        let mut hs = Self::new(conn.into(), Side::Client, config, transport, now);
+        let mut hs = Self::new(conn.into(), Side::Client, config, transport, now, random);
         hs.pull_output()?;
         Ok(hs)
     }
 
     /// Starts the server side (the end that accepted the link). Fails without a certificate.
+    /// `seed` (from the caller's CSPRNG) is the source of every random byte of the handshake.
     pub fn server(
         config: &TlsConfig,
         transport: TlsTransport,
         now: Instant,
+        seed: [u8; 32],
     ) -> Result<Self, TlsError> {
         let server = config.server.clone().ok_or(TlsError::NoServerCertificate)?;
-        let conn =
+        let mut random = random::HandshakeRandom::new(seed);
+        let conn = random::with_random(&mut random, || {
             quic::ServerConnection::new(server, quic::Version::V1, TRANSPORT_PARAMETERS.to_vec())
-                .map_err(TlsError::from_rustls)?;
-        Ok(Self::new(conn.into(), Side::Server, config, transport, now))
+        })
+        .map_err(TlsError::from_rustls)?;
+        Ok(Self::new(
+            conn.into(),
+            Side::Server,
+            config,
+            transport,
+            now,
+            random,
+        ))
     }
 
     fn new(
@@ -330,6 +357,7 @@ impl TlsHandshake {
         config: &TlsConfig,
         mut transport: TlsTransport,
         now: Instant,
+        random: random::HandshakeRandom,
     ) -> Self {
         transport.max_record_data = transport.max_record_data.clamp(1, MAX_RECORD_DATA);
         Self {
@@ -349,6 +377,7 @@ impl TlsHandshake {
             alert_pending: false,
             expected_peer: None,
             peer_identity: None,
+            random,
         }
     }
 
@@ -523,7 +552,9 @@ impl TlsHandshake {
                     continue 'levels;
                 }
                 self.received[level] = end;
-                if let Err(e) = self.conn.read_hs(&chunk[received - start..]) {
+                let (conn, random) = (&mut self.conn, &mut self.random);
+                let read = random::with_random(random, || conn.read_hs(&chunk[received - start..]));
+                if let Err(e) = read {
                     return Err(self.fail(TlsError::from_rustls(e)));
                 }
                 self.pull_output()?;
@@ -576,7 +607,8 @@ impl TlsHandshake {
     fn pull_output(&mut self) -> Result<(), TlsError> {
         loop {
             let mut buf = Vec::new();
-            let change = self.conn.write_hs(&mut buf);
+            let (conn, random) = (&mut self.conn, &mut self.random);
+            let change = random::with_random(random, || conn.write_hs(&mut buf));
             if !buf.is_empty() {
                 if self.write_level >= LEVELS {
                     // Post-handshake messages (none are enabled): nothing to carry them in.

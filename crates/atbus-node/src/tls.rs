@@ -118,7 +118,10 @@ impl Node {
             )));
         };
         let transport = self.tls_transport(now, id);
-        let mut tls = TlsHandshake::client(config, transport, now).map_err(|e| tls_refused(&e))?;
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let mut tls =
+            TlsHandshake::client(config, transport, now, seed).map_err(|e| tls_refused(&e))?;
         tls.expect_peer(claimed_identity(reply));
         Ok(Box::new(tls))
     }
@@ -135,7 +138,10 @@ impl Node {
             return Err(tls_refused(&TlsError::NoServerCertificate));
         };
         let transport = self.tls_transport(now, id);
-        let mut tls = TlsHandshake::server(config, transport, now).map_err(|e| tls_refused(&e))?;
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let mut tls =
+            TlsHandshake::server(config, transport, now, seed).map_err(|e| tls_refused(&e))?;
         if !hello.node_name.is_empty() {
             tls.expect_peer(claimed_identity(hello));
         }

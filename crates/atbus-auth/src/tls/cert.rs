@@ -165,8 +165,10 @@ fn read_certs(
     Ok(certs)
 }
 
+/// ring's provider with randomness and key exchange fed by each handshake's seed
+/// (`random.rs`).
 fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(super::random::fed_provider())
 }
 
 impl TlsConfig {

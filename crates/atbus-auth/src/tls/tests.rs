@@ -38,8 +38,8 @@ struct Pair {
 impl Pair {
     fn new(client: &TlsConfig, server: &TlsConfig, transport: TlsTransport, unix_ms: i64) -> Self {
         let now = Instant::now();
-        let mut client = TlsHandshake::client(client, transport, now).expect("client");
-        let mut server = TlsHandshake::server(server, transport, now).expect("server");
+        let mut client = TlsHandshake::client(client, transport, now, [1; 32]).expect("client");
+        let mut server = TlsHandshake::server(server, transport, now, [2; 32]).expect("server");
         client.expect_peer(AtbusIdentity::new("game", "lobby-1"));
         server.expect_peer(AtbusIdentity::new("game", "player-17"));
         Self {
@@ -399,7 +399,8 @@ fn silent_peer_times_out_at_the_deadline() {
     let pki = pki();
     let client = config(Some(&pki.client), &pki.ca, false);
     let start = Instant::now();
-    let mut hs = TlsHandshake::client(&client, TlsTransport::datagram(), start).expect("client");
+    let mut hs =
+        TlsHandshake::client(&client, TlsTransport::datagram(), start, [3; 32]).expect("client");
     let mut buf = Vec::new();
     let mut sends = 0;
     let mut now = start;
@@ -430,15 +431,15 @@ fn malformed_and_lying_records_fail_the_handshake() {
     let pki = pki();
     let server_config = config(Some(&pki.server), &pki.ca, false);
     let now = Instant::now();
-    let mut server =
-        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now, [4; 32])
+        .expect("server");
     assert!(matches!(
         server.handle_record(now, JUNE_2027_MS, &[7, 7, 7]),
         Err(TlsError::Record(_))
     ));
     // A record acknowledging bytes the server never sent.
-    let mut server =
-        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now, [4; 32])
+        .expect("server");
     let mut rec = Vec::new();
     TlsRecord::Data {
         level: 0,
@@ -452,8 +453,8 @@ fn malformed_and_lying_records_fail_the_handshake() {
         Err(TlsError::Record(_))
     ));
     // Garbage handshake bytes: rustls refuses them.
-    let mut server =
-        TlsHandshake::server(&server_config, TlsTransport::reliable(), now).expect("server");
+    let mut server = TlsHandshake::server(&server_config, TlsTransport::reliable(), now, [4; 32])
+        .expect("server");
     rec.clear();
     TlsRecord::Data {
         level: 0,
@@ -484,7 +485,13 @@ fn a_node_without_a_certificate_cannot_serve() {
     let client_only = config(None, &pki.ca, false);
     assert!(!client_only.can_serve());
     assert_eq!(
-        TlsHandshake::server(&client_only, TlsTransport::reliable(), Instant::now()).err(),
+        TlsHandshake::server(
+            &client_only,
+            TlsTransport::reliable(),
+            Instant::now(),
+            [5; 32]
+        )
+        .err(),
         Some(TlsError::NoServerCertificate)
     );
     assert!(matches!(
@@ -618,4 +625,159 @@ proptest::proptest! {
         let s = pair.server.export_secrets(b"").expect("server secrets");
         proptest::prop_assert_eq!(c, s);
     }
+}
+
+#[test]
+fn records_over_the_level_or_record_cap_are_refused_with_their_typed_error() {
+    let pki = pki();
+    let server_config = config(Some(&pki.server), &pki.ca, false);
+    let now = Instant::now();
+    let over_level = {
+        let mut rec = Vec::new();
+        TlsRecord::Data {
+            level: 0,
+            offset: MAX_LEVEL_BYTES - 8,
+            ack: [0, 0],
+            bytes: &[0u8; 16],
+        }
+        .encode(&mut rec);
+        rec
+    };
+    let big = vec![0u8; MAX_RECORD_DATA + 1];
+    let over_record = {
+        let mut rec = Vec::new();
+        TlsRecord::Data {
+            level: 0,
+            offset: 0,
+            ack: [0, 0],
+            bytes: &big,
+        }
+        .encode(&mut rec);
+        rec
+    };
+    let cases = [
+        (&over_level, RecordError::BeyondLimit),
+        (&over_record, RecordError::TooLarge(MAX_RECORD_DATA + 1)),
+    ];
+    for transport in [TlsTransport::reliable(), TlsTransport::datagram()] {
+        for (rec, expected) in &cases {
+            let mut server =
+                TlsHandshake::server(&server_config, transport, now, [6; 32]).expect("server");
+            let err = server
+                .handle_record(now, JUNE_2027_MS, rec)
+                .expect_err("over the cap");
+            assert_eq!(err, TlsError::Record(expected.to_string()));
+            assert_eq!(server.error(), Some(&err), "the handshake failed");
+            let mut out = Vec::new();
+            assert!(server.poll_transmit(now, &mut out), "the peer is told");
+            assert!(matches!(
+                TlsRecord::decode(&out),
+                Ok(TlsRecord::Alert {
+                    refusal: TlsRefusal::HandshakeFailure,
+                    ..
+                })
+            ));
+        }
+    }
+    // Exactly at both caps is not refused for its size: on a datagram link a full record that
+    // ends at the level cap waits for the bytes before it.
+    let mut server = TlsHandshake::server(&server_config, TlsTransport::datagram(), now, [7; 32])
+        .expect("server");
+    let full = vec![0u8; MAX_RECORD_DATA];
+    let mut rec = Vec::new();
+    TlsRecord::Data {
+        level: 0,
+        offset: MAX_LEVEL_BYTES - MAX_RECORD_DATA as u32,
+        ack: [0, 0],
+        bytes: &full,
+    }
+    .encode(&mut rec);
+    assert_eq!(server.handle_record(now, JUNE_2027_MS, &rec), Ok(()));
+    assert!(server.error().is_none());
+}
+
+#[test]
+fn a_flight_over_the_level_cap_fails_the_sender_and_the_peer_hears_it() {
+    let pki = pki();
+    // A server chain of more than 64 KiB: the leaf followed by 200 copies of the CA.
+    let mut chain = pki.server.cert.clone();
+    for _ in 0..200 {
+        chain.push_str(&pki.ca.pem);
+    }
+    assert!(
+        chain.len() > 64 * 1024 * 4 / 3,
+        "chain of {} PEM bytes",
+        chain.len()
+    );
+    let huge = Leaf {
+        cert: chain,
+        key: pki.server.key.clone(),
+    };
+    let client = config(Some(&pki.client), &pki.ca, false);
+    let server = config(Some(&huge), &pki.ca, false);
+    let (client_err, server_err) = failing(&client, &server, JUNE_2027_MS);
+    assert_eq!(
+        server_err,
+        TlsError::Tls("handshake flight too large".into())
+    );
+    assert_eq!(
+        client_err,
+        TlsError::PeerRefused(TlsRefusal::HandshakeFailure)
+    );
+}
+
+/// Every record of one mutual-TLS handshake over a reliable carrier, in sending order, with
+/// the given seeds.
+fn recorded_handshake(
+    client: &TlsConfig,
+    server: &TlsConfig,
+    seeds: [[u8; 32]; 2],
+) -> Vec<Vec<u8>> {
+    let now = Instant::now();
+    let transport = TlsTransport::reliable();
+    let mut c = TlsHandshake::client(client, transport, now, seeds[0]).expect("client");
+    let mut s = TlsHandshake::server(server, transport, now, seeds[1]).expect("server");
+    c.expect_peer(AtbusIdentity::new("game", "lobby-1"));
+    s.expect_peer(AtbusIdentity::new("game", "player-17"));
+    let mut records = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..10 {
+        while c.poll_transmit(now, &mut buf) {
+            s.handle_record(now, JUNE_2027_MS, &buf)
+                .expect("server reads");
+            records.push(std::mem::take(&mut buf));
+        }
+        while s.poll_transmit(now, &mut buf) {
+            c.handle_record(now, JUNE_2027_MS, &buf)
+                .expect("client reads");
+            records.push(std::mem::take(&mut buf));
+        }
+    }
+    assert!(c.is_complete() && s.is_complete());
+    records
+}
+
+#[test]
+fn the_same_seeds_replay_a_handshake_byte_for_byte() {
+    // Ed25519 signatures are deterministic; every other random byte comes from the seeds.
+    let ca = Ca::with_key("atbus replay CA", super::test_certs::TestKey::Ed25519);
+    let server = ca.leaf(&["atbus://game/lobby-1"], &[], 2026, 2030);
+    let client = ca.leaf(&["atbus://game/player-17"], &[], 2026, 2030);
+    let (client, server) = (
+        config(Some(&client), &ca, true),
+        config(Some(&server), &ca, true),
+    );
+    let first = recorded_handshake(&client, &server, [[1; 32], [2; 32]]);
+    let again = recorded_handshake(&client, &server, [[1; 32], [2; 32]]);
+    assert!(first.len() >= 4, "{} records", first.len());
+    assert_eq!(first, again, "same seeds, same records");
+    // Another seed on either side changes the records from its first flight on.
+    let other_client = recorded_handshake(&client, &server, [[9; 32], [2; 32]]);
+    assert_ne!(other_client[0], first[0]);
+    let other_server = recorded_handshake(&client, &server, [[1; 32], [9; 32]]);
+    assert_eq!(
+        other_server[0], first[0],
+        "the client's first flight is its own"
+    );
+    assert_ne!(other_server[1], first[1]);
 }
