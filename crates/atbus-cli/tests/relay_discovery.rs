@@ -6,137 +6,24 @@
 
 mod relay_procs;
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use atbus_discovery::NodeRecord;
-use atbus_discovery_etcd::testing::{EtcdProcess as Etcd, free_port};
-use relay_procs::{counter, expect_line, line, scrape};
+use atbus_discovery_etcd::testing::EtcdProcess as Etcd;
+use relay_procs::logged::{
+    DiscoveredRelay as Relay, LoggedProc as Proc, discovered_node, wait_for,
+};
 
-/// A child process killed when dropped; its standard error goes to a file.
-struct Proc {
-    child: Child,
-    stderr: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Proc {
-    /// Starts `atbus ARGS` and returns it with its standard output.
-    fn start(args: &[&str]) -> (Self, BufReader<ChildStdout>) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let stderr = dir.path().join("stderr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atbus"))
-            .args(args)
-            .env_remove("ATBUS_TOKEN")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start atbus");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        (
-            Proc {
-                child,
-                stderr,
-                _dir: dir,
-            },
-            out,
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// SIGTERM, then a bounded wait; the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        relay_procs::signal(&mut self.child, "TERM", Duration::from_secs(10)).code()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A relay registered in `spec`: its name and metrics URL.
-struct Relay {
-    proc: Proc,
-    name: String,
-    metrics: String,
-}
-
-/// `atbus relay` in `ns`, listening on a fixed free port that it also publishes as its
-/// gateway for other namespaces, trusting the relays of the registry.
 fn start_relay(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Relay {
-    let url = format!("tcp://127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "relay",
-        "--name",
-        name,
-        "--namespace",
-        ns,
-        "--listen",
-        &url,
-        "--gateway",
-        &url,
-        "--discovery",
-        spec,
-        "--peer-relay-selector",
-        "kind=relay",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let (proc, mut out) = Proc::start(&args);
-    assert_eq!(expect_line(&mut out, "listening on "), url);
-    let metrics = expect_line(&mut out, "metrics on ");
-    assert!(line(&mut out).starts_with(&format!("registered {name} in ")));
-    Relay {
-        proc,
-        name: name.to_owned(),
-        metrics,
-    }
+    Relay::start(spec, name, ns, extra)
 }
 
 /// `atbus node --echo` in `ns` registered in `spec`, with `extra` arguments.
 fn start_echo(spec: &str, name: &str, ns: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "node",
-        "--name",
-        name,
-        "--namespace",
-        ns,
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--echo",
-        "--discovery",
-        spec,
-    ];
+    let mut args = vec!["--echo"];
     args.extend_from_slice(extra);
-    let (proc, mut out) = Proc::start(&args);
-    assert!(line(&mut out).starts_with("listening on "));
-    proc
-}
-
-impl Relay {
-    /// The value of `series`, `RELAY` standing for the relay's name.
-    fn metric(&self, series: &str) -> u64 {
-        let series = series.replace("RELAY", &self.name);
-        let body = scrape(&self.metrics);
-        counter(&body, &series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
-    }
-
-    /// Frames forwarded so far, once the endpoint caught up (it is at most 100 ms stale).
-    fn forwarded(&self) -> u64 {
-        std::thread::sleep(Duration::from_millis(300));
-        self.metric("atbus_relay_frames_forwarded_total{relay=\"RELAY\"}")
-    }
+    discovered_node(spec, name, ns, &args)
 }
 
 fn records(spec: &str) -> Vec<NodeRecord> {
@@ -153,14 +40,6 @@ fn records(spec: &str) -> Vec<NodeRecord> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a record"))
         .collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `atbus send --discovery` from ns1; the JSON summary.

@@ -9,6 +9,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod logged;
+
 /// Kills the child if a test fails before it stopped it.
 pub struct Guard(pub Child);
 
