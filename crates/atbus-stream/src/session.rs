@@ -445,10 +445,16 @@ impl Session {
                 return Ok(());
             }
         }
+        // Only what the session accepts keeps a path alive (RFC 9000 §10.1): on a session that
+        // seals, a packet refreshes the idle timer once it opened (`on_packet`).
+        let sealed_packet = matches!(frame.body, Some(Body::Packet(_)))
+            && self.protection.as_deref().is_some_and(|p| p.seals());
         let Some(p) = self.paths.get_mut(&path) else {
             return Ok(());
         };
-        p.last_received = now;
+        if !sealed_packet {
+            p.last_received = now;
+        }
         p.stats.packets_received += 1;
         p.stats.bytes_received += wire_len as u64;
         let head = frame.head;
@@ -1441,6 +1447,9 @@ impl Session {
                 Ok(()) => {}
                 Err(OpenFailure::Dropped) => return Ok(()),
                 Err(OpenFailure::Fatal(e)) => return Err(ProtocolError::Content(e.to_string())),
+            }
+            if let Some(p) = self.paths.get_mut(&path) {
+                p.last_received = now;
             }
         } else if packet.flags & packet_flags::ENCRYPTED != 0 {
             return Err(ProtocolError::NoKeys);

@@ -1,7 +1,8 @@
 //! Sessions with content protection installed (`Session::set_content_codec`): every packet on
 //! the wire is sealed, altered or unsealed packets are dropped and never delivered, nonces are
 //! never reused across retransmissions and paths, compression is flagged only above the
-//! threshold, and the relay-written head fields stay outside the associated data.
+//! threshold, the relay-written head fields stay outside the associated data, and frames that
+//! do not open keep no path alive.
 
 mod common;
 
@@ -20,7 +21,7 @@ use atbus_proto::{
 };
 use atbus_stream::sim::Side;
 use atbus_stream::{
-    Delivery, KeyUpdateError, OutgoingMessage, PathConfig, PathId, PathKind, ProtocolError,
+    Delivery, Event, KeyUpdateError, OutgoingMessage, PathConfig, PathId, PathKind, ProtocolError,
     Session, SessionConfig,
 };
 use bytes::Bytes;
@@ -837,4 +838,41 @@ fn a_session_without_keys_refuses_key_updates() {
     let mut s = Session::new(SessionConfig::new("node-a", "node-b"), now);
     assert_eq!(s.update_keys(now), Err(KeyUpdateError::NoKeys));
     assert_eq!(s.key_phases(), None);
+}
+
+/// Sealed frames that do not open never keep a path alive: only packets the session accepts
+/// restart the idle timer (RFC 9000 §10.1), so a forger cannot hold a dead path open.
+#[test]
+fn sealed_frames_that_do_not_open_do_not_keep_a_path_alive() {
+    let mut pair = Pair::new(None);
+    let idle = SessionConfig::new("node-b", "node-a").path_idle_timeout;
+    pair.a
+        .send(1, OutgoingMessage::data(marked(1, 300).remove(0)))
+        .expect("send");
+    let mut frames = data_packets(pair.frames_from_a());
+    let p = packet_mut(&mut frames[0]);
+    let mut content = p.content.to_vec();
+    content[0] ^= 1;
+    p.content = content.into();
+    let forged = frames.remove(0);
+    let start = pair.now;
+    let mut dead = None;
+    while dead.is_none() && pair.now < start + 2 * idle {
+        pair.now += Duration::from_millis(500);
+        pair.deliver_to_b(forged.clone())
+            .expect("a bad tag is dropped, not a protocol error");
+        pair.b.handle_timeout(pair.now);
+        while let Some(e) = pair.b.poll_event() {
+            if matches!(e, Event::PathDead { path } if path == pair.pb) {
+                dead = Some(pair.now);
+            }
+        }
+    }
+    let dead = dead.expect("b kept the path alive on frames that never opened");
+    assert!(
+        dead <= start + idle + Duration::from_secs(1),
+        "dead after {:?}",
+        dead - start
+    );
+    assert!(pair.b.content_stats().dropped_bad_tag >= 10);
 }
