@@ -124,7 +124,9 @@ fn sealed_run_with_updates(seed: u64, loss: f64, paths: usize, update_after: u64
     let (a, b) = (&mut w.pair.a, &mut w.pair.b);
     protect(a, b, None);
     w.pair.capture = Some(Vec::new());
-    w.plan(1, marked(150, 1500));
+    // With updates, enough data for several round trips: each update waits until the peer
+    // confirmed the one before (about one round trip).
+    w.plan(1, marked(if update_after > 0 { 600 } else { 150 }, 1500));
     w.plan(2, marked(100, 100));
     assert!(
         w.run(Duration::from_secs(600), false),
